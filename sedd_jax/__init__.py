@@ -1,0 +1,1 @@
+"""Score Entropy Discrete Diffusion for proteins and protein-ligand pairs (JAX/Flax)."""
