@@ -1,0 +1,194 @@
+"""Building blocks of the DDiT (diffusion transformer) used by SEDD.
+
+Parameter names follow the PyTorch reference (`transformer_v100.SEDD`) so that
+checkpoints convert by a fixed rule: torch `a.b.weight` [out, in] <-> flax `a/b/kernel`
+[in, out]; LayerNorm weights and embedding tables keep the name `weight`.
+
+Dense layers act on flattened tokens [N, d] (N = B * L): on CPU, XLA computes the weight
+gradient of a [B, L, d] dense markedly slower than the same matmul on [N, d].
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+FREQUENCY_DIM = 256
+NEG_INF = -1e30
+
+
+def torch_uniform(fan_in: int):
+    """nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class Dense(nn.Module):
+    """y = x W + b on [..., d_in]; params float32, matmul in `dtype`; torch-style init."""
+
+    features: int
+    use_bias: bool = True
+    zero_init: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        init = nn.initializers.zeros if self.zero_init else torch_uniform(fan_in)
+        kernel = self.param("kernel", init, (fan_in, self.features), jnp.float32)
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", init, (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """Weight-only LayerNorm (no bias), eps 1e-5, always computed in float32."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * weight
+
+
+class TimestepEmbedder(nn.Module):
+    """sigma [B] -> [B, cond]: cos-first sinusoids (256 features) then Linear-SiLU-Linear."""
+
+    hidden: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, sigma):
+        half = FREQUENCY_DIM // 2
+        freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+        args = sigma.astype(jnp.float32)[:, None] * freqs[None]
+        emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+        h = nn.silu(Dense(self.hidden, name="mlp_0")(emb))
+        return Dense(self.hidden, name="mlp_2")(h)
+
+
+def rotary_cos_sin(length: int, head_dim: int) -> tuple[jax.Array, jax.Array]:
+    """NeoX rotary tables [L, Dh]: inv_freq_k = 10000^(-2k/Dh), angles repeated twice."""
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, L, H, Dh] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]."""
+    a, b = jnp.split(x, 2, axis=-1)
+    rotated = jnp.concatenate([-b, a], axis=-1)
+    return x * cos[None, :, None, :].astype(x.dtype) + rotated * sin[None, :, None, :].astype(
+        x.dtype
+    )
+
+
+def attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
+    """Bidirectional softmax(q k^T / sqrt(Dh)) v per sequence, pad keys excluded.
+
+    q, k, v [B, L, H, Dh]; key_valid [B, L] bool or None -> [B, L, H, Dh]. With an
+    all-true mask the result equals the unmasked computation exactly.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    if key_valid is not None:
+        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def modulate(x, shift, scale):
+    """adaLN: x (1 + scale) + shift."""
+    return x * (1.0 + scale) + shift
+
+
+class MLP(nn.Module):
+    """fc1 (d -> ratio d) -> GELU -> fc2, both with bias; GELU exact or tanh by variant."""
+
+    hidden: int
+    ratio: int = 4
+    approximate_gelu: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = Dense(self.ratio * self.hidden, name="fc1", dtype=self.dtype)(x)
+        h = nn.gelu(h, approximate=self.approximate_gelu)
+        return Dense(self.hidden, name="fc2", dtype=self.dtype)(h)
+
+
+class DDiTBlock(nn.Module):
+    """adaLN-zero pre-LN transformer block with rotary self-attention.
+
+    x [B, L, d], c [B, cond] -> [B, L, d]. adaLN_modulation gives (shift, scale, gate) for
+    attention and for the MLP, zero-initialised, so a new block is the identity.
+    """
+
+    hidden: int
+    n_heads: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    approximate_gelu: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, c, rotary, valid, deterministic: bool = True):
+        batch, length, d = x.shape
+        heads, head_dim = self.n_heads, d // self.n_heads
+        mod = Dense(6 * d, zero_init=True, name="adaLN_modulation")(c)[:, None, :]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, -1)
+        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+
+        h = modulate(LayerNorm(name="norm1")(x), shift_msa, scale_msa)
+        qkv = Dense(3 * d, use_bias=False, dtype=self.dtype, name="attn_qkv")(
+            h.reshape(batch * length, d)
+        )
+        qkv = qkv.reshape(batch, length, 3, heads, head_dim)
+        q = apply_rotary(qkv[:, :, 0], *rotary)
+        k = apply_rotary(qkv[:, :, 1], *rotary)
+        out = attention(q, k, qkv[:, :, 2], valid).reshape(batch * length, d)
+        out = Dense(d, use_bias=False, dtype=self.dtype, name="attn_out")(out)
+        x = x + gate_msa * drop(out.reshape(batch, length, d).astype(jnp.float32))
+
+        h = modulate(LayerNorm(name="norm2")(x), shift_mlp, scale_mlp)
+        out = MLP(d, self.mlp_ratio, self.approximate_gelu, self.dtype, name="mlp")(
+            h.reshape(batch * length, d)
+        )
+        return x + gate_mlp * drop(out.reshape(batch, length, d).astype(jnp.float32))
+
+
+class OutputLayer(nn.Module):
+    """Final adaLN (shift, scale) + LayerNorm + linear to the vocabulary: [B, L, d] -> [B, L, V]."""
+
+    vocab_size: int
+    use_bias: bool = False
+    zero_init: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, c):
+        batch, length, d = x.shape
+        mod = Dense(2 * d, zero_init=True, name="adaLN_modulation")(c)[:, None, :]
+        shift, scale = jnp.split(mod, 2, -1)
+        h = modulate(LayerNorm(name="norm")(x), shift, scale).reshape(batch * length, d)
+        logits = Dense(
+            self.vocab_size,
+            use_bias=self.use_bias,
+            zero_init=self.zero_init,
+            dtype=self.dtype,
+            name="linear",
+        )(h)
+        return logits.reshape(batch, length, self.vocab_size).astype(jnp.float32)

@@ -1,0 +1,136 @@
+"""Single-track SEDD: a DDiT that maps (x_t [B, L], sigma_bar [B]) to log-scores [B, L, V].
+
+Two variants, chosen by `variant`:
+  * `protlig`: the reference `transformer_v100.SEDD` exactly: no SiLU on the condition,
+    exact (erf) GELU, output linear without bias and with the default (non-zero) init,
+    embedding N(0, 1).
+  * `sedd`: upstream louaaron SEDD: SiLU on the condition, tanh GELU, zero-initialised
+    output linear with bias, embedding U(+-1/sqrt(d)).
+
+With `scale_by_sigma` (absorbing graph only) the log-scores are shifted by
+-log(e^sigma - 1) - log(V - 1), so that a fresh network predicts near-uniform ratios of
+the right magnitude. The log-score at the current token is always set to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sedd_jax.diffusion.graphs import esigm1
+from sedd_jax.models.layers import (
+    DDiTBlock,
+    OutputLayer,
+    TimestepEmbedder,
+    rotary_cos_sin,
+    torch_uniform,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    silu_condition: bool
+    approximate_gelu: bool
+    output_bias: bool
+    output_zero_init: bool
+    embedding_init: str  # "normal" (torch nn.Embedding) or "uniform" (kaiming, a=sqrt 5)
+
+
+VARIANTS = {
+    "protlig": Variant(False, False, False, False, "normal"),
+    "sedd": Variant(True, True, True, True, "uniform"),
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def embedding_init(kind: str, hidden: int):
+    if kind == "normal":
+        return nn.initializers.normal(stddev=1.0)
+    return torch_uniform(hidden)
+
+
+class SEDD(nn.Module):
+    """The DDiT score network. Config fields mirror `config.model`."""
+
+    vocab_size: int  # V, absorbing id included
+    hidden: int = 768
+    n_blocks: int = 8
+    n_heads: int = 12
+    cond_dim: int = 256
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    variant: str = "protlig"
+    scale_by_sigma: bool = True
+    absorb: bool = True
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x, sigma, valid=None, deterministic: bool = True):
+        """x [B, L] int, sigma [B] float, valid [B, L] bool or None -> log-scores [B, L, V]."""
+        variant = VARIANTS[self.variant]
+        dtype = DTYPES[self.dtype]
+        table = self.param(
+            "vocab_embed", embedding_init(variant.embedding_init, self.hidden),
+            (self.vocab_size, self.hidden), jnp.float32,
+        )
+        h = jnp.take(table, x, axis=0)
+        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma)
+        if variant.silu_condition:
+            c = nn.silu(c)
+        rotary = rotary_cos_sin(x.shape[1], self.hidden // self.n_heads)
+        for i in range(self.n_blocks):
+            h = DDiTBlock(
+                self.hidden,
+                self.n_heads,
+                self.mlp_ratio,
+                self.dropout,
+                variant.approximate_gelu,
+                dtype,
+                name=f"blocks_{i}",
+            )(h, c, rotary, valid, deterministic)
+        logits = OutputLayer(
+            self.vocab_size,
+            variant.output_bias,
+            variant.output_zero_init,
+            dtype,
+            name="output_layer",
+        )(h, c)
+        if self.scale_by_sigma and self.absorb:
+            floor = jnp.finfo(jnp.float32).tiny
+            shift = jnp.log(jnp.maximum(esigm1(sigma), floor)) + math.log(self.vocab_size - 1)
+            logits = logits - shift[:, None, None]
+        return jnp.where(jax.nn.one_hot(x, self.vocab_size, dtype=bool), 0.0, logits)
+
+
+def count_parameters(params) -> int:
+    return sum(p.size for p in jax.tree_util.tree_leaves(params))
+
+
+def expected_parameter_count(vocab_size, hidden, n_blocks, cond_dim, mlp_ratio=4, variant="protlig"):
+    """Closed form (reference §1.1.6) for the protlig variant; `sedd` adds the output bias."""
+    d, c, v = hidden, cond_dim, vocab_size
+    per_block = (4 + 2 * mlp_ratio) * d * d + 6 * c * d + (mlp_ratio + 1 + 6 + 2) * d
+    total = 2 * v * d + (256 * c + c * c + 2 * c) + n_blocks * per_block + 2 * c * d + 3 * d
+    return total + (v if VARIANTS[variant].output_bias else 0)
+
+
+def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
+    """SEDD from `config.model` (every field consumed) and the graph's V."""
+    return SEDD(
+        vocab_size=vocab_size,
+        hidden=model_config.hidden,
+        n_blocks=model_config.n_blocks,
+        n_heads=model_config.n_heads,
+        cond_dim=model_config.cond_dim,
+        mlp_ratio=model_config.mlp_ratio,
+        dropout=model_config.dropout,
+        variant=model_config.variant,
+        scale_by_sigma=model_config.scale_by_sigma,
+        absorb=absorb,
+        dtype=model_config.dtype,
+    )

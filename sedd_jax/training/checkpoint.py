@@ -1,0 +1,71 @@
+"""Orbax checkpoints of the whole train state, plus a JSON of run metadata.
+
+Layout: `<workdir>/checkpoints/<step>/{state, meta}`. `state` is the TrainState (params,
+EMA, optimizer, step, PRNG); `meta` holds the config and tokenizer vocabularies so that a
+checkpoint can be sampled or converted without the original files. Saves are
+asynchronous; `restore_latest` falls back to an older step when the newest is unreadable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+def make_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=True,
+        enable_async_checkpointing=async_save,
+    )
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False):
+    """Save the (unreplicated) state and its metadata at `step`."""
+    return manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=force,
+    )
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+    """Restore (state, meta) at `step`, shaped and typed like `abstract_state`."""
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+        ),
+    )
+    return restored.state, restored.meta
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+    """Newest readable checkpoint as (state, meta), or None when there is none.
+
+    A corrupt newest step is reported and the previous one is tried.
+    """
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(manager, step, abstract_state)
+        except Exception as error:  # orbax raises many types for damaged files
+            log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
+    return None
+
+
+def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
+    """Only the metadata of a checkpoint (the newest when step is None)."""
+    manager = make_manager(workdir, keep=1_000_000, async_save=False)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    return step, meta

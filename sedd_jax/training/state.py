@@ -1,0 +1,44 @@
+"""The train state and its creation."""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs; the data position is `step` (batches are pure in it)."""
+
+    step: jax.Array  # [] int32, optimizer steps taken
+    params: dict
+    ema_params: dict
+    opt_state: optax.OptState
+    rng: jax.Array  # [2] uint32 raw key data; per-step keys are fold_in(rng, step)
+
+
+def create_train_state(model, tx, rng: jax.Array, example_x, example_valid) -> TrainState:
+    """Initialise parameters with `model.init` on an example batch [B, L]."""
+    init_key, state_key = jax.random.split(rng)
+    sigma = jnp.ones((example_x.shape[0],), jnp.float32)
+    params = model.init(init_key, example_x, sigma, example_valid)["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree_util.tree_map(jnp.copy, params),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(state_key),
+    )
+
+
+def ema_decay(decay: float, num_updates: jax.Array) -> jax.Array:
+    """Warm-up of the EMA decay: min(decay, (1 + n) / (10 + n)), n = updates so far (>= 1)."""
+    n = num_updates.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+def update_ema(ema_params, params, decay: jax.Array):
+    """ema <- ema - (1 - decay) (ema - params)."""
+    return jax.tree_util.tree_map(lambda e, p: e - (1.0 - decay) * (e - p), ema_params, params)

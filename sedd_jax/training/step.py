@@ -1,0 +1,117 @@
+"""The train step, written per device, and its `jax.pmap` wrapper.
+
+`train_step(state, batch)` sees one device's shard: tokens/valid [A, B, L] with A
+micro-batches accumulated inside the step (one optimizer step per call). Gradients and
+token counts are averaged over the `data` axis with `lax.pmean`, so the update equals the
+single-device update on the global batch: loss = sum of token losses / number of valid
+tokens, over all micro-batches and devices.
+
+A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`, so the
+loop can stop with the last good state intact.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sedd_jax.diffusion.losses import score_entropy_loss
+from sedd_jax.training.state import TrainState, ema_decay, update_ema
+
+AXIS = "data"
+
+
+def step_key(state: TrainState, axis_name: str | None = AXIS) -> jax.Array:
+    """A key unique to (run, step, device)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return key
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    graph,
+    noise,
+    tx,
+    lr_schedule,
+    ema: float,
+    sampling_eps: float,
+    axis_name: str = AXIS,
+):
+    key = step_key(state, axis_name)
+
+    def micro_loss(params, tokens, valid, micro_key):
+        loss_key, dropout_key = jax.random.split(micro_key)
+
+        def log_score_fn(x, sigma):
+            return model.apply(
+                {"params": params}, x, sigma, valid, deterministic=False,
+                rngs={"dropout": dropout_key},
+            )
+
+        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, loss_key, sampling_eps)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def accumulate(carry, inputs):
+        grads, loss_sum, count = carry
+        tokens, valid, index = inputs
+        (loss, n), g = grad_fn(state.params, tokens, valid, jax.random.fold_in(key, index))
+        grads = jax.tree_util.tree_map(jnp.add, grads, g)
+        return (grads, loss_sum + loss, count + n), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    micro = jnp.arange(batch["tokens"].shape[0])
+    (grads, loss_sum, count), _ = jax.lax.scan(
+        accumulate, (zeros, 0.0, 0.0), (batch["tokens"], batch["valid"], micro)
+    )
+    loss_sum, count, grads = jax.lax.pmean((loss_sum, count, grads), axis_name)
+    count = jnp.maximum(count, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / count, grads)
+    loss = loss_sum / count
+    grad_norm = optax.global_norm(grads)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = update_ema(state.ema_params, params, ema_decay(ema, state.step + 1))
+    new_state = state.replace(
+        step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+    )
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(finite, new, old), new_state, state
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "learning_rate": lr_schedule(state.step),
+        "tokens": count * jax.lax.psum(1, axis_name),
+        "finite": finite.astype(jnp.float32),
+    }
+    return new_state, metrics
+
+
+def make_pmap_train_step(**kwargs):
+    """pmap over local devices; state replicated with a leading device axis."""
+    return jax.pmap(
+        functools.partial(train_step, axis_name=AXIS, **kwargs),
+        axis_name=AXIS,
+        donate_argnums=(0,),
+    )
+
+
+def replicate(tree, num_devices: int):
+    """Stack `num_devices` copies along a new leading axis (pmap's replicated layout)."""
+    return jax.tree_util.tree_map(lambda x: jnp.stack([x] * num_devices), tree)
+
+
+def unreplicate(tree):
+    """The first device's copy of a replicated tree."""
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
