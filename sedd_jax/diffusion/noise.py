@@ -68,7 +68,9 @@ class CosineNoise:
     sigma_max: float = 0.5
 
     def total(self, t):
-        return self.sigma_max + 0.5 * (self.sigma_min - self.sigma_max) * (1.0 + jnp.cos(jnp.pi * t))
+        return self.sigma_max + 0.5 * (self.sigma_min - self.sigma_max) * (
+            1.0 + jnp.cos(jnp.pi * t)
+        )
 
     def rate(self, t):
         return 0.5 * jnp.pi * (self.sigma_max - self.sigma_min) * jnp.sin(jnp.pi * t)
@@ -90,3 +92,20 @@ def get_noise(config):
     cls = NOISES[config.type]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in config.items() if k in fields})
+
+
+def absorbing_schedule_warning(noise) -> str | None:
+    """A message when the absorbing chain does not reach (near) full masking at t = 1.
+
+    Sampling starts from the all-mask state, so a schedule with P(mask | t=1) < 0.99 trains
+    on inputs unlike the ones the sampler starts from (the reference's cosine schedule,
+    defect B2).
+    """
+    p = noise.mask_probability_at_one()
+    if p >= 0.99:
+        return None
+    return (
+        f"noise schedule {noise} masks only {p:.2f} of tokens at t=1 (P(mask|t=1) < 0.99), "
+        "but sampling starts from the all-mask state: training never sees the sampler's "
+        "starting point. Prefer noise.type='loglinear'."
+    )

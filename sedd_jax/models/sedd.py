@@ -75,8 +75,10 @@ class SEDD(nn.Module):
         variant = VARIANTS[self.variant]
         dtype = DTYPES[self.dtype]
         table = self.param(
-            "vocab_embed", embedding_init(variant.embedding_init, self.hidden),
-            (self.vocab_size, self.hidden), jnp.float32,
+            "vocab_embed",
+            embedding_init(variant.embedding_init, self.hidden),
+            (self.vocab_size, self.hidden),
+            jnp.float32,
         )
         h = jnp.take(table, x, axis=0)
         c = TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma)
@@ -111,7 +113,9 @@ def count_parameters(params) -> int:
     return sum(p.size for p in jax.tree_util.tree_leaves(params))
 
 
-def expected_parameter_count(vocab_size, hidden, n_blocks, cond_dim, mlp_ratio=4, variant="protlig"):
+def expected_parameter_count(
+    vocab_size, hidden, n_blocks, cond_dim, mlp_ratio=4, variant="protlig"
+):
     """Closed form (reference §1.1.6) for the protlig variant; `sedd` adds the output bias."""
     d, c, v = hidden, cond_dim, vocab_size
     per_block = (4 + 2 * mlp_ratio) * d * d + 6 * c * d + (mlp_ratio + 1 + 6 + 2) * d

@@ -52,7 +52,11 @@ def train_step(
 
         def log_score_fn(x, sigma):
             return model.apply(
-                {"params": params}, x, sigma, valid, deterministic=False,
+                {"params": params},
+                x,
+                sigma,
+                valid,
+                deterministic=False,
                 rngs={"dropout": dropout_key},
             )
 
@@ -108,8 +112,15 @@ def make_pmap_train_step(**kwargs):
 
 
 def replicate(tree, num_devices: int):
-    """Stack `num_devices` copies along a new leading axis (pmap's replicated layout)."""
-    return jax.tree_util.tree_map(lambda x: jnp.stack([x] * num_devices), tree)
+    """`num_devices` copies along a new leading axis, laid out as pmap lays out its outputs
+    (so the first and later steps share one compilation)."""
+    mesh = jax.sharding.Mesh(jax.local_devices()[:num_devices], (AXIS,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+
+    def put(x):
+        return jax.device_put(jnp.stack([x] * num_devices), sharding)
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def unreplicate(tree):

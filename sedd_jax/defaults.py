@@ -1,0 +1,84 @@
+"""Defaults shared by every config file: each `get_config()` starts here and overrides.
+
+Every key is consumed by the code; `--config.<key>=...` on the command line overrides a
+value, and an unknown key is an error (the config is locked).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "demo"  # demo | fasta | mmseqs_examples | uniref50
+    c.data.path = ""  # FASTA path for `fasta` / `uniref50`
+    c.data.vocab_size = 25  # tokenizer ids; 36 matches reference checkpoints
+    c.data.max_len = 128
+    c.data.min_len = 8
+    c.data.crop = "start"  # start | random
+    c.data.val_fraction = 0.05
+    c.data.max_sequences = 0  # 0 keeps all
+    c.data.on_error = "fail"  # fail | skip (bad FASTA records)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden = 768
+    c.model.n_blocks = 8
+    c.model.n_heads = 12
+    c.model.cond_dim = 256
+    c.model.mlp_ratio = 4
+    c.model.dropout = 0.1
+    c.model.variant = "protlig"  # protlig (reference v100) | sedd (upstream)
+    c.model.scale_by_sigma = True
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
+
+    c.graph = ml_collections.ConfigDict()
+    c.graph.type = "absorb"
+
+    c.noise = ml_collections.ConfigDict()
+    c.noise.type = "loglinear"
+    c.noise.eps = 1e-3
+
+    c.training = ml_collections.ConfigDict()
+    c.training.batch_size = 32  # global, per optimizer step (all devices, all micro-batches)
+    c.training.accum = 1  # micro-batches per optimizer step
+    c.training.n_steps = 1000  # optimizer steps
+    c.training.stop_after_steps = 0  # >0: leave this invocation early (resume later)
+    c.training.ema = 0.9999
+    c.training.sampling_eps = 1e-3
+    c.training.log_every = 50
+    c.training.eval_every = 500
+    c.training.checkpoint_every = 500
+    c.training.keep_checkpoints = 3
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.optimizer = "adamw"
+    c.optim.lr = 3e-4
+    c.optim.beta1 = 0.9
+    c.optim.beta2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.warmup = 100
+    c.optim.warmup_init_fraction = 0.0
+    c.optim.final_lr_fraction = 0.01
+    c.optim.grad_clip = 1.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 32
+    c.eval.time_samples = 4  # fixed t-draws per validation sequence
+    c.eval.max_batches = 0  # 0: the whole validation split
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.predictor = "euler"
+    c.sampling.steps = 128
+    c.sampling.eps = 1e-5
+    c.sampling.denoise = True
+    c.sampling.num_samples = 8  # written as FASTA at the end of training
+    c.sampling.length = 0  # 0: draw lengths from the training length distribution
+
+    c.logging = ml_collections.ConfigDict()
+    c.logging.wandb = "disabled"  # disabled | offline | online
+    c.logging.project = "sedd"
+    c.logging.progress_bar = True
+    return c

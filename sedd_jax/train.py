@@ -1,0 +1,43 @@
+"""Train SEDD: `python -m sedd_jax.train --config=configs/demo.py [--workdir=runs/demo]`.
+
+Override any config value on the command line, e.g. `--config.optim.lr=1e-4`; unknown
+keys are errors. Running again with the same workdir resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
+
+    config = _CONFIG.value
+    if config is None:
+        sys.exit("--config is required, e.g. --config=configs/demo.py")
+    workdir = _WORKDIR.value or os.path.join(
+        "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].value or "run"))[0]
+    )
+    try:
+        summary = train_and_evaluate(config, workdir)
+    except NonFiniteLossError as error:
+        sys.exit(f"error: {error}")
+    print(f"finished: {summary}")
+    print(f"outputs in {os.path.abspath(workdir)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

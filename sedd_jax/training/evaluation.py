@@ -1,0 +1,52 @@
+"""Validation loss with fixed randomness, so successive evaluations are comparable.
+
+For each validation batch and each of K time samples the key is fixed
+(fold_in(seed key, batch * K + k)), hence the number depends only on the parameters.
+It estimates the diffusion ELBO in nats per valid token (without the prior term).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from sedd_jax.data.batching import iter_eval_batches
+from sedd_jax.diffusion.losses import score_entropy_loss
+
+
+def make_eval_step(model, graph, noise, sampling_eps: float):
+    """jit fn(params, tokens [B, L], valid [B, L], key) -> (loss_sum, num_valid)."""
+
+    @jax.jit
+    def eval_step(params, tokens, valid, key):
+        def log_score_fn(x, sigma):
+            return model.apply({"params": params}, x, sigma, valid)
+
+        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps)
+
+    return eval_step
+
+
+def validation_loss(
+    eval_step,
+    params,
+    val: dict,
+    *,
+    batch_size: int,
+    time_samples: int,
+    max_batches: int,
+    pad_id: int,
+    seed: int,
+) -> float:
+    """Mean weighted score entropy per valid token over the validation split."""
+    base = jax.random.fold_in(jax.random.key(seed), 0x5EDD)
+    total, count = 0.0, 0.0
+    batches = iter_eval_batches(val, batch_size, fill={"tokens": pad_id})
+    for b, batch in enumerate(batches):
+        if max_batches and b >= max_batches:
+            break
+        for k in range(time_samples):
+            key = jax.random.fold_in(base, b * time_samples + k)
+            loss_sum, n = eval_step(params, batch["tokens"], batch["valid"], key)
+            total += float(loss_sum)
+            count += float(n)
+    return total / max(count, 1.0)
