@@ -52,6 +52,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.training.checkpoint_every = 500
     c.training.keep_checkpoints = 3
 
+    c.curriculum = ml_collections.ConfigDict()
+    c.curriculum.type = "none"  # none | time_bias | sigma_scale
+    c.curriculum.ramp = "exponential"  # linear | exponential | cosine
+    c.curriculum.preschool_steps = 5000  # steps until the plain loss
+    c.curriculum.bias_strength = 2.0  # time_bias: t ~ U^(1 + b * bias_strength)
+
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adamw"
     c.optim.lr = 3e-4
@@ -68,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 32
     c.eval.time_samples = 4  # fixed t-draws per validation sequence
     c.eval.max_batches = 0  # 0: the whole validation split
+    c.eval.likelihood_time_samples = 128  # K times per sequence for the ELBO / perplexity
+    c.eval.likelihood_method = "stratified"  # stratified | antithetic (K even)
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.predictor = "euler"

@@ -1,8 +1,8 @@
 """The dsigma-weighted denoising score-entropy loss (SEDD, Lou et al. 2024, eq. 10).
 
 A `log_score_fn(x_t [B, L], sigma [B]) -> log-scores [B, L, V]` stands for the network;
-the loss never sees parameters, so it is shared by training, evaluation and tests
-(an analytic oracle plugs in the same way).
+the loss never sees parameters, so it is shared by training, evaluation, the likelihood
+bound and tests (an analytic oracle plugs in the same way).
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.diffusion.curriculum import (
+    sample_curriculum_times,
+    sample_times,
+    sigma_multiplier,
+)
+
 LogScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
+__all__ = ["LogScoreFn", "loss_times", "per_token_loss", "sample_times", "score_entropy_loss"]
 
-def sample_times(key: jax.Array, batch: int, sampling_eps: float = 1e-3) -> jax.Array:
-    """t ~ U[eps, 1] per sequence: [B]."""
-    return (1.0 - sampling_eps) * jax.random.uniform(key, (batch,)) + sampling_eps
+
+def loss_times(
+    key: jax.Array, batch: int, sampling_eps: float, step: jax.Array | int = 0, curriculum=None
+) -> tuple[jax.Array, jax.Array]:
+    """Split a loss key into the times t [B] (curriculum-aware) and the corruption key."""
+    time_key, noise_key = jax.random.split(key)
+    return sample_curriculum_times(time_key, batch, step, curriculum, sampling_eps), noise_key
 
 
 def per_token_loss(
@@ -27,18 +38,27 @@ def per_token_loss(
     x0: jax.Array,
     valid: jax.Array,
     t: jax.Array,
-    key: jax.Array,
+    key: jax.Array | None = None,
+    *,
+    x_t: jax.Array | None = None,
+    sigma_scale: jax.Array | float = 1.0,
 ) -> jax.Array:
-    """dsigma(t_b) * score_entropy at every position, zero at pads: [B, L].
+    """dsigma'(t_b) * score_entropy at every position, zero at pads: [B, L].
 
-    The sigma that corrupts x0 is the sigma that conditions the network and sets the
-    target ratio (the reference's curriculum broke this; defect B3).
+    sigma' = sigma_scale * sigma_bar(t) and dsigma' = sigma_scale * dsigma(t) (a scaled
+    schedule, see `curriculum`). The sigma' that corrupts x0 is the sigma' that
+    conditions the network and sets the target ratio (the reference's curriculum broke
+    this; defect B3). x0 is corrupted with `key`, unless the corrupted tokens x_t [B, L]
+    are given (then `key` is unused): that makes the loss a deterministic function of
+    (x0, valid, t, x_t), e.g. to compare a padded batch with its sequences one by one.
     """
     sigma, dsigma = noise(t)
-    x_t = graph.sample_transition(key, x0, sigma, valid)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = graph.sample_transition(key, x0, sigma, valid)
     log_score = log_score_fn(x_t, sigma)
     entropy = graph.score_entropy(log_score.astype(jnp.float32), sigma, x_t, x0)
-    return dsigma[:, None] * entropy * valid
+    return jnp.where(valid, dsigma[:, None] * entropy, 0.0)
 
 
 def score_entropy_loss(
@@ -49,14 +69,27 @@ def score_entropy_loss(
     valid: jax.Array,
     key: jax.Array,
     sampling_eps: float = 1e-3,
+    *,
+    step: jax.Array | int = 0,
+    curriculum=None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean over valid tokens of the weighted score entropy, for one fresh t per sequence.
+    """Sum over valid tokens of the weighted score entropy, for one fresh t per sequence.
 
     Returns (loss_sum [], num_valid []) so that callers can average across devices or
-    micro-batches exactly: loss = loss_sum / num_valid. Its expectation over t is the
-    diffusion ELBO in nats per token (up to the prior term and the [0, eps] sliver).
+    micro-batches exactly: loss = loss_sum / num_valid. Without a curriculum its
+    expectation over t is the diffusion ELBO in nats per token (up to the prior term and
+    the [0, eps] sliver; `likelihood` computes the full bound). With `curriculum` (a
+    `config.curriculum` block) the times and the sigma multiplier follow it at `step`.
     """
-    time_key, noise_key = jax.random.split(key)
-    t = sample_times(time_key, x0.shape[0], sampling_eps)
-    losses = per_token_loss(log_score_fn, graph, noise, x0, valid, t, noise_key)
+    t, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    losses = per_token_loss(
+        log_score_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        t,
+        noise_key,
+        sigma_scale=sigma_multiplier(step, curriculum),
+    )
     return losses.sum(), valid.sum().astype(jnp.float32)

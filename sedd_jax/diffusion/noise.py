@@ -105,7 +105,7 @@ def absorbing_schedule_warning(noise) -> str | None:
     if p >= 0.99:
         return None
     return (
-        f"noise schedule {noise} masks only {p:.2f} of tokens at t=1 (P(mask|t=1) < 0.99), "
-        "but sampling starts from the all-mask state: training never sees the sampler's "
-        "starting point. Prefer noise.type='loglinear'."
+        f"noise schedule {noise} masks only a fraction P(mask | t=1) = {p:.2f} of tokens "
+        "(< 0.99), but sampling starts from the all-mask state: training never sees the "
+        "sampler's starting point. Prefer noise.type='loglinear'."
     )

@@ -4,6 +4,10 @@ Every predictor has one signature:
     predictor(log_score_fn, graph, noise, x [B, L], t [], dt [], u [B, L, V]) -> x [B, L]
 where `u` are the uniforms of the categorical draw (explicit so that the PyTorch twin
 can replay the same draw). The time grid is linspace(1, eps, steps + 1), as upstream.
+
+Conditioning is by clamping: `clamp` [B, L] marks positions held at their `x_init`
+values at every step (prompts, pads, a conditioning track); `prefix_prompt`,
+`position_prompt` and `with_padding` build (x_init, clamp) pairs.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.diffusion.catsample import categorical_from_uniform
+from sedd_jax.diffusion.catsample import categorical_from_uniform, uniform
 
 
 def _batched(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -24,6 +28,21 @@ def euler_predictor(log_score_fn, graph, noise, x, t, dt, u):
     score = jnp.exp(log_score_fn(x, sigma).astype(jnp.float32))
     rate = (dt * dsigma)[:, None, None] * graph.reverse_rate(x, score)
     return graph.sample_rate(x, rate, u)
+
+
+def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
+    """Tweedie tau-leaping (SEDD eq. 19): the exact one-step reverse of each position.
+
+    With dsigma = sigma_bar(t) - sigma_bar(t - dt):
+    p(y) = staggered_score(s, dsigma)_y * exp(dsigma Q)^T(x, y). Masked positions of the
+    absorbing graph stay masked with the remaining mass.
+    """
+    sigma, _ = noise(_batched(t, x))
+    next_sigma, _ = noise(_batched(t - dt, x))
+    step_sigma = sigma - next_sigma
+    score = jnp.exp(log_score_fn(x, sigma).astype(jnp.float32))
+    probs = graph.staggered_score(score, step_sigma) * graph.transp_transition(x, step_sigma)
+    return categorical_from_uniform(probs, u)
 
 
 def none_predictor(log_score_fn, graph, noise, x, t, dt, u):
@@ -47,7 +66,7 @@ def denoise(log_score_fn, graph, noise, x, t, u):
     return categorical_from_uniform(probs, u)
 
 
-PREDICTORS = {"euler": euler_predictor, "none": none_predictor}
+PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
 
 
 def time_grid(steps: int, eps: float) -> jax.Array:
@@ -68,33 +87,86 @@ def pc_sample(
     denoise_last: bool = True,
     clamp: jax.Array | None = None,
     uniforms: jax.Array | None = None,
+    start_from_limit: bool = True,
 ) -> jax.Array:
-    """Run the reverse process from x_init [B, L] (mask where generated, tokens elsewhere).
+    """Run the reverse process for x [B, L]; one `lax.scan` over the steps.
 
-    clamp [B, L] bool: positions held at their x_init values at every step (prompts,
-    pads, a conditioning track). Uniforms are drawn from `key`, or taken from
-    `uniforms` [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs.
-    Wrap in jax.jit with `steps`, `predictor`, `eps`, `denoise_last` static.
+    x_init [B, L] holds the clamped tokens; every other position starts from the graph's
+    limit `graph.sample_limit` (all-mask for absorbing, uniform tokens for uniform, drawn
+    with fold_in(key, steps + 1)), unless `start_from_limit` is False: then x_init is the
+    start state as given. clamp [B, L] bool: positions held at their x_init values at
+    every step. Uniforms are drawn from `key`, or taken from `uniforms`
+    [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs. Wrap in
+    jax.jit with `steps`, `predictor`, `eps`, `denoise_last`, `start_from_limit` static.
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if key is None and uniforms is None:
+        raise ValueError("pc_sample needs a key or explicit uniforms")
     step_fn = PREDICTORS[predictor]
     shape = x_init.shape + (graph.dim,)
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
     keep = jnp.zeros(x_init.shape, bool) if clamp is None else clamp
+    x_start = x_init
+    if start_from_limit:
+        if key is None and not graph.absorb:
+            raise ValueError(
+                "the uniform graph starts from random tokens: pass a key, or an explicit "
+                "start state with start_from_limit=False"
+            )
+        limit_key = None if key is None else jax.random.fold_in(key, steps + 1)
+        x_start = jnp.where(keep, x_init, graph.sample_limit(limit_key, x_init.shape))
 
     def draw(i):
         if uniforms is not None:
             return uniforms[i]
-        return jax.random.uniform(jax.random.fold_in(key, i), shape)
+        return uniform(jax.random.fold_in(key, i), shape)
 
     def body(x, i):
         x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i))
         return jnp.where(keep, x_init, x), None
 
-    x, _ = jax.lax.scan(body, x_init, jnp.arange(steps))
+    x, _ = jax.lax.scan(body, x_start, jnp.arange(steps))
     if denoise_last:
         x = denoise(log_score_fn, graph, noise, x, ts[-1], draw(steps))
         x = jnp.where(keep, x_init, x)
     return x
+
+
+def _rows(a: jax.Array, batch: int | None) -> jax.Array:
+    a = jnp.asarray(a, jnp.int32)
+    if a.ndim == 1:
+        return jnp.broadcast_to(a, (1 if batch is None else batch, a.shape[0]))
+    return a
+
+
+def position_prompt(
+    positions: jax.Array, tokens: jax.Array, length: int, batch: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(x_init [B, L], clamp [B, L]) with tokens [B, P] fixed at positions [B, P].
+
+    1-D positions or tokens [P] are shared by all `batch` rows. Unclamped entries of
+    x_init are 0; `pc_sample` replaces them by the graph's limit.
+    """
+    positions, tokens = _rows(positions, batch), _rows(tokens, batch)
+    positions, tokens = jnp.broadcast_arrays(positions, tokens)
+    rows = jnp.arange(positions.shape[0])[:, None]
+    x_init = jnp.zeros((positions.shape[0], length), jnp.int32).at[rows, positions].set(tokens)
+    clamp = jnp.zeros((positions.shape[0], length), bool).at[rows, positions].set(True)
+    return x_init, clamp
+
+
+def prefix_prompt(
+    prefix: jax.Array, length: int, batch: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(x_init [B, L], clamp [B, L]) with prefix [B, P] (or [P]) fixed at positions 0..P-1."""
+    prefix = _rows(prefix, batch)
+    return position_prompt(jnp.arange(prefix.shape[1]), prefix, length, prefix.shape[0])
+
+
+def with_padding(
+    x_init: jax.Array, clamp: jax.Array, valid: jax.Array, pad_id: int
+) -> tuple[jax.Array, jax.Array]:
+    """Clamp the pads (valid False) to `pad_id`; pass `valid` to the model as well."""
+    return jnp.where(valid, x_init, pad_id), clamp | ~valid

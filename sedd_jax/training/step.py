@@ -6,6 +6,10 @@ token counts are averaged over the `data` axis with `lax.pmean`, so the update e
 single-device update on the global batch: loss = sum of token losses / number of valid
 tokens, over all micro-batches and devices.
 
+The curriculum (`config.curriculum`, see `sedd_jax.diffusion.curriculum`) is a pure
+function of `state.step`: it sets the time sampler and the sigma multiplier of the loss.
+The metrics report its progress and the mean sampled time.
+
 A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`, so the
 loop can stop with the last good state intact.
 """
@@ -18,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sedd_jax.diffusion.losses import score_entropy_loss
+from sedd_jax.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
+from sedd_jax.diffusion.losses import loss_times, per_token_loss
 from sedd_jax.training.state import TrainState, ema_decay, update_ema
 
 AXIS = "data"
@@ -43,9 +48,12 @@ def train_step(
     lr_schedule,
     ema: float,
     sampling_eps: float,
+    curriculum=None,
     axis_name: str = AXIS,
 ):
     key = step_key(state, axis_name)
+    curriculum = check_curriculum(curriculum)
+    sigma_scale = sigma_multiplier(state.step, curriculum)
 
     def micro_loss(params, tokens, valid, micro_key):
         loss_key, dropout_key = jax.random.split(micro_key)
@@ -60,23 +68,30 @@ def train_step(
                 rngs={"dropout": dropout_key},
             )
 
-        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, loss_key, sampling_eps)
+        t, noise_key = loss_times(loss_key, tokens.shape[0], sampling_eps, state.step, curriculum)
+        losses = per_token_loss(
+            log_score_fn, graph, noise, tokens, valid, t, noise_key, sigma_scale=sigma_scale
+        )
+        return losses.sum(), (valid.sum().astype(jnp.float32), t.mean())
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
     def accumulate(carry, inputs):
-        grads, loss_sum, count = carry
+        grads, loss_sum, count, t_sum = carry
         tokens, valid, index = inputs
-        (loss, n), g = grad_fn(state.params, tokens, valid, jax.random.fold_in(key, index))
+        (loss, (n, mean_t)), g = grad_fn(
+            state.params, tokens, valid, jax.random.fold_in(key, index)
+        )
         grads = jax.tree_util.tree_map(jnp.add, grads, g)
-        return (grads, loss_sum + loss, count + n), None
+        return (grads, loss_sum + loss, count + n, t_sum + mean_t), None
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
     micro = jnp.arange(batch["tokens"].shape[0])
-    (grads, loss_sum, count), _ = jax.lax.scan(
-        accumulate, (zeros, 0.0, 0.0), (batch["tokens"], batch["valid"], micro)
+    (grads, loss_sum, count, t_sum), _ = jax.lax.scan(
+        accumulate, (zeros, 0.0, 0.0, 0.0), (batch["tokens"], batch["valid"], micro)
     )
-    loss_sum, count, grads = jax.lax.pmean((loss_sum, count, grads), axis_name)
+    mean_t = t_sum / micro.shape[0]
+    loss_sum, count, grads, mean_t = jax.lax.pmean((loss_sum, count, grads, mean_t), axis_name)
     count = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / count, grads)
     loss = loss_sum / count
@@ -98,12 +113,20 @@ def train_step(
         "learning_rate": lr_schedule(state.step),
         "tokens": count * jax.lax.psum(1, axis_name),
         "finite": finite.astype(jnp.float32),
+        "curriculum_progress": progress(state.step, curriculum),
+        "mean_t": mean_t,
     }
     return new_state, metrics
 
 
 def make_pmap_train_step(**kwargs):
-    """pmap over local devices; state replicated with a leading device axis."""
+    """pmap over local devices; state replicated with a leading device axis.
+
+    kwargs are those of `train_step` after `batch`: model, graph, noise, tx, lr_schedule,
+    ema, sampling_eps and, optionally, curriculum (a `config.curriculum` block; None or
+    type "none": no curriculum).
+    """
+    check_curriculum(kwargs.get("curriculum"))
     return jax.pmap(
         functools.partial(train_step, axis_name=AXIS, **kwargs),
         axis_name=AXIS,
