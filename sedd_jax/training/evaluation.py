@@ -8,6 +8,7 @@ It estimates the diffusion ELBO in nats per valid token (without the prior term)
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
@@ -21,6 +22,21 @@ def make_eval_step(model, graph, noise, sampling_eps: float):
         def log_score_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
 
+        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps)
+
+    return eval_step
+
+
+def make_oracle_eval_step(score_fn_builder, graph, noise, sampling_eps: float):
+    """Like `make_eval_step` for an analytic score: fn(oracle_params, tokens, valid, key).
+
+    `score_fn_builder(oracle_params, graph)` returns a log_score_fn, e.g.
+    `oracles.unigram_log_score_fn` with oracle_params = log p [n].
+    """
+
+    @jax.jit
+    def eval_step(oracle_params, tokens, valid, key):
+        log_score_fn = score_fn_builder(oracle_params, graph)
         return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps)
 
     return eval_step
@@ -50,3 +66,9 @@ def validation_loss(
             total += float(loss_sum)
             count += float(n)
     return total / max(count, 1.0)
+
+
+def unigram_log_probs(tokens: np.ndarray, valid: np.ndarray, num_tokens: int) -> np.ndarray:
+    """log p [num_tokens] of the tokens at valid positions, add-1/2 smoothed."""
+    counts = np.bincount(tokens[valid], minlength=num_tokens)[:num_tokens] + 0.5
+    return np.log(counts / counts.sum()).astype(np.float32)

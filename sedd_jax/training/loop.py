@@ -24,7 +24,13 @@ from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
 from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training import checkpoint
-from sedd_jax.training.evaluation import make_eval_step, validation_loss
+from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.training.evaluation import (
+    make_eval_step,
+    make_oracle_eval_step,
+    unigram_log_probs,
+    validation_loss,
+)
 from sedd_jax.training.generation import generate, make_sampler
 from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
@@ -117,24 +123,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     eval_step = make_eval_step(model, graph, noise, tc.sampling_eps)
 
+    def val_loss(step_fn, params):
+        return validation_loss(
+            step_fn,
+            params,
+            data.val,
+            batch_size=config.eval.batch_size,
+            time_samples=config.eval.time_samples,
+            max_batches=config.eval.max_batches,
+            pad_id=data.tokenizer.pad_id,
+            seed=config.seed,
+        )
+
     def evaluate(step, params_state):
-        metrics = {}
-        for name in ("params", "ema_params"):
-            metrics[f"loss_{name.replace('_params', '')}"] = validation_loss(
-                eval_step,
-                getattr(params_state, name),
-                data.val,
-                batch_size=config.eval.batch_size,
-                time_samples=config.eval.time_samples,
-                max_batches=config.eval.max_batches,
-                pad_id=data.tokenizer.pad_id,
-                seed=config.seed,
-            )
+        metrics = {"loss_params": val_loss(eval_step, params_state.params)}
+        metrics["loss_ema"] = val_loss(eval_step, params_state.ema_params)
         logger.write(step, metrics, prefix="val/")
         return metrics
 
     if start == 0:
         evaluate(0, state)
+        if graph.absorb:
+            # the best position-independent predictor, under the same evaluation
+            oracle = make_oracle_eval_step(unigram_log_score_fn, graph, noise, tc.sampling_eps)
+            log_p = unigram_log_probs(data.train["tokens"], data.train["valid"], graph.n)
+            logger.write(0, {"loss_unigram": val_loss(oracle, jnp.asarray(log_p))}, "val/")
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
     preemption = Preemption()
     rstate = replicate(state, num_devices)
