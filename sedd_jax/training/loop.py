@@ -22,9 +22,9 @@ from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pipeline import load_protein_data, make_batcher
 from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
+from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training import checkpoint
-from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.training.evaluation import (
     make_eval_step,
     make_oracle_eval_step,
