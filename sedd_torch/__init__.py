@@ -1,0 +1,6 @@
+"""The PyTorch twin of sedd_jax: the same model, diffusion and a minimal trainer.
+
+It mirrors sedd_jax module for module, so a diff between the two reads as a
+translation. It exists to prove numerical parity (parity_tests/), to load and export
+PyTorch checkpoints, and to give CUDA/MPS users a path; sedd_jax remains the product.
+"""

@@ -1,0 +1,36 @@
+"""Shared fixtures of the parity suite: a `record` fixture that collects the errors each
+test reaches, printed as a table at the end of the run (`pytest parity_tests -rA`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+_RESULTS: list[tuple[str, str, float, float]] = []
+
+
+@pytest.fixture(autouse=True)
+def _torch_float32_cpu():
+    torch.set_default_dtype(torch.float32)
+    yield
+
+
+@pytest.fixture
+def record(request):
+    """record(quantity, reached, tolerance): note a measured error for the summary."""
+
+    def _record(quantity: str, reached: float, tolerance: float):
+        _RESULTS.append((request.node.name, quantity, float(reached), float(tolerance)))
+
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RESULTS:
+        return
+    terminalreporter.section("parity: reached vs tolerance")
+    width = max(len(case) for case, *_ in _RESULTS)
+    for case, quantity, reached, tolerance in _RESULTS:
+        terminalreporter.write_line(
+            f"{case:<{width}}  {quantity:<34} {reached:10.3e}  (tol {tolerance:.0e})"
+        )

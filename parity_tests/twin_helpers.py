@@ -1,0 +1,91 @@
+"""Building identical JAX and torch models for the parity tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from sedd_jax import conversion
+from sedd_jax.models.sedd import SEDD
+from sedd_torch.models.sedd import SEDD as TorchSEDD
+
+VOCAB = 26  # 25 protein ids + the absorbing state
+
+
+def tiny_kwargs(variant: str, **overrides) -> dict:
+    kwargs = dict(
+        vocab_size=VOCAB,
+        hidden=64,
+        n_blocks=2,
+        n_heads=4,
+        cond_dim=32,
+        mlp_ratio=4,
+        dropout=0.0,
+        variant=variant,
+        scale_by_sigma=True,
+    )
+    return kwargs | overrides
+
+
+def example_inputs(batch=3, length=17, seed=0):
+    """x [B, L] int32 (some masks), sigma [B], valid [B, L] with padded rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, VOCAB, size=(batch, length)).astype(np.int32)
+    sigma = np.array([0.05, 0.7, 3.0, 0.3, 1.5, 6.0][:batch], np.float32)
+    lengths = np.array([length, length * 2 // 3, 4, length, 6, 9][:batch])
+    valid = np.arange(length)[None] < lengths[:, None]
+    return x, sigma, valid
+
+
+def random_params(model, x, sigma, valid, seed=0):
+    """Random float32 parameters of `model`'s shapes, every layer non-trivial (adaLN and the
+    `sedd` output layer are zero at init): kernels N(0, 1/fan_in), tables N(0, 1), norm
+    weights 1 + N(0, 0.01), biases N(0, 0.01). numpy draws, so nothing is compiled."""
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.asarray(x), jnp.asarray(sigma), valid)
+    )["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        noise = rng.standard_normal(leaf.shape).astype(np.float32)
+        if name == "kernel":
+            return jnp.asarray(noise / np.sqrt(leaf.shape[0]))
+        if name == "weight":
+            return jnp.asarray(1.0 + 0.1 * noise)
+        return jnp.asarray(noise if len(path) == 1 else 0.1 * noise)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def torch_state_dict(params, kwargs) -> dict:
+    arrays = conversion.flax_to_torch(params, kwargs["variant"])
+    arrays = conversion.with_rotary_buffer(arrays, kwargs["hidden"] // kwargs["n_heads"])
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def twin_pair(variant: str, seed=0, **overrides):
+    """(flax model, params, torch twin holding the same weights, kwargs)."""
+    kwargs = tiny_kwargs(variant, **overrides)
+    model = SEDD(**kwargs)
+    x, sigma, valid = example_inputs()
+    params = random_params(model, x, sigma, valid, seed)
+    twin = TorchSEDD(**kwargs)
+    twin.load_state_dict(torch_state_dict(params, kwargs))
+    return model, params, twin.eval(), kwargs
+
+
+def t(array, dtype=None):
+    """numpy/JAX array -> torch tensor (int32 -> long)."""
+    tensor = torch.as_tensor(np.asarray(array))
+    if tensor.dtype == torch.int32:
+        tensor = tensor.long()
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def max_error(a, b) -> float:
+    """max |a - b| / (1 + max |a|)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / (1.0 + np.abs(a).max()))

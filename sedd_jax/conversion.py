@@ -1,0 +1,611 @@
+"""Checkpoint conversion between orbax (sedd_jax) and PyTorch (`.pt`, `.safetensors`).
+
+Names. One rule maps every flax parameter to its torch state_dict name:
+  * a Dense `a/b/kernel` [in, out] is torch `a.b.weight` [out, in] (transposed); `bias`
+    and LayerNorm `weight` keep their names;
+  * a numbered module `blocks_3` is `blocks.3` (likewise `sigma_map/mlp_0` ->
+    `sigma_map.mlp.0`, `blocks_protein_1` -> `blocks_protein.1`);
+  * an embedding table `vocab_embed` [V, d] is `vocab_embed.weight` (reference naming) or
+    `vocab_embed.embedding` (upstream SEDD naming, variant `sedd`);
+  * with upstream naming, `mlp/fc1`, `mlp/fc2` and the output layer's `norm` are
+    `mlp.0`, `mlp.2` and `norm_final`.
+Torch tensors are ordered as the PyTorch models register them, so an EMA's
+`shadow_params` list lines up with `model.parameters()`. The rotary buffer
+`rotary_emb.inv_freq` [Dh / 2] has no flax counterpart: it is written on export and, on
+import, only checked against the config's head size.
+
+Formats read: this project's `.pt` (the reference layout plus `meta`) and `.safetensors`
+exports; the reference system's training checkpoints (`model_state_dict`,
+`ema_state_dict.shadow_params`, `config`); upstream SEDD's (`model`, `ema`, `step`); a
+bare state_dict. Where a file carries no usable config the architecture is read off the
+tensor shapes (the head count from `inv_freq`). Every tensor's shape is checked against
+the config, and an error names the key.
+
+numpy is the interchange format; torch and safetensors are imported only when a torch
+file is read or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pickle
+import re
+import types
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from sedd_jax.defaults import base_config
+from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.models.sedd import build_model
+from sedd_jax.training import checkpoint
+from sedd_jax.training.optim import make_optimizer
+from sedd_jax.training.state import TrainState
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = ("both", "ema", "params")
+ROTARY_BUFFER = "rotary_emb.inv_freq"
+_UPSTREAM_RENAMES = {"fc1": "0", "fc2": "2", "norm": "norm_final"}
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+# Registration order of the PyTorch modules (reference and upstream SEDD, the twin).
+_REGISTRATION_ORDER = (
+    "vocab_embed protein_embed ligand_embed sigma_map rotary_emb blocks blocks_protein "
+    "blocks_ligand cross_protein cross_ligand output_layer protein_output ligand_output "
+    "norm1 norm_q norm_kv attn_qkv attn_q attn_kv attn_out norm2 mlp norm norm_final linear "
+    "adaLN_modulation fc1 fc2 weight embedding bias inv_freq"
+).split()
+_RANK = {name: i for i, name in enumerate(_REGISTRATION_ORDER)}
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not match its config, or a file of an unknown layout."""
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def upstream_names(variant: str) -> bool:
+    """Whether the torch model of `variant` uses upstream SEDD's parameter names."""
+    return variant == "sedd"
+
+
+def _torch_module(name: str, upstream: bool) -> str:
+    if match := re.fullmatch(r"(.+)_(\d+)", name):
+        return f"{match.group(1)}.{match.group(2)}"
+    return _UPSTREAM_RENAMES.get(name, name) if upstream else name
+
+
+def torch_name(path: tuple[str, ...], upstream: bool) -> tuple[str, bool]:
+    """flax path -> (torch name, whether the array is transposed)."""
+    if len(path) == 1:  # an embedding table
+        return f"{path[0]}.{'embedding' if upstream else 'weight'}", False
+    modules = ".".join(_torch_module(p, upstream) for p in path[:-1])
+    leaf = path[-1]
+    return f"{modules}.{'weight' if leaf == 'kernel' else leaf}", leaf == "kernel"
+
+
+def registration_key(name: str):
+    """Sort key that puts torch names in the PyTorch models' registration order."""
+    parts = name.split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, _RANK.get(p, len(_RANK))) for p in parts)
+
+
+def name_map(params, upstream: bool) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """{torch name: (flax path, transposed)} in registration order, for a params tree
+    (arrays or ShapeDtypeStructs)."""
+    entries = {}
+    for path in traverse_util.flatten_dict(_unfreeze(params)):
+        name, transposed = torch_name(path, upstream)
+        entries[name] = (path, transposed)
+    return dict(sorted(entries.items(), key=lambda item: registration_key(item[0])))
+
+
+def _unfreeze(tree):
+    return {k: _unfreeze(v) for k, v in tree.items()} if hasattr(tree, "items") else tree
+
+
+def flax_to_torch(params, variant: str) -> dict[str, np.ndarray]:
+    """Flax params -> {torch name: float32 array} in registration order (no buffers)."""
+    flat = traverse_util.flatten_dict(_unfreeze(params))
+    out = {}
+    for name, (path, transposed) in name_map(params, upstream_names(variant)).items():
+        array = np.asarray(flat[path])
+        out[name] = np.array(array.T if transposed else array, order="C")
+    return out
+
+
+def torch_to_flax(state_dict: dict, expected, variant: str, head_dim: int | None = None):
+    """{torch name: array} -> flax params shaped like `expected` (a tree of shapes).
+
+    Raises ConversionError naming every missing, unexpected or mis-shaped key. Buffers
+    (`*.inv_freq`) are not parameters; their length must be head_dim / 2.
+    """
+    state_dict = strip_wrappers(state_dict)
+    problems, flat = [], {}
+    names = name_map(expected, upstream_names(variant))
+    for name, (path, transposed) in names.items():
+        want = tuple(expected_leaf(expected, path).shape)
+        if name not in state_dict:
+            shape = _torch_shape(want, transposed)
+            problems.append(f"missing key {name!r} (expected shape {shape})")
+            continue
+        array = state_dict[name]
+        got = tuple(array.shape[::-1] if transposed else array.shape)
+        if got != want:
+            problems.append(
+                f"key {name!r}: shape {tuple(array.shape)} in the checkpoint, "
+                f"{_torch_shape(want, transposed)} expected by the config"
+            )
+            continue
+        flat[path] = np.ascontiguousarray(array.T if transposed else array, dtype=np.float32)
+    for name, array in state_dict.items():
+        if name in names:
+            continue
+        if name.endswith("inv_freq"):
+            if head_dim is not None and tuple(array.shape) != (head_dim // 2,):
+                problems.append(
+                    f"key {name!r}: shape {tuple(array.shape)}, but hidden / n_heads = "
+                    f"{head_dim} in the config needs ({head_dim // 2},) (check model.n_heads)"
+                )
+        else:
+            problems.append(f"unexpected key {name!r} with shape {tuple(array.shape)}")
+    if problems:
+        raise ConversionError(
+            "checkpoint does not match the config (variant "
+            f"{variant!r}):\n  " + "\n  ".join(problems)
+        )
+    return traverse_util.unflatten_dict(flat)
+
+
+def expected_leaf(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _torch_shape(flax_shape, transposed):
+    return tuple(flax_shape[::-1]) if transposed else tuple(flax_shape)
+
+
+def strip_wrappers(state_dict: dict) -> dict:
+    """Drop `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes."""
+    out = {}
+    for name, value in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        out[name] = value
+    return out
+
+
+def rotary_inv_freq(head_dim: int) -> np.ndarray:
+    """The rotary buffer, computed exactly as the PyTorch models compute it."""
+    import torch
+
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+    return (1.0 / (10000.0**exponent)).numpy()
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def config_from_dict(values: dict) -> ml_collections.ConfigDict:
+    """A full config: `base_config()` updated (recursively) with a saved config dict."""
+    config = base_config()
+
+    def merge(target, source):
+        for key, value in source.items():
+            if isinstance(value, dict) and key in target and hasattr(target[key], "items"):
+                merge(target[key], value)
+            else:
+                target[key] = value
+
+    merge(config, values)
+    return config
+
+
+def model_for(config):
+    """The flax model and graph that `config` describes."""
+    graph = get_graph(config.graph, config.data.vocab_size)
+    return build_model(config.model, graph.dim, graph.absorb), graph
+
+
+def abstract_params(config):
+    """Shapes and dtypes of the parameters of `config`'s model (nothing is allocated)."""
+    model, _ = model_for(config)
+    x = jnp.zeros((1, 8), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, jnp.ones((1,)))["params"])
+
+
+def infer_config(
+    state_dict: dict, scale_by_sigma: bool = True, require_heads: bool = True
+) -> ml_collections.ConfigDict:
+    """A config for a single-track torch state_dict, read off its names and shapes.
+
+    The variant follows the embedding's name (`embedding`: upstream `sedd`); the head count
+    comes from the rotary buffer (nothing else carries it; without the buffer it is an
+    error unless `require_heads` is False, when the default stays for a config to set).
+    """
+    sd = strip_wrappers(state_dict)
+    variant = "sedd" if "vocab_embed.embedding" in sd else "protlig"
+    table_name = "vocab_embed.embedding" if variant == "sedd" else "vocab_embed.weight"
+    if table_name not in sd:
+        raise ConversionError(
+            f"no {table_name!r} in the checkpoint: not a single-track SEDD state_dict "
+            f"(keys start {sorted(sd)[:5]})"
+        )
+    if ROTARY_BUFFER not in sd and require_heads:
+        raise ConversionError(
+            f"no {ROTARY_BUFFER!r} buffer, so the number of heads is unknown: pass a config"
+        )
+    vocab, hidden = sd[table_name].shape
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    fc1 = "blocks.0.mlp.0.weight" if variant == "sedd" else "blocks.0.mlp.fc1.weight"
+    config = base_config()
+    config.data.vocab_size = int(vocab) - 1  # absorbing graph: V = tokens + 1
+    config.model.variant = variant
+    config.model.hidden = int(hidden)
+    config.model.n_blocks = len(blocks)
+    if ROTARY_BUFFER in sd:
+        config.model.n_heads = int(hidden) // (2 * int(sd[ROTARY_BUFFER].shape[0]))
+    config.model.cond_dim = int(sd["sigma_map.mlp.0.weight"].shape[0])
+    config.model.mlp_ratio = int(sd[fc1].shape[0]) // int(hidden) if fc1 in sd else 4
+    config.model.scale_by_sigma = scale_by_sigma
+    return config
+
+
+def apply_reference_config(config, reference: dict) -> ml_collections.ConfigDict:
+    """Overlay a reference-system config (transformer_v100.SEDD's resolution rules) on
+    `config`; the shape check afterwards catches any disagreement with the weights."""
+    model = reference.get("model") or {}
+    graph = reference.get("graph") or {}
+    tokens = reference.get("tokens") or (reference.get("data") or {}).get("vocab_size_protein")
+    tokens = tokens or model.get("vocab_size")
+    if graph.get("type", "absorb") != "absorb":
+        raise ConversionError(f"reference graph.type={graph.get('type')!r}: only absorb is read")
+    if tokens:
+        config.data.vocab_size = int(tokens)
+    for ours, theirs in (
+        ("hidden", ("dim", "hidden_size")),
+        ("n_blocks", ("n_layers", "n_blocks_prot")),
+        ("n_heads", ("n_heads",)),
+        ("cond_dim", ("cond_dim",)),
+    ):
+        value = next((model[k] for k in theirs if model.get(k) is not None), None)
+        if value is not None:
+            config.model[ours] = int(value)
+    config.model.variant = "protlig"
+    config.model.dropout = 0.1  # hard-coded in transformer_v100 (model.dropout is ignored)
+    config.model.scale_by_sigma = bool(model.get("scale_by_sigma", False))
+    noise = reference.get("noise") or {}
+    if noise.get("type"):
+        config.noise = ml_collections.ConfigDict(
+            {k: v for k, v in noise.items() if k in ("type", "eps", "sigma_min", "sigma_max")}
+        )
+    return config
+
+
+# ------------------------------------------------------------------------ torch files
+
+
+@dataclasses.dataclass
+class TorchCheckpoint:
+    """A torch checkpoint, normalised: weights by torch name as float32 numpy arrays."""
+
+    params: dict  # raw weights (buffers included)
+    ema: dict | None  # EMA weights, when the file has them
+    config: ml_collections.ConfigDict
+    step: int
+    meta: dict
+    layout: str  # sedd | reference | upstream | state_dict | safetensors
+
+
+class _Stub:
+    """Stands in for a class of another code base (e.g. the reference's `utils.Config`)."""
+
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_state"] = state
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Stub,), {"__module__": module})
+
+
+_LENIENT_PICKLE = types.SimpleNamespace(
+    __name__="lenient_pickle", Unpickler=_LenientUnpickler, load=pickle.load
+)
+
+
+def _torch_load(path: str) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        log.warning(
+            "%s holds more than tensors (%s); reading it as a full pickle, which runs code "
+            "from the file: convert only checkpoints you trust",
+            path,
+            str(error).splitlines()[0],
+        )
+        return torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE
+        )
+
+
+def _plain(value):
+    """Config objects (dicts, the reference's Config dataclass, stubs) -> plain dicts."""
+    if isinstance(value, _Stub) or dataclasses.is_dataclass(value):
+        fields = vars(value)
+        if isinstance(fields.get("dictionary"), dict):  # the reference's utils.Config
+            return _plain(fields["dictionary"])
+        return {k: _plain(v) for k, v in fields.items() if not k.startswith("_")}
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _numpy(tensors: dict) -> dict:
+    return {k: v.detach().cpu().float().numpy() for k, v in strip_wrappers(tensors).items()}
+
+
+def _named_shadows(state_dict: dict, shadows: list) -> dict:
+    """Name an EMA's shadow_params list by the parameters (not buffers) of its state_dict."""
+    names = [k for k in state_dict if not k.endswith("inv_freq")]
+    if len(names) != len(shadows):
+        raise ConversionError(
+            f"ema shadow_params has {len(shadows)} tensors but the state_dict has "
+            f"{len(names)} parameters"
+        )
+    out = {}
+    for name, shadow in zip(names, shadows, strict=True):
+        if tuple(shadow.shape) != tuple(state_dict[name].shape):
+            raise ConversionError(
+                f"ema shadow_params for {name!r}: shape {tuple(shadow.shape)}, the parameter "
+                f"has {tuple(state_dict[name].shape)} (shadow_params out of order?)"
+            )
+        out[name] = shadow
+    return out
+
+
+def _from_torch_object(obj: dict, scale_by_sigma: bool | None) -> TorchCheckpoint:
+    sbs = True if scale_by_sigma is None else scale_by_sigma
+    if "model_state_dict" in obj:
+        params = _numpy(obj["model_state_dict"])
+        ema_state = obj.get("ema_state_dict") or {}
+        shadows = ema_state.get("shadow_params")
+        ema = _numpy(_named_shadows(params, shadows)) if shadows else None
+        source_config = _plain(obj.get("config") or {})
+        if "meta" in obj:  # this project's own layout
+            config, layout = config_from_dict(source_config), "sedd"
+        else:
+            inferred = infer_config(params, sbs, require_heads=False)
+            config = apply_reference_config(inferred, source_config)
+            if scale_by_sigma is not None:
+                config.model.scale_by_sigma = scale_by_sigma
+            layout = "reference"
+        return TorchCheckpoint(
+            params, ema, config, int(obj.get("step", 0)), _plain(obj.get("meta", {})), layout
+        )
+    if "model" in obj and hasattr(obj["model"], "items"):
+        params = _numpy(obj["model"])
+        shadows = (obj.get("ema") or {}).get("shadow_params")
+        ema = _numpy(_named_shadows(params, shadows)) if shadows else None
+        config = infer_config(params, sbs)
+        return TorchCheckpoint(params, ema, config, int(obj.get("step", 0)), {}, "upstream")
+    if obj and all(hasattr(v, "shape") for v in obj.values()):
+        params = _numpy(obj)
+        return TorchCheckpoint(params, None, infer_config(params, sbs), 0, {}, "state_dict")
+    raise ConversionError(
+        f"unknown checkpoint layout with keys {sorted(obj)[:8]}: expected "
+        "model_state_dict (reference / sedd), model + ema (upstream SEDD) or a state_dict"
+    )
+
+
+def _read_safetensors(path: str, scale_by_sigma: bool | None) -> TorchCheckpoint:
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    tensors = load_file(path)
+    with safe_open(path, "np") as f:
+        metadata = f.metadata() or {}
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} or None
+    params = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
+    if "config" in metadata:
+        config = config_from_dict(json.loads(metadata["config"]))
+    else:
+        config = infer_config(params, True if scale_by_sigma is None else scale_by_sigma)
+    meta = json.loads(metadata.get("meta", "{}"))
+    return TorchCheckpoint(params, ema, config, int(metadata.get("step", 0)), meta, "safetensors")
+
+
+def read_torch_checkpoint(source, scale_by_sigma: bool | None = None) -> TorchCheckpoint:
+    """Read a `.pt`/`.pth`/`.safetensors` path, or an already loaded checkpoint dict.
+
+    scale_by_sigma: for files whose config does not say (upstream SEDD, bare state_dicts);
+    default True. For reference checkpoints it overrides their config's value.
+    """
+    if isinstance(source, str) and source.endswith(".safetensors"):
+        return _read_safetensors(source, scale_by_sigma)
+    obj = _torch_load(source) if isinstance(source, str) else source
+    return _from_torch_object(obj, scale_by_sigma)
+
+
+# ------------------------------------------------------------------------------ orbax
+
+
+@dataclasses.dataclass
+class Weights:
+    """Flax parameters of a checkpoint and where they came from."""
+
+    params: dict
+    ema_params: dict
+    step: int
+    config: ml_collections.ConfigDict
+    meta: dict
+
+
+def read_orbax(workdir: str, step: int | None = None) -> Weights:
+    """params and EMA of `<workdir>/checkpoints/<step>` (the newest when step is None)."""
+    step, meta = checkpoint.read_meta(workdir, step)
+    manager = checkpoint.make_manager(workdir, keep=1_000_000, async_save=False)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    state = restored.state
+    to_numpy = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731
+    config = config_from_dict(meta["config"])
+    return Weights(to_numpy(state["params"]), to_numpy(state["ema_params"]), step, config, meta)
+
+
+def train_state(config, params, ema_params, step: int) -> TrainState:
+    """A TrainState the JAX loop resumes from: these weights, a fresh optimizer state, and
+    the PRNG that `create_train_state` derives from `config.seed`."""
+    tx = make_optimizer(config.optim, config.training.n_steps)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    _, state_key = jax.random.split(jax.random.key(config.seed))
+    return TrainState(
+        step=jnp.asarray(step, jnp.int32),
+        params=params,
+        ema_params=jax.tree_util.tree_map(jnp.asarray, ema_params),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(state_key),
+    )
+
+
+def write_orbax(workdir: str, weights: Weights) -> str:
+    """Save `weights` as `<workdir>/checkpoints/<step>/{state, meta}`."""
+    state = train_state(weights.config, weights.params, weights.ema_params, weights.step)
+    meta = dict(weights.meta, config=weights.config.to_dict())
+    manager = checkpoint.make_manager(workdir, keep=1_000_000, async_save=False)
+    checkpoint.save(manager, weights.step, state, meta, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    return str(manager.directory)
+
+
+def select_weights(raw, ema, weights: str, source: str):
+    """(params, ema_params) for `weights` in both | ema | params."""
+    if weights not in WEIGHTS:
+        raise ConversionError(f"weights={weights!r}; choose one of {WEIGHTS}")
+    if weights == "ema" and ema is None:
+        raise ConversionError(f"{source} has no EMA weights; use weights='params'")
+    if weights == "params" or ema is None:
+        return raw, raw
+    if weights == "ema":
+        return ema, ema
+    return raw, ema
+
+
+def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", source="") -> Weights:
+    """Check a torch checkpoint against its config and turn it into flax parameters."""
+    config = ckpt.config
+    expected = abstract_params(config)
+    variant = config.model.variant
+    head_dim = config.model.hidden // config.model.n_heads
+    raw = torch_to_flax(ckpt.params, expected, variant, head_dim)
+    ema = torch_to_flax(ckpt.ema, expected, variant, head_dim) if ckpt.ema else None
+    params, ema_params = select_weights(raw, ema, weights, source or ckpt.layout)
+    meta = dict(ckpt.meta)
+    meta.setdefault("protein_vocab_size", config.data.vocab_size)
+    meta["converted_from"] = {"layout": ckpt.layout, "source": source, "weights": weights}
+    return Weights(params, ema_params, ckpt.step, config, meta)
+
+
+def import_torch(
+    source: str, workdir: str, weights: str = "both", scale_by_sigma: bool | None = None
+) -> str:
+    """A torch checkpoint file -> a new orbax workdir the JAX sampler and trainer load.
+
+    weights: `both` keeps raw weights as params and the EMA as ema_params; `ema` / `params`
+    puts that one set in both slots (the sampler uses ema_params).
+    """
+    ckpt = read_torch_checkpoint(source, scale_by_sigma)
+    return write_orbax(workdir, torch_checkpoint_to_weights(ckpt, weights, source))
+
+
+def with_rotary_buffer(tensors: dict, head_dim: int) -> dict:
+    """Add the rotary buffer and put the names in registration order."""
+    tensors = dict(tensors, **{ROTARY_BUFFER: rotary_inv_freq(head_dim)})
+    return dict(sorted(tensors.items(), key=lambda item: registration_key(item[0])))
+
+
+def torch_tensors(weights: Weights, which: str) -> tuple[dict, dict | None]:
+    """(state_dict arrays with buffer, EMA arrays or None) per `which` in both|ema|params."""
+    variant = weights.config.model.variant
+    head_dim = weights.config.model.hidden // weights.config.model.n_heads
+    raw = flax_to_torch(weights.params, variant)
+    ema = flax_to_torch(weights.ema_params, variant)
+    if which not in WEIGHTS:
+        raise ConversionError(f"weights={which!r}; choose one of {WEIGHTS}")
+    if which == "both":
+        return with_rotary_buffer(raw, head_dim), ema
+    return with_rotary_buffer(ema if which == "ema" else raw, head_dim), None
+
+
+def export_pt(weights: Weights, path: str, which: str = "both") -> str:
+    """Write the reference layout: model_state_dict, ema_state_dict.shadow_params (in
+    parameter order), step, config, meta."""
+    import torch
+
+    state_dict, ema = torch_tensors(weights, which)
+    payload = {
+        "step": weights.step,
+        "model_state_dict": {k: torch.from_numpy(v) for k, v in state_dict.items()},
+        "config": weights.config.to_dict(),
+        "meta": weights.meta,
+    }
+    if ema is not None:
+        payload["ema_state_dict"] = {
+            "decay": weights.config.training.ema,
+            "num_updates": weights.step,
+            "shadow_params": [torch.from_numpy(v) for v in ema.values()],
+        }
+    torch.save(payload, path)
+    return path
+
+
+def export_safetensors(weights: Weights, path: str, which: str = "both") -> str:
+    """Write tensors by torch name (EMA as `ema.<name>` with which=both); config, meta and
+    step go into the header's metadata."""
+    from safetensors.numpy import save_file
+
+    state_dict, ema = torch_tensors(weights, which)
+    tensors = dict(state_dict)
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.items()})
+    metadata = {
+        "format": "sedd",
+        "weights": which,
+        "step": str(weights.step),
+        "config": json.dumps(weights.config.to_dict()),
+        "meta": json.dumps(weights.meta),
+    }
+    save_file(tensors, path, metadata=metadata)
+    return path
+
+
+EXPORTERS = {".pt": export_pt, ".pth": export_pt, ".safetensors": export_safetensors}
+
+
+def export_torch(workdir: str, path: str, which: str = "both", step: int | None = None) -> str:
+    """An orbax workdir's checkpoint -> `.pt`/`.pth` or `.safetensors` by extension."""
+    suffix = next((s for s in EXPORTERS if path.endswith(s)), None)
+    if suffix is None:
+        raise ConversionError(f"{path}: the extension must be one of {sorted(EXPORTERS)}")
+    return EXPORTERS[suffix](read_orbax(workdir, step), path, which)
