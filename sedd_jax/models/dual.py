@@ -49,6 +49,7 @@ Parameter names (torch `a.b.weight` [out, in] <-> flax `a/b/kernel` [in, out], a
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -247,10 +248,11 @@ class DualTrackSEDD(nn.Module):
 
 
 def init_dual_params(model: DualTrackSEDD, key, protein_len: int = 8, ligand_len: int = 8):
-    """All parameters (initialised in `joint` mode, which touches every module)."""
+    """All parameters, initialised under jit in `joint` mode (which touches every module)."""
     protein = jnp.zeros((1, protein_len), jnp.int32)
     ligand = jnp.zeros((1, ligand_len), jnp.int32)
-    return model.init(key, protein, ligand, jnp.ones((1,)), mode="joint")["params"]
+    init = jax.jit(functools.partial(model.init, mode="joint"))
+    return init(key, protein, ligand, jnp.ones((1,)))["params"]
 
 
 def expected_dual_parameter_count(
