@@ -1,0 +1,298 @@
+"""Joint protein–ligand diffusion: tasks, the two-track loss, and the two-track sampler.
+
+A pair is (protein x0 [B, Lp], ligand x0 [B, Ll]) with validity masks; each track has its
+own graph (vocabulary). One time t (one sigma_bar) per pair drives both tracks. A `task`
+says, per pair, which tracks are generated (corrupted, scored, sampled) and which are
+visible to the network:
+
+    task                   generated          visible
+    joint                  protein, ligand    protein, ligand
+    ligand_given_protein   ligand             protein (clean), ligand
+    protein_given_ligand   protein            protein, ligand (clean)
+    protein_only           protein            protein
+    ligand_only            ligand             ligand
+
+A clean context track is never masked, gets no loss, and is clamped during sampling; an
+invisible track is hidden from the network by an all-false validity row (cross-attention
+to it is then exactly zero, see `models/dual.py`). A `TaskMixture` draws the task per
+pair inside the jitted step: only masks change between tasks, never the program.
+
+A `DualScoreFn(protein_t, ligand_t, sigma [B], protein_valid, ligand_valid, mode) ->
+(protein log-scores | None, ligand log-scores | None)` stands for the network; `mode` is
+a task name (`DualTrackSEDD` modes), `joint` serving any mixture. Bind parameters with
+`functools.partial(model.apply, {"params": params})`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sedd_jax.diffusion.losses import sample_times
+from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
+
+DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
+
+# task -> (protein generated, ligand generated, protein visible, ligand visible)
+TASK_ROLES = {
+    "joint": (True, True, True, True),
+    "ligand_given_protein": (False, True, True, True),
+    "protein_given_ligand": (True, False, True, True),
+    "protein_only": (True, False, True, False),
+    "ligand_only": (False, True, False, True),
+}
+TASKS = tuple(TASK_ROLES)
+
+
+class PairGraphs(NamedTuple):
+    protein: object
+    ligand: object
+
+
+class Roles(NamedTuple):
+    """Per-pair booleans [B]: which track is generated and which is visible."""
+
+    protein_generated: jax.Array
+    ligand_generated: jax.Array
+    protein_visible: jax.Array
+    ligand_visible: jax.Array
+
+
+class JointLoss(NamedTuple):
+    """Per-track sums of dsigma-weighted score entropy and their valid-token counts.
+
+    A pytree: average over devices or micro-batches with the sums, then divide.
+    """
+
+    protein_sum: jax.Array
+    protein_count: jax.Array
+    ligand_sum: jax.Array
+    ligand_count: jax.Array
+
+    @property
+    def total_sum(self) -> jax.Array:
+        return self.protein_sum + self.ligand_sum
+
+    @property
+    def total_count(self) -> jax.Array:
+        return self.protein_count + self.ligand_count
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMixture:
+    """Probabilities over `TASKS` (in that order); hashable, so usable as a static arg."""
+
+    probs: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.probs) != len(TASKS) or min(self.probs) < 0 or sum(self.probs) <= 0:
+            raise ValueError(f"task probabilities {self.probs} must be >= 0 over {TASKS}")
+
+    @classmethod
+    def parse(cls, spec) -> TaskMixture:
+        """A task name, or a mapping task -> weight (normalised; unknown names rejected)."""
+        weights = {spec: 1.0} if isinstance(spec, str) else dict(spec.items())
+        unknown = sorted(set(weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        total = float(sum(weights.values()))
+        if total <= 0 or min(weights.values()) < 0:
+            raise ValueError(f"task weights {weights} must be >= 0 with a positive sum")
+        return cls(tuple(float(weights.get(t, 0.0)) / total for t in TASKS))
+
+    @property
+    def single(self) -> str | None:
+        """The only task with non-zero probability, or None for a real mixture."""
+        used = [t for t, p in zip(TASKS, self.probs, strict=True) if p > 0]
+        return used[0] if len(used) == 1 else None
+
+    @property
+    def mode(self) -> str:
+        """The network mode that serves every task of the mixture."""
+        return self.single or "joint"
+
+
+def draw_tasks(key: jax.Array, mixture: TaskMixture, batch: int) -> jax.Array:
+    """Task ids [B] int32 (indices into TASKS), i.i.d. from the mixture."""
+    logits = jnp.log(jnp.asarray(mixture.probs, jnp.float32))
+    return jax.random.categorical(key, logits, shape=(batch,)).astype(jnp.int32)
+
+
+def task_roles(task_ids: jax.Array) -> Roles:
+    """Roles of each pair from its task id [B]."""
+    table = jnp.asarray(list(TASK_ROLES.values()), dtype=bool)  # [tasks, 4]
+    return Roles(*table[task_ids].T)
+
+
+def joint_per_token_loss(
+    score_fn: DualScoreFn,
+    graphs: PairGraphs,
+    noise,
+    batch: dict,
+    t: jax.Array,
+    task_ids: jax.Array,
+    key: jax.Array,
+    mode: str = "joint",
+):
+    """dsigma(t_b) * score entropy per token, for given times t [B] and tasks [B].
+
+    batch: protein, protein_valid [B, Lp]; ligand, ligand_valid [B, Ll]. Generated tracks
+    are corrupted with `protein_key, ligand_key = jax.random.split(key)` exactly as
+    `graph.sample_transition` does for a single track; context tracks stay clean.
+    `mode` is the network mode: `joint` serves any tasks; a single task's own mode
+    skips the computation it does not need.
+
+    Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored [B, Lp],
+    ligand_scored [B, Ll]); *_scored are the valid tokens of generated tracks.
+    """
+    roles = task_roles(task_ids)
+    protein_key, ligand_key = jax.random.split(key)
+    sigma, dsigma = noise(t)
+    p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
+    p_scored = p_valid & roles.protein_generated[:, None]
+    l_scored = l_valid & roles.ligand_generated[:, None]
+    p_t = graphs.protein.sample_transition(protein_key, batch["protein"], sigma, p_scored)
+    l_t = graphs.ligand.sample_transition(ligand_key, batch["ligand"], sigma, l_scored)
+    p_seen = p_valid & roles.protein_visible[:, None]
+    l_seen = l_valid & roles.ligand_visible[:, None]
+    p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
+
+    def track_loss(graph, score, x_t, x0, scored):
+        if score is None:
+            return jnp.zeros(x0.shape, jnp.float32)
+        entropy = graph.score_entropy(score.astype(jnp.float32), sigma, x_t, x0)
+        return dsigma[:, None] * entropy * scored
+
+    p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
+    l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)
+    return p_loss, l_loss, p_scored, l_scored
+
+
+def joint_score_entropy_loss(
+    score_fn: DualScoreFn,
+    graphs: PairGraphs,
+    noise,
+    batch: dict,
+    key: jax.Array,
+    mixture: TaskMixture,
+    sampling_eps: float = 1e-3,
+) -> JointLoss:
+    """One t ~ U[eps, 1] and one task per pair; per-track sums over scored tokens.
+
+    Keys: `time_key, task_key, noise_key = jax.random.split(key, 3)`. The optimised loss
+    is `total_sum / total_count` (mean over the scored tokens of both tracks); per-track
+    losses are `protein_sum / protein_count` and `ligand_sum / ligand_count`.
+    """
+    time_key, task_key, noise_key = jax.random.split(key, 3)
+    size = batch["protein"].shape[0]
+    t = sample_times(time_key, size, sampling_eps)
+    if mixture.single is None:
+        task_ids = draw_tasks(task_key, mixture, size)
+    else:
+        task_ids = jnp.full((size,), TASKS.index(mixture.single), jnp.int32)
+    p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
+        score_fn, graphs, noise, batch, t, task_ids, noise_key, mixture.mode
+    )
+    return JointLoss(
+        p_loss.sum(),
+        p_scored.sum().astype(jnp.float32),
+        l_loss.sum(),
+        l_scored.sum().astype(jnp.float32),
+    )
+
+
+def sample_pairs(
+    score_fn: DualScoreFn,
+    graphs: PairGraphs,
+    noise,
+    protein: jax.Array | None,
+    ligand: jax.Array | None,
+    protein_valid: jax.Array | None,
+    ligand_valid: jax.Array | None,
+    key: jax.Array | None = None,
+    *,
+    task: str = "joint",
+    steps: int,
+    predictor: str = "euler",
+    eps: float = 1e-5,
+    denoise_last: bool = True,
+    protein_clamp: jax.Array | None = None,
+    ligand_clamp: jax.Array | None = None,
+    uniforms: tuple[jax.Array | None, jax.Array | None] | None = None,
+) -> tuple[jax.Array | None, jax.Array | None]:
+    """Reverse process of both tracks, one network call per step: (protein, ligand).
+
+    protein/ligand [B, L] hold the context tokens and pads; every valid position of a
+    generated track that is not clamped starts at its mask id, whatever it holds. Pads,
+    `*_clamp` [B, L] positions (prompts) and the whole context track keep their given
+    tokens at every step. A track the task does not use may be None and is returned as
+    given. Each generated track takes `predictor` (one track at a time, as in
+    `sampling.pc_sample`) on the shared score, then the final denoiser, so no mask id is
+    left. Uniforms: per step i, `jax.random.split(jax.random.fold_in(key, i))` gives the
+    protein and ligand draws, or `uniforms` = (protein [steps + 1, B, Lp, Vp] | None,
+    ligand [steps + 1, B, Ll, Vl] | None) for parity runs. Wrap in jax.jit with the
+    keyword arguments static.
+    """
+    if task not in TASK_ROLES:
+        raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    step_fn = PREDICTORS[predictor]
+    gen_p, gen_l, _, _ = TASK_ROLES[task]
+    ts = time_grid(steps, eps)
+    dt = (1.0 - eps) / steps
+
+    def start(graph, x, valid, clamp, generated):
+        if not generated:
+            return x, None
+        keep = ~valid if clamp is None else ~valid | clamp
+        return jnp.where(keep, x, graph.mask_id), keep
+
+    p_init, p_keep = start(graphs.protein, protein, protein_valid, protein_clamp, gen_p)
+    l_init, l_keep = start(graphs.ligand, ligand, ligand_valid, ligand_clamp, gen_l)
+    inits, keeps = (p_init, l_init), (p_keep, l_keep)
+    size = (protein if gen_p else ligand).shape[0]
+
+    def draw(i):
+        if uniforms is not None:
+            return tuple(
+                u[i] if k is not None else None for u, k in zip(uniforms, keeps, strict=True)
+            )
+        step_keys = jax.random.split(jax.random.fold_in(key, i))
+        return tuple(
+            None if k is None else jax.random.uniform(sk, x.shape + (g.dim,))
+            for sk, x, k, g in zip(step_keys, inits, keeps, graphs, strict=True)
+        )
+
+    def network(state, t):
+        sigma, _ = noise(jnp.full((size,), t, jnp.float32))
+        return score_fn(*state, sigma, protein_valid, ligand_valid, task)
+
+    def advance(move, state, scores, draws):
+        """move(log_score_fn, graph, x, u) on each generated track, then clamp."""
+        out = []
+        tracks = zip(graphs, state, inits, keeps, scores, draws, strict=True)
+        for graph, x, x_init, keep, score, u in tracks:
+            if keep is not None:
+                x = jnp.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u))
+            out.append(x)
+        return tuple(out)
+
+    def body(state, i):
+        def move(fn, graph, x, u):
+            return step_fn(fn, graph, noise, x, ts[i], dt, u)
+
+        return advance(move, state, network(state, ts[i]), draw(i)), None
+
+    state, _ = jax.lax.scan(body, inits, jnp.arange(steps))
+    if denoise_last:
+
+        def final(fn, graph, x, u):
+            return denoise(fn, graph, noise, x, ts[-1], u)
+
+        state = advance(final, state, network(state, ts[-1]), draw(steps))
+    return state

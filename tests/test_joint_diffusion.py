@@ -1,0 +1,238 @@
+"""Tests of the joint protein–ligand loss, task mixtures and sampler (`diffusion.joint`)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sedd_jax.diffusion.graphs import Absorbing
+from sedd_jax.diffusion.joint import (
+    TASK_ROLES,
+    TASKS,
+    PairGraphs,
+    TaskMixture,
+    draw_tasks,
+    joint_score_entropy_loss,
+    sample_pairs,
+    task_roles,
+)
+from sedd_jax.diffusion.losses import per_token_loss, sample_times
+from sedd_jax.diffusion.noise import LogLinearNoise
+from sedd_jax.diffusion.sampling import pc_sample
+from sedd_jax.models.dual import DualTrackSEDD
+
+GRAPHS = PairGraphs(Absorbing(25), Absorbing(11))
+VP, VL = GRAPHS.protein.dim, GRAPHS.ligand.dim
+NOISE = LogLinearNoise()
+MODEL = DualTrackSEDD(
+    VP, VL, hidden=16, n_blocks_protein=1, n_blocks_ligand=1, n_heads=2, cond_dim=8, dropout=0.0
+)
+PROTEIN_PAD, LIGAND_PAD = 1, 0
+MIXTURE = {"joint": 0.5, "ligand_given_protein": 0.25, "protein_given_ligand": 0.25}
+
+
+@pytest.fixture(scope="module")
+def score_fn():
+    """The tiny network with random parameters and every adaLN gate open."""
+    dummy = jnp.zeros((1, 4), jnp.int32)
+    init = functools.partial(MODEL.init, mode="joint")
+    shapes = jax.eval_shape(init, jax.random.key(0), dummy, dummy, jnp.ones((1,)))["params"]
+    rng = np.random.default_rng(0)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        noise = rng.standard_normal(leaf.shape).astype(np.float32)
+        if "kernel" in name:
+            return noise / np.sqrt(leaf.shape[0])
+        if "weight" in name:
+            return 1.0 + 0.1 * noise
+        return noise if "embed" in name else 0.1 * noise
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
+    return functools.partial(MODEL.apply, {"params": params})
+
+
+def make_batch(size=4, seed=0):
+    rng = np.random.default_rng(seed)
+    p_len = rng.integers(1, 7, size)
+    l_len = rng.integers(1, 6, size)
+    p_valid = np.arange(6)[None] < p_len[:, None]
+    l_valid = np.arange(5)[None] < l_len[:, None]
+    protein = np.where(p_valid, rng.integers(5, 25, (size, 6)), PROTEIN_PAD)
+    ligand = np.where(l_valid, rng.integers(2, 11, (size, 5)), LIGAND_PAD)
+    arrays = dict(protein=protein, protein_valid=p_valid, ligand=ligand, ligand_valid=l_valid)
+    return {k: jnp.asarray(v) for k, v in arrays.items()}
+
+
+def track_by_track(score_fn, batch, t, task_ids, noise_key):
+    """The single-track loss (`losses.per_token_loss`) of each track, with the joint draws.
+
+    Each track is scored with the other track held at what the network sees: its own
+    corrupted draw if generated, clean if context, hidden if absent.
+    """
+    roles = task_roles(task_ids)
+    protein_key, ligand_key = jax.random.split(noise_key)
+    sigma, _ = NOISE(t)
+    p, l = batch["protein"], batch["ligand"]
+    p_gen = batch["protein_valid"] & roles.protein_generated[:, None]
+    l_gen = batch["ligand_valid"] & roles.ligand_generated[:, None]
+    p_seen = batch["protein_valid"] & roles.protein_visible[:, None]
+    l_seen = batch["ligand_valid"] & roles.ligand_visible[:, None]
+    p_t = GRAPHS.protein.sample_transition(protein_key, p, sigma, p_gen)
+    l_t = GRAPHS.ligand.sample_transition(ligand_key, l, sigma, l_gen)
+
+    def protein_scores(x, s):
+        return score_fn(x, l_t, s, p_seen, l_seen, "joint")[0]
+
+    def ligand_scores(x, s):
+        return score_fn(p_t, x, s, p_seen, l_seen, "joint")[1]
+
+    p_loss = per_token_loss(protein_scores, GRAPHS.protein, NOISE, p, p_gen, t, protein_key)
+    l_loss = per_token_loss(ligand_scores, GRAPHS.ligand, NOISE, l, l_gen, t, ligand_key)
+    return p_loss.sum(), p_gen.sum(), l_loss.sum(), l_gen.sum()
+
+
+def loss_and_reference(score_fn, batch, key, mixture):
+    """Both under one jit: the joint loss, and the track-by-track loss with its draws."""
+
+    @jax.jit
+    def run(batch, key):
+        loss = joint_score_entropy_loss(score_fn, GRAPHS, NOISE, batch, key, mixture)
+        time_key, task_key, noise_key = jax.random.split(key, 3)
+        size = batch["protein"].shape[0]
+        t = sample_times(time_key, size)
+        if mixture.single is None:
+            task_ids = draw_tasks(task_key, mixture, size)
+        else:
+            task_ids = jnp.full((size,), TASKS.index(mixture.single))
+        return loss, track_by_track(score_fn, batch, t, task_ids, noise_key), task_ids
+
+    return run(batch, key)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_joint_loss_per_track_equals_single_track_loss_with_same_draws(score_fn, task):
+    batch = make_batch()
+    loss, (p_sum, p_count, l_sum, l_count), _ = loss_and_reference(
+        score_fn, batch, jax.random.key(3), TaskMixture.parse(task)
+    )
+    p_gen, l_gen, _, _ = TASK_ROLES[task]
+    assert float(loss.protein_count) == float(p_count) == p_gen * int(batch["protein_valid"].sum())
+    assert float(loss.ligand_count) == float(l_count) == l_gen * int(batch["ligand_valid"].sum())
+    np.testing.assert_allclose(loss.protein_sum, p_sum, rtol=1e-5)
+    np.testing.assert_allclose(loss.ligand_sum, l_sum, rtol=1e-5)
+    assert (float(loss.protein_sum) > 0) == p_gen and (float(loss.ligand_sum) > 0) == l_gen
+    assert float(loss.total_sum) == pytest.approx(float(loss.protein_sum + loss.ligand_sum))
+
+
+def test_mixture_loss_scores_each_pair_by_its_own_task(score_fn):
+    batch = make_batch(size=16, seed=1)
+    mixture = TaskMixture.parse(MIXTURE | {"protein_only": 0.1, "ligand_only": 0.1})
+    loss, (p_sum, p_count, l_sum, l_count), task_ids = loss_and_reference(
+        score_fn, batch, jax.random.key(5), mixture
+    )
+    assert len(set(np.asarray(task_ids).tolist())) >= 4  # a real mixture in this batch
+    roles = task_roles(task_ids)
+    assert float(loss.protein_count) == float(p_count) > 0
+    assert float(loss.ligand_count) == float(l_count) > 0
+    expected = (batch["protein_valid"] & roles.protein_generated[:, None]).sum()
+    assert float(loss.protein_count) == float(expected)
+    np.testing.assert_allclose(loss.protein_sum, p_sum, rtol=1e-5)
+    np.testing.assert_allclose(loss.ligand_sum, l_sum, rtol=1e-5)
+
+
+def test_mixture_draws_tasks_with_configured_frequencies():
+    mixture = TaskMixture.parse(MIXTURE)
+    task_ids = np.asarray(draw_tasks(jax.random.key(0), mixture, 40_000))
+    freq = np.bincount(task_ids, minlength=len(TASKS)) / task_ids.size
+    np.testing.assert_allclose(freq, [0.5, 0.25, 0.25, 0.0, 0.0], atol=0.01)  # ~4 std
+    assert freq[3] == freq[4] == 0.0
+    roles = task_roles(jnp.asarray(task_ids))
+    assert np.asarray(roles.protein_generated).mean() == pytest.approx(0.75, abs=0.01)
+    assert np.asarray(roles.ligand_generated).mean() == pytest.approx(0.75, abs=0.01)
+    assert np.asarray(roles.protein_visible).all() and np.asarray(roles.ligand_visible).all()
+
+
+def test_task_mixture_parses_names_and_weights():
+    assert TaskMixture.parse("ligand_given_protein").single == "ligand_given_protein"
+    mixture = TaskMixture.parse({"joint": 2.0, "protein_only": 2.0})
+    assert mixture.probs == (0.5, 0.0, 0.0, 0.5, 0.0)
+    assert mixture.single is None and mixture.mode == "joint"
+    assert TaskMixture.parse({"joint": 1.0, "ligand_only": 0.0}).mode == "joint"
+    with pytest.raises(ValueError, match="unknown task"):
+        TaskMixture.parse({"joint": 0.5, "protein_to_ligand": 0.5})
+    with pytest.raises(ValueError, match=">= 0"):
+        TaskMixture.parse({"joint": -1.0, "protein_only": 2.0})
+
+
+@pytest.mark.parametrize("task", ["joint", "ligand_given_protein", "protein_given_ligand"])
+def test_sampling_clamps_context_and_leaves_no_mask(score_fn, task):
+    batch = make_batch(size=6, seed=2)
+    p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
+    prompt = (jnp.arange(6)[None] < 2) & p_valid if task == "joint" else None
+    sample = jax.jit(functools.partial(sample_pairs, score_fn, GRAPHS, NOISE, task=task, steps=4))
+    protein, ligand = sample(
+        batch["protein"],
+        batch["ligand"],
+        p_valid,
+        l_valid,
+        jax.random.key(1),
+        protein_clamp=prompt,
+    )
+    protein, ligand = np.asarray(protein), np.asarray(ligand)
+    for x, given, valid, graph, generated in (
+        (protein, batch["protein"], p_valid, GRAPHS.protein, task != "ligand_given_protein"),
+        (ligand, batch["ligand"], l_valid, GRAPHS.ligand, task != "protein_given_ligand"),
+    ):
+        assert (x != graph.mask_id).all()
+        np.testing.assert_array_equal(x[~valid], np.asarray(given)[~valid])  # pads kept
+        if generated:
+            assert (x[valid] < graph.mask_id).all()
+            assert (x[valid] != np.asarray(given)[valid]).any()  # really sampled
+        else:
+            np.testing.assert_array_equal(x, given)  # the context, exactly as given
+    if prompt is not None:
+        np.testing.assert_array_equal(protein[prompt], np.asarray(batch["protein"])[prompt])
+
+
+def test_single_track_sampling_is_pc_sample_on_one_track(score_fn):
+    batch = make_batch(size=3, seed=3)
+    p_valid, steps = batch["protein_valid"], 5
+    uniforms = jax.random.uniform(jax.random.key(9), (steps + 1,) + p_valid.shape + (VP,))
+
+    @jax.jit
+    def both(protein, valid, uniforms):
+        joint, absent = sample_pairs(
+            score_fn,
+            GRAPHS,
+            NOISE,
+            protein,
+            None,
+            valid,
+            None,
+            task="protein_only",
+            steps=steps,
+            uniforms=(uniforms, None),
+        )
+
+        def log_score_fn(x, sigma):
+            return score_fn(x, None, sigma, valid, None, "protein_only")[0]
+
+        x_init = jnp.where(valid, GRAPHS.protein.mask_id, protein)
+        single = pc_sample(
+            log_score_fn,
+            GRAPHS.protein,
+            NOISE,
+            x_init,
+            steps=steps,
+            clamp=~valid,
+            uniforms=uniforms,
+        )
+        return joint, absent, single
+
+    joint, absent, single = both(batch["protein"], p_valid, uniforms)
+    assert absent is None
+    np.testing.assert_array_equal(joint, single)
+    assert (np.asarray(joint)[np.asarray(p_valid)] < GRAPHS.protein.mask_id).all()
