@@ -1,10 +1,16 @@
 """Shared fixtures of the parity suite: a `record` fixture that collects the errors each
-test reaches, printed as a table at the end of the run (`pytest parity_tests -rA`)."""
+test reaches, printed as a table at the end of the run (`pytest parity_tests -rA`).
+
+The twin runs single-threaded here: the parity models are tiny, and on a busy 2-core
+machine torch's intra-op threads spin against each other (a 24-step sampling run took
+14 s with 2 threads, 0.4 s with 1)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 _RESULTS: list[tuple[str, str, float, float]] = []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,12 @@ def example_inputs(batch=3, length=17, seed=0):
     return x, sigma, valid
 
 
+@functools.lru_cache
+def _random_params(model, seed: int):
+    x, sigma, valid = example_inputs()
+    return random_params(model, x, sigma, valid, seed)
+
+
 def random_params(model, x, sigma, valid, seed=0):
     """Random float32 parameters of `model`'s shapes, every layer non-trivial (adaLN and the
     `sedd` output layer are zero at init): kernels N(0, 1/fan_in), tables N(0, 1), norm
@@ -70,8 +78,7 @@ def twin_pair(variant: str, seed=0, **overrides):
     """(flax model, params, torch twin holding the same weights, kwargs)."""
     kwargs = tiny_kwargs(variant, **overrides)
     model = SEDD(**kwargs)
-    x, sigma, valid = example_inputs()
-    params = random_params(model, x, sigma, valid, seed)
+    params = _random_params(model, seed)  # flax modules hash by their fields
     twin = TorchSEDD(**kwargs)
     twin.load_state_dict(torch_state_dict(params, kwargs))
     return model, params, twin.eval(), kwargs
@@ -89,3 +96,18 @@ def max_error(a, b) -> float:
     """max |a - b| / (1 + max |a|)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.abs(a - b).max() / (1.0 + np.abs(a).max()))
+
+
+class ReplayRand:
+    """A `rand(shape)` that hands out pre-drawn arrays (sedd_jax's draws) in order."""
+
+    def __init__(self, *draws):
+        self.draws = [np.asarray(d) for d in draws]
+
+    def __call__(self, shape):
+        draw = self.draws.pop(0)
+        assert draw.shape == tuple(shape), (draw.shape, tuple(shape))
+        return torch.from_numpy(draw.copy())
+
+    def exhausted(self) -> bool:
+        return not self.draws

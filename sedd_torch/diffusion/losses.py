@@ -1,39 +1,58 @@
 """The dsigma-weighted denoising score-entropy loss (twin of sedd_jax/diffusion/losses.py).
 
 A `log_score_fn(x_t [B, L], sigma [B]) -> log-scores [B, L, V]` stands for the network.
-Where sedd_jax takes a PRNG key this takes a torch.Generator, or (for parity) the
-uniforms themselves.
+Where sedd_jax takes a key this takes `rand` (see `catsample`), drawn in the same order:
+the times first, then the corruption.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sedd_torch.diffusion.catsample import uniform
+from sedd_torch.diffusion.curriculum import (
+    sample_curriculum_times,
+    sample_times,  # noqa: F401  (re-exported, as sedd_jax)
+    sigma_multiplier,
+)
 
 
-def sample_times(generator: torch.Generator, batch: int, sampling_eps=1e-3, device=None):
-    """t ~ U[eps, 1] per sequence: [B]."""
-    return (1.0 - sampling_eps) * uniform(generator, (batch,), device) + sampling_eps
+def loss_times(rand, batch: int, sampling_eps: float, step=0, curriculum=None):
+    """The times t [B] (curriculum-aware) of a loss evaluation."""
+    return sample_curriculum_times(rand, batch, step, curriculum, sampling_eps)
 
 
-def per_token_loss(log_score_fn, graph, noise, x0, valid, t, u):
-    """dsigma(t_b) * score_entropy at every position, zero at pads: [B, L].
+def per_token_loss(
+    log_score_fn, graph, noise, x0, valid, t, rand=None, *, x_t=None, sigma_scale=1.0
+):
+    """dsigma'(t_b) * score_entropy at every position, zero at pads: [B, L].
 
-    u [B, L] are the corruption uniforms (sedd_jax draws them from its key). The sigma
-    that corrupts x0 conditions the network and sets the target ratio.
+    sigma' = sigma_scale * sigma_bar(t), dsigma' = sigma_scale * dsigma(t); x0 is
+    corrupted with `rand` unless x_t [B, L] is given.
     """
     sigma, dsigma = noise(t)
-    x_t = graph.sample_transition(u, x0, sigma, valid)
+    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = graph.sample_transition(rand, x0, sigma, valid)
     log_score = log_score_fn(x_t, sigma)
     entropy = graph.score_entropy(log_score.float(), sigma, x_t, x0)
-    return dsigma[:, None] * entropy * valid
+    return torch.where(valid, dsigma[:, None] * entropy, 0.0)
 
 
-def score_entropy_loss(log_score_fn, graph, noise, x0, valid, generator, sampling_eps=1e-3):
+def score_entropy_loss(
+    log_score_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
+):
     """(sum of the weighted score entropy over valid tokens [], number of valid tokens []),
     for one fresh t per sequence; loss = loss_sum / num_valid."""
-    t = sample_times(generator, x0.shape[0], sampling_eps, x0.device)
-    u = uniform(generator, x0.shape, x0.device)
-    losses = per_token_loss(log_score_fn, graph, noise, x0, valid, t, u)
+    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
+    losses = per_token_loss(
+        log_score_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        t,
+        rand,
+        sigma_scale=sigma_multiplier(step, curriculum),
+    )
     return losses.sum(), valid.sum().float()

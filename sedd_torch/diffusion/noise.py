@@ -25,7 +25,8 @@ class LogLinearNoise:
         return -torch.log1p(-(1.0 - self.eps) * t)
 
     def rate(self, t):
-        return (1.0 - self.eps) / (1.0 - (1.0 - self.eps) * t)
+        # (1 - eps) / (1 - (1 - eps) t), written without the cancellation at t = 1
+        return (1.0 - self.eps) / (self.eps + (1.0 - self.eps) * (1.0 - t))
 
     def __call__(self, t):
         return self.total(t), self.rate(t)

@@ -2,15 +2,17 @@
 
 Every predictor has one signature:
     predictor(log_score_fn, graph, noise, x [B, L], t [], dt, u [B, L, V]) -> x [B, L]
-where `u` are the uniforms of the categorical draw; given sedd_jax's uniforms, the twin
+where `u` are the uniforms of the categorical draw; given sedd_jax's uniforms the twin
 makes sedd_jax's draws. The time grid is linspace(1, eps, steps + 1), as upstream.
+(sedd_jax's prompt builders make plain (x_init, clamp) arrays; they are not repeated.)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from sedd_torch.diffusion.catsample import categorical_from_uniform, uniform
+from sedd_torch.diffusion.catsample import categorical_from_uniform
 
 
 def _batched(t, x):
@@ -23,6 +25,17 @@ def euler_predictor(log_score_fn, graph, noise, x, t, dt, u):
     score = torch.exp(log_score_fn(x, sigma).float())
     rate = (dt * dsigma)[:, None, None] * graph.reverse_rate(x, score)
     return graph.sample_rate(x, rate, u)
+
+
+def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
+    """Tweedie tau-leaping (SEDD eq. 19): p(y) = staggered_score(s, dsigma)_y *
+    exp(dsigma Q)^T(x, y) with dsigma = sigma_bar(t) - sigma_bar(t - dt)."""
+    sigma, _ = noise(_batched(t, x))
+    next_sigma, _ = noise(_batched(t - dt, x))
+    step_sigma = sigma - next_sigma
+    score = torch.exp(log_score_fn(x, sigma).float())
+    probs = graph.staggered_score(score, step_sigma) * graph.transp_transition(x, step_sigma)
+    return categorical_from_uniform(probs, u)
 
 
 def none_predictor(log_score_fn, graph, noise, x, t, dt, u):
@@ -42,12 +55,13 @@ def denoise(log_score_fn, graph, noise, x, t, u):
     return categorical_from_uniform(probs, u)
 
 
-PREDICTORS = {"euler": euler_predictor, "none": none_predictor}
+PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
 
 
-def time_grid(steps: int, eps: float) -> torch.Tensor:
-    """[steps + 1] float32 times from 1 down to eps."""
-    return torch.linspace(1.0, eps, steps + 1, dtype=torch.float32)
+def time_grid(steps: int, eps: float) -> np.ndarray:
+    """[steps + 1] times from 1 down to eps (float64 on the host; each step rounds its t
+    to float32, as sedd_jax does)."""
+    return np.linspace(1.0, eps, steps + 1)
 
 
 @torch.no_grad()
@@ -56,7 +70,7 @@ def pc_sample(
     graph,
     noise,
     x_init,
-    generator=None,
+    rand=None,
     *,
     steps: int,
     predictor: str = "euler",
@@ -64,27 +78,37 @@ def pc_sample(
     denoise_last: bool = True,
     clamp=None,
     uniforms=None,
+    start_from_limit: bool = True,
 ):
-    """Run the reverse process from x_init [B, L] (mask where generated, tokens elsewhere).
+    """Run the reverse process for x [B, L].
 
-    clamp [B, L] bool: positions held at their x_init values at every step. Uniforms are
-    drawn from `generator`, or taken from `uniforms` [steps + 1, B, L, V] (the last slice
-    feeds the denoiser) for parity runs.
+    x_init [B, L] holds the clamped tokens; every other position starts from the graph's
+    limit (all-mask for absorbing, uniform tokens for uniform, drawn with `rand`), unless
+    `start_from_limit` is False. clamp [B, L] bool: positions held at their x_init values
+    at every step. The step uniforms come from `rand`, or from `uniforms`
+    [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs.
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if rand is None and uniforms is None:
+        raise ValueError("pc_sample needs rand or explicit uniforms")
     step_fn = PREDICTORS[predictor]
     shape = tuple(x_init.shape) + (graph.dim,)
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
     keep = torch.zeros_like(x_init, dtype=torch.bool) if clamp is None else clamp
+    x = x_init
+    if start_from_limit:
+        if rand is None and not graph.absorb:
+            raise ValueError(
+                "the uniform graph starts from random tokens: pass rand, or an explicit "
+                "start state with start_from_limit=False"
+            )
+        x = torch.where(keep, x_init, graph.sample_limit(rand, x_init.shape, x_init.device))
 
     def draw(i):
-        if uniforms is not None:
-            return uniforms[i]
-        return uniform(generator, shape, x_init.device)
+        return uniforms[i] if uniforms is not None else rand(shape)
 
-    x = x_init
     for i in range(steps):
         x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i))
         x = torch.where(keep, x_init, x)

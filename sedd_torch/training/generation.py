@@ -7,18 +7,19 @@ import torch
 
 from sedd_jax.data.batching import sample_lengths
 from sedd_jax.training.generation import initial_tokens
+from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 
 
 def make_sampler(model, graph, noise, sampling_config):
-    """fn(x_init [B, L], valid [B, L], generator) -> tokens [B, L].
+    """fn(x_init [B, L], valid [B, L], rand) -> tokens [B, L].
 
     Pad positions (valid False) are clamped to their initial value and hidden from
     attention.
     """
 
     @torch.no_grad()
-    def sample(x_init, valid, generator):
+    def sample(x_init, valid, rand):
         model.eval()
 
         def log_score_fn(x, sigma):
@@ -29,7 +30,7 @@ def make_sampler(model, graph, noise, sampling_config):
             graph,
             noise,
             x_init,
-            generator,
+            rand,
             steps=sampling_config.steps,
             predictor=sampling_config.predictor,
             eps=sampling_config.eps,
@@ -51,6 +52,6 @@ def generate(sampler, graph, tokenizer, *, num, max_len, length, length_dist, se
     tokens = sampler(
         torch.as_tensor(x_init, dtype=torch.long, device=device),
         torch.as_tensor(valid, device=device),
-        torch.Generator().manual_seed(seed),
+        generator_rand(torch.Generator().manual_seed(seed), device),
     )
     return tokens.cpu().numpy().astype(np.int32), valid

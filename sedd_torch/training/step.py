@@ -2,9 +2,9 @@
 
 `train_step(state, batch)` takes tokens/valid [A, B, L] with A micro-batches accumulated
 inside the step (one optimizer step per call). The loss is the sum of token losses over
-all micro-batches divided by the number of valid tokens, as in sedd_jax. A non-finite
-loss or gradient leaves the parameters, the EMA and the step unchanged and reports
-`finite = 0`.
+all micro-batches divided by the number of valid tokens, as in sedd_jax. The curriculum
+(`config.curriculum`) is a pure function of `state.step`. A non-finite loss or gradient
+leaves the parameters, the EMA and the step unchanged and reports `finite = 0`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_torch.diffusion.losses import score_entropy_loss
+from sedd_torch.diffusion.catsample import generator_rand
+from sedd_torch.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
+from sedd_torch.diffusion.losses import loss_times, per_token_loss
 from sedd_torch.training.optim import clip_by_global_norm_, global_norm
 from sedd_torch.training.state import TrainState, ema_decay, update_ema
 
@@ -61,24 +63,43 @@ def train_step(
     grad_clip: float,
     sampling_eps: float,
     seed: int,
+    curriculum=None,
+    rand=None,
 ):
-    """One optimizer step on batch tokens/valid [A, B, L] (tensors on the model's device)."""
+    """One optimizer step on batch tokens/valid [A, B, L] (tensors on the model's device).
+
+    The step's draws come from `rand` (default: a generator seeded by (seed, step)), in
+    sedd_jax's order: per micro-batch the times, then the corruption.
+    """
     model = state.model.train()
-    generator = step_generator(seed, state.step)
+    curriculum = check_curriculum(curriculum)
+    sigma_scale = sigma_multiplier(state.step, curriculum)
+    if rand is None:
+        rand = generator_rand(step_generator(seed, state.step), batch["tokens"].device)
     count = torch.clamp_min(batch["valid"].sum().float(), 1.0)
     loss_sum = torch.zeros((), device=count.device)
+    t_sum = 0.0
     for tokens, valid in zip(batch["tokens"], batch["valid"], strict=True):
 
         def log_score_fn(x, sigma, valid=valid):
             return model(x, sigma, valid)
 
-        micro_sum, _ = score_entropy_loss(
-            log_score_fn, graph, noise, tokens, valid, generator, sampling_eps
+        t = loss_times(rand, tokens.shape[0], sampling_eps, state.step, curriculum)
+        losses = per_token_loss(
+            log_score_fn, graph, noise, tokens, valid, t, rand, sigma_scale=sigma_scale
         )
+        micro_sum = losses.sum()
         (micro_sum / count).backward()
         loss_sum = loss_sum + micro_sum.detach()
-    metrics = apply_gradients(
-        state, loss_sum / count, lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip
+        t_sum += float(t.mean())
+    metrics = {
+        "curriculum_progress": float(progress(state.step, curriculum)),
+        "mean_t": t_sum / batch["tokens"].shape[0],
+        "tokens": float(count),
+    }
+    metrics.update(
+        apply_gradients(
+            state, loss_sum / count, lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip
+        )
     )
-    metrics["tokens"] = float(count)
     return metrics

@@ -27,9 +27,10 @@ from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_torch.device import resolve_device
 from sedd_torch.diffusion.graphs import get_graph
 from sedd_torch.diffusion.noise import absorbing_schedule_warning, get_noise
+from sedd_torch.diffusion.oracles import unigram_log_score_fn
 from sedd_torch.models.sedd import build_model, count_parameters
 from sedd_torch.training import checkpoint
-from sedd_torch.training.evaluation import validation_loss
+from sedd_torch.training.evaluation import model_score_fn, unigram_log_probs, validation_loss
 from sedd_torch.training.generation import generate, make_sampler
 from sedd_torch.training.optim import learning_rate_schedule, make_optimizer
 from sedd_torch.training.state import create_train_state
@@ -76,21 +77,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     batcher = make_batcher(data, tc.batch_size, config.seed)
 
+    def val_loss(score_fn_for_batch):
+        return validation_loss(
+            score_fn_for_batch,
+            graph,
+            noise,
+            data.val,
+            batch_size=config.eval.batch_size,
+            time_samples=config.eval.time_samples,
+            max_batches=config.eval.max_batches,
+            pad_id=data.tokenizer.pad_id,
+            seed=config.seed,
+            sampling_eps=tc.sampling_eps,
+            device=device,
+        )
+
     def evaluate(step):
-        metrics = {}
-        for name, weights in (("params", state.model), ("ema", state.ema_model)):
-            metrics[f"loss_{name}"] = validation_loss(
-                weights,
-                graph,
-                noise,
-                data.val,
-                batch_size=config.eval.batch_size,
-                time_samples=config.eval.time_samples,
-                max_batches=config.eval.max_batches,
-                pad_id=data.tokenizer.pad_id,
-                seed=config.seed,
-                sampling_eps=tc.sampling_eps,
-            )
+        metrics = {"loss_params": val_loss(model_score_fn(state.model))}
+        metrics["loss_ema"] = val_loss(model_score_fn(state.ema_model))
         logger.write(step, metrics, prefix="val/")
         return metrics
 
@@ -99,6 +103,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     if start == 0:
         evaluate(0)
+        if graph.absorb:
+            # the best position-independent predictor, under the same evaluation
+            log_p = unigram_log_probs(data.train["tokens"], data.train["valid"], graph.n)
+            oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=device), graph)
+            logger.write(0, {"loss_unigram": val_loss(lambda valid: oracle)}, "val/")
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
     preemption = Preemption()
     pending = []
@@ -117,6 +126,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             grad_clip=config.optim.grad_clip,
             sampling_eps=tc.sampling_eps,
             seed=config.seed,
+            curriculum=config.curriculum,
         )
         if not metrics.pop("finite"):
             raise NonFiniteLossError(
