@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.losses import sample_times
 from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
 
@@ -137,14 +138,17 @@ def joint_per_token_loss(
     task_ids: jax.Array,
     key: jax.Array,
     mode: str = "joint",
+    *,
+    sigma_scale: jax.Array | float = 1.0,
 ):
-    """dsigma(t_b) * score entropy per token, for given times t [B] and tasks [B].
+    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B].
 
     batch: protein, protein_valid [B, Lp]; ligand, ligand_valid [B, Ll]. Generated tracks
     are corrupted with `protein_key, ligand_key = jax.random.split(key)` exactly as
     `graph.sample_transition` does for a single track; context tracks stay clean.
     `mode` is the network mode: `joint` serves any tasks; a single task's own mode
-    skips the computation it does not need.
+    skips the computation it does not need. sigma' = sigma_scale * sigma_bar(t) and
+    dsigma' = sigma_scale * dsigma(t), as in `losses.per_token_loss` (curriculum).
 
     Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored [B, Lp],
     ligand_scored [B, Ll]); *_scored are the valid tokens of generated tracks.
@@ -152,6 +156,7 @@ def joint_per_token_loss(
     roles = task_roles(task_ids)
     protein_key, ligand_key = jax.random.split(key)
     sigma, dsigma = noise(t)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
     p_scored = p_valid & roles.protein_generated[:, None]
     l_scored = l_valid & roles.ligand_generated[:, None]
@@ -180,6 +185,8 @@ def joint_score_entropy_loss(
     key: jax.Array,
     mixture: TaskMixture,
     sampling_eps: float = 1e-3,
+    *,
+    sigma_scale: jax.Array | float = 1.0,
 ) -> JointLoss:
     """One t ~ U[eps, 1] and one task per pair; per-track sums over scored tokens.
 
@@ -195,7 +202,15 @@ def joint_score_entropy_loss(
     else:
         task_ids = jnp.full((size,), TASKS.index(mixture.single), jnp.int32)
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
-        score_fn, graphs, noise, batch, t, task_ids, noise_key, mixture.mode
+        score_fn,
+        graphs,
+        noise,
+        batch,
+        t,
+        task_ids,
+        noise_key,
+        mixture.mode,
+        sigma_scale=sigma_scale,
     )
     return JointLoss(
         p_loss.sum(),
@@ -227,34 +242,45 @@ def sample_pairs(
     """Reverse process of both tracks, one network call per step: (protein, ligand).
 
     protein/ligand [B, L] hold the context tokens and pads; every valid position of a
-    generated track that is not clamped starts at its mask id, whatever it holds. Pads,
-    `*_clamp` [B, L] positions (prompts) and the whole context track keep their given
-    tokens at every step. A track the task does not use may be None and is returned as
-    given. Each generated track takes `predictor` (one track at a time, as in
-    `sampling.pc_sample`) on the shared score, then the final denoiser, so no mask id is
-    left. Uniforms: per step i, `jax.random.split(jax.random.fold_in(key, i))` gives the
-    protein and ligand draws, or `uniforms` = (protein [steps + 1, B, Lp, Vp] | None,
-    ligand [steps + 1, B, Ll, Vl] | None) for parity runs. Wrap in jax.jit with the
+    generated track that is not clamped starts from the graph's limit (the mask id for
+    absorbing graphs; drawn with `jax.random.split(jax.random.fold_in(key, steps + 1))`),
+    whatever it holds. Pads, `*_clamp` [B, L] positions (prompts) and the whole context
+    track keep their given tokens at every step. A track the task does not use may be
+    None and is returned as given. Each generated track takes `predictor` (one track at a
+    time, as in `sampling.pc_sample`) on the shared score, then the final denoiser, which
+    leaves no mask id. Uniforms: at step i, `jax.random.split(jax.random.fold_in(key, i))`
+    gives the protein and ligand keys, or `uniforms` = (protein [steps + 1, B, Lp, Vp] |
+    None, ligand [steps + 1, B, Ll, Vl] | None) for parity runs. Wrap in jax.jit with the
     keyword arguments static.
     """
     if task not in TASK_ROLES:
         raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if key is None and uniforms is None:
+        raise ValueError("sample_pairs needs a key or explicit uniforms")
     step_fn = PREDICTORS[predictor]
     gen_p, gen_l, _, _ = TASK_ROLES[task]
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
 
-    def start(graph, x, valid, clamp, generated):
+    limit_keys = (
+        (None, None) if key is None else jax.random.split(jax.random.fold_in(key, steps + 1))
+    )
+
+    def start(graph, x, valid, clamp, generated, limit_key):
         if not generated:
             return x, None
+        if limit_key is None and not graph.absorb:
+            raise ValueError("the uniform graph starts from random tokens: pass a key")
         keep = ~valid if clamp is None else ~valid | clamp
-        return jnp.where(keep, x, graph.mask_id), keep
+        return jnp.where(keep, x, graph.sample_limit(limit_key, x.shape)), keep
 
-    p_init, p_keep = start(graphs.protein, protein, protein_valid, protein_clamp, gen_p)
-    l_init, l_keep = start(graphs.ligand, ligand, ligand_valid, ligand_clamp, gen_l)
-    inits, keeps = (p_init, l_init), (p_keep, l_keep)
+    p_start, p_keep = start(
+        graphs.protein, protein, protein_valid, protein_clamp, gen_p, limit_keys[0]
+    )
+    l_start, l_keep = start(graphs.ligand, ligand, ligand_valid, ligand_clamp, gen_l, limit_keys[1])
+    inits, keeps = (protein, ligand), (p_keep, l_keep)
     size = (protein if gen_p else ligand).shape[0]
 
     def draw(i):
@@ -264,7 +290,7 @@ def sample_pairs(
             )
         step_keys = jax.random.split(jax.random.fold_in(key, i))
         return tuple(
-            None if k is None else jax.random.uniform(sk, x.shape + (g.dim,))
+            None if k is None else uniform(sk, x.shape + (g.dim,))
             for sk, x, k, g in zip(step_keys, inits, keeps, graphs, strict=True)
         )
 
@@ -288,7 +314,7 @@ def sample_pairs(
 
         return advance(move, state, network(state, ts[i]), draw(i)), None
 
-    state, _ = jax.lax.scan(body, inits, jnp.arange(steps))
+    state, _ = jax.lax.scan(body, (p_start, l_start), jnp.arange(steps))
     if denoise_last:
 
         def final(fn, graph, x, u):
