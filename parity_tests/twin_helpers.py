@@ -48,12 +48,17 @@ def _random_params(model, seed: int):
 
 
 def random_params(model, x, sigma, valid, seed=0):
-    """Random float32 parameters of `model`'s shapes, every layer non-trivial (adaLN and the
-    `sedd` output layer are zero at init): kernels N(0, 1/fan_in), tables N(0, 1), norm
-    weights 1 + N(0, 0.01), biases N(0, 0.01). numpy draws, so nothing is compiled."""
+    """Random parameters for `model` (see `random_like`)."""
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.asarray(x), jnp.asarray(sigma), valid)
     )["params"]
+    return random_like(shapes, seed)
+
+
+def random_like(shapes, seed=0):
+    """Random float32 parameters of these shapes, every layer non-trivial (adaLN and the
+    `sedd` output layer are zero at init): kernels N(0, 1/fan_in), tables N(0, 1), norm
+    weights 1 + N(0, 0.01), biases N(0, 0.01). numpy draws, so nothing is compiled."""
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):

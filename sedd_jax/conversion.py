@@ -28,6 +28,7 @@ file is read or written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import pickle
@@ -41,8 +42,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.defaults import base_config
 from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.models.dual import build_dual_model
 from sedd_jax.models.sedd import build_model
 from sedd_jax.training import checkpoint
 from sedd_jax.training.optim import make_optimizer
@@ -211,17 +214,32 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     return config
 
 
-def model_for(config):
-    """The flax model and graph that `config` describes."""
-    graph = get_graph(config.graph, config.data.vocab_size)
-    return build_model(config.model, graph.dim, graph.absorb), graph
+def is_dual(config) -> bool:
+    return config.model.get("kind", "single") == "dual"
 
 
-def abstract_params(config):
+def model_for(config, meta: dict | None = None):
+    """The flax model that `config` describes; a dual-track model also needs the run's
+    `meta` (the ligand tokenizer fixes the ligand vocabulary)."""
+    if not is_dual(config):
+        graph = get_graph(config.graph, config.data.vocab_size)
+        return build_model(config.model, graph.dim, graph.absorb)
+    meta = meta or {}
+    if "ligand_tokenizer" not in meta:
+        raise ConversionError("a dual-track checkpoint needs meta['ligand_tokenizer']")
+    protein = get_graph(config.graph, meta.get("protein_vocab_size", config.data.vocab_size))
+    ligand = get_graph(config.graph, SmilesTokenizer.from_dict(meta["ligand_tokenizer"]).vocab_size)
+    return build_dual_model(config.model, protein.dim, ligand.dim, protein.absorb)
+
+
+def abstract_params(config, meta: dict | None = None):
     """Shapes and dtypes of the parameters of `config`'s model (nothing is allocated)."""
-    model, _ = model_for(config)
-    x = jnp.zeros((1, 8), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, jnp.ones((1,)))["params"])
+    model = model_for(config, meta)
+    x, sigma = jnp.zeros((1, 8), jnp.int32), jnp.ones((1,))
+    if is_dual(config):
+        init = functools.partial(model.init, mode="joint")
+        return jax.eval_shape(lambda: init(jax.random.key(0), x, x, sigma)["params"])
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, sigma)["params"])
 
 
 def infer_config(
@@ -515,7 +533,7 @@ def select_weights(raw, ema, weights: str, source: str):
 def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", source="") -> Weights:
     """Check a torch checkpoint against its config and turn it into flax parameters."""
     config = ckpt.config
-    expected = abstract_params(config)
+    expected = abstract_params(config, ckpt.meta)
     variant = config.model.variant
     head_dim = config.model.hidden // config.model.n_heads
     raw = torch_to_flax(ckpt.params, expected, variant, head_dim)

@@ -1,0 +1,329 @@
+"""Checkpoint conversion: exact round trips, reference and upstream imports, clear errors,
+and the torch trainer's checkpoint sampled by JAX."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from sedd_jax import conversion
+from sedd_jax.defaults import base_config
+from sedd_jax.models.sedd import expected_parameter_count
+from sedd_torch.models.sedd import SEDD as TorchSEDD
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+torch.set_num_threads(1)  # small models; threads only contend on a busy 2-core machine
+
+
+def tiny_config(variant="protlig"):
+    c = base_config()
+    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 2, 4, 16
+    c.model.variant = variant
+    c.training.n_steps = 10
+    return c
+
+
+def random_weights(config, seed=0, step=5) -> conversion.Weights:
+    """Weights with distinct random params and EMA (numpy draws, nothing compiled)."""
+    shapes = conversion.abstract_params(config)
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        return rng.standard_normal(leaf.shape).astype(np.float32) / 4
+
+    params = jax.tree_util.tree_map(draw, shapes)
+    ema = jax.tree_util.tree_map(draw, shapes)
+    meta = {"protein_vocab_size": config.data.vocab_size, "length_distribution": [0.5, 0.5]}
+    return conversion.Weights(params, ema, step, config, meta)
+
+
+def assert_trees_equal(a, b):
+    flat_a = jax.tree_util.tree_leaves_with_path(a)
+    flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
+    assert len(flat_a) == len(flat_b)
+    for path, leaf in flat_a:
+        other = np.asarray(flat_b[path])
+        assert other.dtype == np.float32, path
+        assert np.array_equal(np.asarray(leaf), other), path
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("variant", ["protlig", "sedd"])
+def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
+    weights = random_weights(tiny_config(variant))
+    conversion.write_orbax(str(tmp_path / "run"), weights)
+    path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / f"ckpt{suffix}"))
+    conversion.import_torch(path, str(tmp_path / "back"))
+    back = conversion.read_orbax(str(tmp_path / "back"))
+    assert back.step == weights.step
+    assert_trees_equal(weights.params, back.params)
+    assert_trees_equal(weights.ema_params, back.ema_params)
+    assert back.config.to_dict() == weights.config.to_dict()
+    assert back.meta["length_distribution"] == [0.5, 0.5]
+
+
+def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
+    config = tiny_config()
+    weights = random_weights(config)
+    conversion.export_pt(weights, str(tmp_path / "ckpt.pt"))
+    payload = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert {"model_state_dict", "ema_state_dict", "config", "step", "meta"} <= set(payload)
+    twin = TorchSEDD(26, 32, 2, 4, 16, dropout=0.0)
+    twin.load_state_dict(payload["model_state_dict"])  # strict: names, shapes, buffer
+    shadows = payload["ema_state_dict"]["shadow_params"]
+    ema = conversion.flax_to_torch(weights.ema_params, "protlig")
+    for (name, _), shadow in zip(twin.named_parameters(), shadows, strict=True):
+        assert np.array_equal(shadow.numpy(), ema[name]), name
+    assert payload["config"]["model"]["hidden"] == 32
+
+
+def test_export_of_one_weight_set_is_a_plain_state_dict(tmp_path):
+    weights = random_weights(tiny_config("sedd"))
+    path = conversion.export_safetensors(weights, str(tmp_path / "ema.safetensors"), "ema")
+    from safetensors.torch import load_file
+
+    twin = TorchSEDD(26, 32, 2, 4, 16, dropout=0.0, variant="sedd")
+    twin.load_state_dict(load_file(path))
+    got = twin.output_layer.linear.bias.detach().numpy()
+    assert np.array_equal(got, weights.ema_params["output_layer"]["linear"]["bias"])
+
+
+# --------------------------------------------------------------- reference checkpoints
+
+
+def reference_state_dict(d=768, n_blocks=8, heads=12, c=256, vocab=37, seed=0) -> dict:
+    """A state_dict with exactly the names and shapes of the reference's
+    transformer_v100.SEDD (reference-system.md §1.1.5), in its registration order."""
+    shapes = {"vocab_embed.weight": (vocab, d)}
+    shapes |= {"sigma_map.mlp.0.weight": (c, 256), "sigma_map.mlp.0.bias": (c,)}
+    shapes |= {"sigma_map.mlp.2.weight": (c, c), "sigma_map.mlp.2.bias": (c,)}
+    shapes |= {"rotary_emb.inv_freq": (d // heads // 2,)}
+    for i in range(n_blocks):
+        b = f"blocks.{i}."
+        shapes |= {
+            b + "norm1.weight": (d,),
+            b + "attn_qkv.weight": (3 * d, d),
+            b + "attn_out.weight": (d, d),
+            b + "norm2.weight": (d,),
+            b + "mlp.fc1.weight": (4 * d, d),
+            b + "mlp.fc1.bias": (4 * d,),
+            b + "mlp.fc2.weight": (d, 4 * d),
+            b + "mlp.fc2.bias": (d,),
+            b + "adaLN_modulation.weight": (6 * d, c),
+            b + "adaLN_modulation.bias": (6 * d,),
+        }
+    shapes |= {
+        "output_layer.norm.weight": (d,),
+        "output_layer.linear.weight": (vocab, d),
+        "output_layer.adaLN_modulation.weight": (2 * d, c),
+        "output_layer.adaLN_modulation.bias": (2 * d,),
+    }
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith("inv_freq"):
+            out[name] = 1.0 / 10000 ** (torch.arange(0, 2 * shape[0], 2).float() / (2 * shape[0]))
+        elif name.endswith("norm.weight") or ".norm" in name:
+            out[name] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        else:
+            fan_in = shape[-1] if len(shape) == 2 else 1
+            scale = 1.0 if name == "vocab_embed.weight" else 1.0 / np.sqrt(fan_in)
+            out[name] = scale * torch.randn(shape, generator=gen)
+    return out
+
+
+def reference_checkpoint(state_dict, ema_state_dict=None, config=None) -> dict:
+    """The reference trainer's `save_checkpoint` layout (reference-system.md §4.1)."""
+    params = [v for k, v in state_dict.items() if not k.endswith("inv_freq")]
+    shadows = params if ema_state_dict is None else list(ema_state_dict.values())
+    return {
+        "step": 500,
+        "epoch": 3,
+        "best_loss": 1.5,
+        "model_state_dict": state_dict,
+        "ema_state_dict": {"decay": 0.9995, "num_updates": 500, "shadow_params": shadows},
+        "optimizer_state_dict": {},
+        "scheduler_state_dict": {},
+        "scaler_state_dict": None,
+        "noise_state_dict": {},
+        "config": config
+        if config is not None
+        else {"tokens": 36, "model": {"hidden_size": 768, "n_heads": 12}},
+    }
+
+
+def test_reference_checkpoint_at_the_stable_size_gives_the_twins_log_scores():
+    state_dict = reference_state_dict()
+    n_params = sum(v.numel() for k, v in state_dict.items() if not k.endswith("inv_freq"))
+    assert n_params == 66_724_096 == expected_parameter_count(37, 768, 8, 256)
+    ckpt = conversion.read_torch_checkpoint(reference_checkpoint(state_dict))
+    assert ckpt.layout == "reference"
+    config = ckpt.config
+    assert (config.data.vocab_size, config.model.hidden, config.model.n_heads) == (36, 768, 12)
+    assert (config.model.n_blocks, config.model.cond_dim, config.model.variant) == (
+        8,
+        256,
+        "protlig",
+    )
+    weights = conversion.torch_checkpoint_to_weights(ckpt, "ema")
+
+    twin = conversion_twin(config)
+    twin.load_state_dict(state_dict)  # the reference names, loaded as they are
+    x = np.random.default_rng(0).integers(0, 37, size=(1, 16)).astype(np.int32)
+    sigma = np.array([0.8], np.float32)
+    with torch.no_grad():
+        expected = twin(torch.as_tensor(x).long(), torch.as_tensor(sigma)).numpy()
+    model = conversion.model_for(config)
+    got = np.asarray(jax.jit(model.apply)({"params": weights.params}, jnp.asarray(x), sigma))
+    error = np.abs(expected - got).max() / (1 + np.abs(expected).max())
+    assert np.abs(expected).max() > 1.0
+    assert error <= 1e-5
+
+
+def conversion_twin(config):
+    m = config.model
+    return TorchSEDD(
+        config.data.vocab_size + 1,
+        m.hidden,
+        m.n_blocks,
+        m.n_heads,
+        m.cond_dim,
+        m.mlp_ratio,
+        0.0,
+        m.variant,
+        m.scale_by_sigma,
+    ).eval()
+
+
+def _pickle_with_missing_module(obj_factory, path):
+    """Save a checkpoint whose config is an instance of a class from a module that does
+    not exist when the file is read (the reference's protlig_dd.utils.utils.Config)."""
+    module = types.ModuleType("protlig_dd_fake_utils")
+
+    @dataclasses.dataclass
+    class Config:
+        dictionary: dict
+
+        def __post_init__(self):
+            for key, value in self.dictionary.items():
+                setattr(self, key, Config(value) if isinstance(value, dict) else value)
+
+    Config.__module__ = module.__name__
+    Config.__qualname__ = "Config"
+    module.Config = Config
+    sys.modules[module.__name__] = module
+    try:
+        torch.save(obj_factory(Config), path)
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_reference_file_with_pickled_config_imports_and_picks_ema_or_raw(tmp_path):
+    raw = reference_state_dict(64, 2, 4, 32, 37, seed=1)
+    ema = {k: v + 1.0 for k, v in raw.items() if not k.endswith("inv_freq")}
+    ref_config = {
+        "tokens": 36,
+        "graph": {"type": "absorb"},
+        "model": {"dim": 64, "n_blocks_prot": 2, "n_heads": 4, "cond_dim": 32},
+        "noise": {"type": "cosine", "sigma_min": 1e-4, "sigma_max": 0.5},
+    }
+    path = str(tmp_path / "checkpoint_step_500.pth")
+    _pickle_with_missing_module(
+        lambda Config: reference_checkpoint(raw, ema, Config(ref_config)), path
+    )
+    with pytest.raises(Exception):  # noqa: B017  the class is gone: a plain load fails
+        torch.load(path, weights_only=False)
+
+    for which, source in (("ema", ema), ("params", raw)):
+        workdir = str(tmp_path / which)
+        conversion.import_torch(path, workdir, weights=which)
+        back = conversion.read_orbax(workdir)
+        assert back.step == 500
+        assert back.config.model.scale_by_sigma is False  # the reference default
+        assert back.config.noise.type == "cosine"
+        table = source["vocab_embed.weight"].numpy()
+        assert np.array_equal(back.params["vocab_embed"], table)
+        assert np.array_equal(back.ema_params["vocab_embed"], table)
+
+
+def test_upstream_sedd_checkpoint_imports_with_its_names():
+    torch.manual_seed(0)
+    twin = TorchSEDD(26, 32, 2, 4, 16, dropout=0.0, variant="sedd")
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    state_dict = twin.state_dict()
+    assert "vocab_embed.embedding" in state_dict and "blocks.1.mlp.2.bias" in state_dict
+    shadows = [p.detach() * 0.5 for p in twin.parameters()]
+    upstream = {
+        "model": {f"module.{k}": v for k, v in state_dict.items()},  # DDP-wrapped
+        "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadows},
+        "step": 7,
+        "optimizer": {},
+    }
+    ckpt = conversion.read_torch_checkpoint(upstream)
+    assert ckpt.layout == "upstream"
+    assert (ckpt.config.model.variant, ckpt.config.model.n_heads) == ("sedd", 4)
+    weights = conversion.torch_checkpoint_to_weights(ckpt, "both")
+    bias = weights.ema_params["output_layer"]["linear"]["bias"]
+    assert np.array_equal(bias, 0.5 * twin.output_layer.linear.bias.detach().numpy())
+
+    x = np.random.default_rng(1).integers(0, 26, size=(2, 11)).astype(np.int32)
+    sigma = np.array([0.3, 2.0], np.float32)
+    with torch.no_grad():
+        expected = twin(torch.as_tensor(x).long(), torch.as_tensor(sigma)).numpy()
+    model = conversion.model_for(ckpt.config)
+    got = np.asarray(model.apply({"params": weights.params}, jnp.asarray(x), sigma))
+    assert np.abs(expected - got).max() <= 1e-5 * (1 + np.abs(expected).max())
+
+
+def test_shape_mismatch_names_the_key():
+    state_dict = reference_state_dict(64, 2, 4, 32, 37)
+    state_dict["blocks.1.mlp.fc1.bias"] = torch.zeros(100)
+    with pytest.raises(conversion.ConversionError, match=r"blocks\.1\.mlp\.fc1\.bias.*\(100,\)"):
+        conversion.torch_checkpoint_to_weights(
+            conversion.read_torch_checkpoint(reference_checkpoint(state_dict))
+        )
+
+
+def test_config_disagreeing_with_the_weights_names_the_keys():
+    state_dict = reference_state_dict(64, 2, 4, 32, 37)
+    config = {"tokens": 36, "model": {"dim": 64, "n_blocks_prot": 3, "n_heads": 8}}
+    ckpt = conversion.read_torch_checkpoint(reference_checkpoint(state_dict, config=config))
+    with pytest.raises(conversion.ConversionError) as error:
+        conversion.torch_checkpoint_to_weights(ckpt)
+    message = str(error.value)
+    assert "missing key 'blocks.2.norm1.weight'" in message
+    assert "rotary_emb.inv_freq" in message and "n_heads" in message
+
+
+def test_cli_reports_a_missing_source(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "none.pt does not exist" in result.stderr
+
+
+def test_tensor_only_file_loads_without_running_pickled_code(tmp_path):
+    """A file of tensors and plain values loads with weights_only=True; the config then
+    comes from the shapes (heads from the rotary buffer)."""
+    path = str(tmp_path / "plain.pt")
+    torch.save({"model_state_dict": reference_state_dict(64, 2, 4, 32, 37)}, path)
+    ckpt = conversion.read_torch_checkpoint(path)
+    assert ckpt.ema is None and ckpt.layout == "reference"
+    assert (ckpt.config.model.hidden, ckpt.config.model.n_heads) == (64, 4)
+    assert (ckpt.config.model.n_blocks, ckpt.config.data.vocab_size) == (2, 36)
