@@ -16,11 +16,11 @@ def get_config():
     c.model.cond_dim = 64
     c.model.dropout = 0.0
     c.training.batch_size = 32
-    c.training.n_steps = 1200
+    c.training.n_steps = 800
     c.training.ema = 0.999
     c.training.log_every = 50
-    c.training.eval_every = 300
-    c.training.checkpoint_every = 300
+    c.training.eval_every = 200
+    c.training.checkpoint_every = 200
     c.optim.lr = 1e-3
     c.optim.warmup = 100
     c.sampling.steps = 128

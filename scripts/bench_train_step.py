@@ -25,6 +25,7 @@ from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import make_pmap_train_step, replicate
+from sedd_jax.training.tasks import single_track_objective
 
 SIZES = {
     "demo": dict(hidden=128, n_blocks=4, n_heads=4, cond_dim=64),
@@ -59,15 +60,18 @@ def bench(size: str, batch: int, length: int, steps: int, dtype: str) -> dict:
     tx = make_optimizer(config.optim, 1000)
     tokens = jax.random.randint(jax.random.key(1), (batch, length), 5, 25)
     valid = jnp.ones((batch, length), bool)
-    state = create_train_state(model, tx, jax.random.key(0), tokens[:1], valid[:1])
+    state = create_train_state(
+        lambda k: model.init(k, tokens[:1], jnp.ones((1,)), valid[:1])["params"],
+        tx,
+        jax.random.key(0),
+    )
+    objective, step_metrics = single_track_objective(model, graph, noise, 1e-3)
     step = make_pmap_train_step(
-        model=model,
-        graph=graph,
-        noise=noise,
+        objective=objective,
+        step_metrics=step_metrics,
         tx=tx,
         lr_schedule=learning_rate_schedule(config.optim, 1000),
         ema=0.999,
-        sampling_eps=1e-3,
     )
     rstate = replicate(state, 1)
     batch_arrays = {"tokens": tokens[None, None], "valid": valid[None, None]}

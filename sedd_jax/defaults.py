@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.on_error = "fail"  # fail | skip (bad FASTA records)
 
     c.model = ml_collections.ConfigDict()
+    c.model.kind = "single"  # single (SEDD) | dual (DualTrackSEDD, pair data)
     c.model.hidden = 768
     c.model.n_blocks = 8
     c.model.n_heads = 12
@@ -89,4 +90,39 @@ def base_config() -> ml_collections.ConfigDict:
     c.logging.wandb = "disabled"  # disabled | offline | online
     c.logging.project = "sedd"
     c.logging.progress_bar = True
+    return c
+
+
+def dual_base_config() -> ml_collections.ConfigDict:
+    """Defaults for protein–ligand pairs with DualTrackSEDD (`model.kind = "dual"`)."""
+    c = base_config()
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "demo_pairs"  # demo_pairs | pair_table
+    c.data.path = ""  # CSV/TSV/parquet for `pair_table`
+    c.data.sequence_column = "aa_sequence"
+    c.data.smiles_column = "smiles"
+    c.data.validate_smiles = True  # RDKit check when rdkit is installed
+    c.data.canonicalize = False  # RDKit canonical SMILES before tokenizing
+    c.data.on_error = "skip"  # skip (counted) | fail
+    c.data.vocab_size = 25
+    c.data.max_protein_len = 256
+    c.data.max_ligand_len = 128  # longer SMILES are dropped, never truncated
+    c.data.crop = "start"
+    c.data.ligand_min_count = 1  # SMILES tokens seen fewer times map to <unk>
+    c.data.val_fraction = 0.1  # of pairs; whole proteins are held out
+    c.data.max_pairs = 0
+
+    del c.model["n_blocks"]
+    c.model.kind = "dual"
+    c.model.n_blocks_protein = 8
+    c.model.n_blocks_ligand = 8
+    c.model.cross_attention = True
+
+    # probability of each task per training pair; one model learns all of them
+    c.task = ml_collections.ConfigDict()
+    c.task.joint = 0.5
+    c.task.ligand_given_protein = 0.25
+    c.task.protein_given_ligand = 0.25
+    c.task.protein_only = 0.0
+    c.task.ligand_only = 0.0
     return c

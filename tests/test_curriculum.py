@@ -160,56 +160,59 @@ def test_sigma_scale_corrupts_conditions_and_weights_with_one_sigma():
     np.testing.assert_allclose(np.asarray(masked), expected_masked, atol=0.07)
 
 
-def test_train_step_follows_the_curriculum_and_reports_it():
-    from sedd_jax.models.sedd import SEDD
-    from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
-    from sedd_jax.training.state import create_train_state
-    from sedd_jax.training.step import make_pmap_train_step, replicate, step_key
-    from sedd_jax.training.tasks import single_track_objective
-
-    config = base_config()
-    config.optim.warmup = 1
-    graph, noise = Absorbing(25), LogLinearNoise()
-    model = SEDD(graph.dim, hidden=32, n_blocks=1, n_heads=2, cond_dim=16, dropout=0.0)
-    tx = make_optimizer(config.optim, 10)
-    tokens = jnp.asarray(np.random.default_rng(0).integers(5, 25, (1, 1, 8, 16)), jnp.int32)
-    valid = jnp.ones_like(tokens, bool).at[..., 12:].set(False)
-    batch = {"tokens": tokens, "valid": valid}
-    state = create_train_state(
-        lambda k: model.init(k, tokens[0, 0], jnp.ones((8,)), valid[0, 0])["params"],
-        tx,
-        jax.random.key(0),
-    )
-    biased = config.curriculum
-    biased.type, biased.ramp, biased.preschool_steps = "time_bias", "linear", 4
-    objective, step_metrics = single_track_objective(model, graph, noise, 1e-3, biased)
-    p_step = make_pmap_train_step(
-        objective=objective,
-        step_metrics=step_metrics,
-        tx=tx,
-        lr_schedule=learning_rate_schedule(config.optim, 10),
-        ema=0.99,
-    )
-
-    def loss_key(step):  # as train_step derives it on device 0, micro-batch 0
-        key = jax.random.fold_in(step_key(state.replace(step=jnp.int32(step)), None), 0)
-        return jax.random.split(jax.random.fold_in(key, 0))[0]
-
-    _, metrics = p_step(replicate(state.replace(step=jnp.int32(2)), 1), batch)
-    assert float(metrics["curriculum_progress"][0]) == 0.5
-    expected_t = sample_curriculum_times(jax.random.split(loss_key(2))[0], 8, 2, biased, 1e-3)
-    assert float(metrics["mean_t"][0]) == pytest.approx(float(expected_t.mean()), rel=1e-5)
-    assert float(metrics["mean_t"][0]) < 0.5
-
-    # after preschool the step computes exactly the plain loss
-    _, metrics = p_step(replicate(state.replace(step=jnp.int32(4)), 1), batch)
-    assert float(metrics["curriculum_progress"][0]) == 1.0
+def test_score_entropy_loss_with_sigma_scale_is_the_loss_of_the_scaled_schedule():
+    graph, noise = Absorbing(6), LogLinearNoise()
+    x0 = jnp.tile(jnp.arange(6, dtype=jnp.int32), (8, 4))
+    valid = jnp.ones_like(x0, bool).at[:, 20:].set(False)
+    key = jax.random.key(5)
 
     def log_score_fn(x, sigma):
-        return model.apply({"params": state.params}, x, sigma, valid[0, 0])
+        return jnp.log(jnp.ones(x.shape + (graph.dim,)) * sigma[:, None, None])
 
-    loss_sum, count = score_entropy_loss(
-        log_score_fn, graph, noise, tokens[0, 0], valid[0, 0], loss_key(4)
+    cfg = curriculum("sigma_scale", "linear")
+    loss, count = score_entropy_loss(
+        log_score_fn, graph, noise, x0, valid, key, 1e-3, step=T // 2, curriculum=cfg
     )
-    assert float(metrics["loss"][0]) == pytest.approx(float(loss_sum / count), rel=1e-5)
-    assert float(metrics["tokens"][0]) == 8 * 12
+    scaled, same_count = score_entropy_loss(
+        log_score_fn, graph, ScaledNoise(noise, 0.55), x0, valid, key, 1e-3
+    )
+    assert float(count) == float(same_count) == 8 * 20
+    assert float(loss) == pytest.approx(float(scaled), rel=1e-6)
+    plain, _ = score_entropy_loss(log_score_fn, graph, noise, x0, valid, key, 1e-3)
+    none, _ = score_entropy_loss(
+        log_score_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        key,
+        1e-3,
+        step=3,
+        curriculum=base_config().curriculum,
+    )
+    assert float(none) == float(plain)
+    assert abs(float(loss) - float(plain)) > 0.01 * abs(float(plain))
+
+
+@pytest.mark.slow
+def test_training_follows_the_configured_curriculum_and_logs_it(tmp_path):
+    """`config.curriculum` reaches the train step; progress and mean t are logged per step."""
+    from sedd_jax.training.loop import train_and_evaluate
+    from sedd_jax.training.metrics_log import read_metrics
+
+    c = base_config()
+    c.data.max_len = 16
+    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
+    c.training.batch_size, c.training.n_steps, c.training.log_every = 64, 6, 1
+    c.eval.max_batches, c.sampling.steps, c.sampling.num_samples = 1, 2, 1
+    c.logging.progress_bar = False
+    c.curriculum.type, c.curriculum.ramp, c.curriculum.preschool_steps = "time_bias", "linear", 4
+    c.curriculum.bias_strength = 4.0
+    train_and_evaluate(c, str(tmp_path))
+    rows = [r for r in read_metrics(str(tmp_path)) if "train/curriculum_progress" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    progress_logged = [r["train/curriculum_progress"] for r in rows]
+    np.testing.assert_allclose(progress_logged, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+    mean_t = [r["train/mean_t"] for r in rows]
+    assert mean_t[0] == pytest.approx(1 / 6, abs=0.06)  # E[U^5] = 1/6 at step 0
+    assert mean_t[-1] == pytest.approx(0.5, abs=0.1)  # plain U[eps, 1] after preschool

@@ -2,13 +2,15 @@
 
 Arrays: protein [N, Lp] int32, protein_valid [N, Lp] bool, ligand [N, Ll] int32,
 ligand_valid [N, Ll] bool. The split is by protein (validation proteins are unseen in
-training); the SMILES vocabulary is built from the training SMILES only, and saved with
-every checkpoint.
+training); pairs whose SMILES is longer than `max_ligand_len` tokens are dropped (a
+truncated SMILES is no molecule), proteins are cropped; the SMILES vocabulary is built
+from the training SMILES only, and saved with every checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -21,7 +23,9 @@ from sedd_jax.data.pairs import (
     split_pairs_by_protein,
 )
 from sedd_jax.data.protein import ProteinTokenizer
-from sedd_jax.data.smiles import SmilesTokenizer, canonicalize
+from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, tokenize
+
+log = logging.getLogger(__name__)
 
 
 def _demo(data_config) -> PairTable:
@@ -67,6 +71,20 @@ def load_pair_table(data_config) -> PairTable:
             if canonical is not None:
                 pairs.append((seq, canonical))
         table = deduplicate(pairs)
+    keep = [len(tokenize(smi)) <= data_config.max_ligand_len for smi in table.smiles]
+    if not all(keep):
+        dropped = len(keep) - sum(keep)
+        log.info(
+            "dropping %d pairs whose SMILES exceed data.max_ligand_len=%d tokens "
+            "(a truncated SMILES is not a molecule)",
+            dropped,
+            data_config.max_ligand_len,
+        )
+        table = PairTable(
+            [p for p, k in zip(table.sequences, keep, strict=True) if k],
+            [s for s, k in zip(table.smiles, keep, strict=True) if k],
+            dict(table.skipped, ligand_too_long=dropped),
+        )
     if data_config.max_pairs:
         table = PairTable(
             table.sequences[: data_config.max_pairs], table.smiles[: data_config.max_pairs]

@@ -19,11 +19,10 @@ class TrainState:
     rng: jax.Array  # [2] uint32 raw key data; per-step keys are fold_in(rng, step)
 
 
-def create_train_state(model, tx, rng: jax.Array, example_x, example_valid) -> TrainState:
-    """Initialise parameters with `model.init` on an example batch [B, L]."""
+def create_train_state(init_params, tx, rng: jax.Array) -> TrainState:
+    """A fresh state; init_params(key) returns the network's parameters."""
     init_key, state_key = jax.random.split(rng)
-    sigma = jnp.ones((example_x.shape[0],), jnp.float32)
-    params = model.init(init_key, example_x, sigma, example_valid)["params"]
+    params = init_params(init_key)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

@@ -6,9 +6,10 @@ token counts are averaged over the `data` axis with `lax.pmean`, so the update e
 single-device update on the global batch: loss = sum of token losses / number of valid
 tokens, over all micro-batches and devices.
 
-The curriculum (`config.curriculum`, see `sedd_jax.diffusion.curriculum`) is a pure
-function of `state.step`: it sets the time sampler and the sigma multiplier of the loss.
-The metrics report its progress and the mean sampled time.
+What is optimised comes from a task adapter (`sedd_jax.training.tasks`): its
+`objective` gives the loss sum, the number of scored tokens and auxiliary sums of one
+micro-batch, as a pure function of (params, batch, key, step) -- the curriculum, for
+example, is a function of `state.step`.
 
 A non-finite loss or gradient leaves the state unchanged and reports `finite = 0`, so the
 loop can stop with the last good state intact.
@@ -22,8 +23,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sedd_jax.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
-from sedd_jax.diffusion.losses import loss_times, per_token_loss
 from sedd_jax.training.state import TrainState, ema_decay, update_ema
 
 AXIS = "data"
@@ -41,57 +40,43 @@ def train_step(
     state: TrainState,
     batch: dict,
     *,
-    model,
-    graph,
-    noise,
+    objective,
+    step_metrics,
     tx,
     lr_schedule,
     ema: float,
-    sampling_eps: float,
-    curriculum=None,
     axis_name: str = AXIS,
 ):
+    """One optimizer step on this device's shard: every array of `batch` is [A, b, ...].
+
+    objective(params, micro_batch, key, step, dropout_key) -> (loss_sum, count, aux) for
+    one micro-batch (a task adapter's, `sedd_jax.training.tasks`); step_metrics(aux, step)
+    turns the summed aux into metrics.
+    """
     key = step_key(state, axis_name)
-    curriculum = check_curriculum(curriculum)
-    sigma_scale = sigma_multiplier(state.step, curriculum)
-
-    def micro_loss(params, tokens, valid, micro_key):
-        loss_key, dropout_key = jax.random.split(micro_key)
-
-        def log_score_fn(x, sigma):
-            return model.apply(
-                {"params": params},
-                x,
-                sigma,
-                valid,
-                deterministic=False,
-                rngs={"dropout": dropout_key},
-            )
-
-        t, noise_key = loss_times(loss_key, tokens.shape[0], sampling_eps, state.step, curriculum)
-        losses = per_token_loss(
-            log_score_fn, graph, noise, tokens, valid, t, noise_key, sigma_scale=sigma_scale
-        )
-        return losses.sum(), (valid.sum().astype(jnp.float32), t.mean())
-
-    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda params, micro, k: _split_objective(objective, params, micro, k, state.step),
+        has_aux=True,
+    )
 
     def accumulate(carry, inputs):
-        grads, loss_sum, count, t_sum = carry
-        tokens, valid, index = inputs
-        (loss, (n, mean_t)), g = grad_fn(
-            state.params, tokens, valid, jax.random.fold_in(key, index)
-        )
-        grads = jax.tree_util.tree_map(jnp.add, grads, g)
-        return (grads, loss_sum + loss, count + n, t_sum + mean_t), None
+        grads, loss_sum, count, aux_sum = carry
+        micro, index = inputs
+        (loss, (n, aux)), g = grad_fn(state.params, micro, jax.random.fold_in(key, index))
+        add = functools.partial(jax.tree_util.tree_map, jnp.add)
+        return (add(grads, g), loss_sum + loss, count + n, add(aux_sum, aux)), None
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-    micro = jnp.arange(batch["tokens"].shape[0])
-    (grads, loss_sum, count, t_sum), _ = jax.lax.scan(
-        accumulate, (zeros, 0.0, 0.0, 0.0), (batch["tokens"], batch["valid"], micro)
+    first = jax.tree_util.tree_map(lambda a: a[0], batch)
+    aux_shape = jax.eval_shape(
+        lambda: _split_objective(objective, state.params, first, key, state.step)[1][1]
     )
-    mean_t = t_sum / micro.shape[0]
-    loss_sum, count, grads, mean_t = jax.lax.pmean((loss_sum, count, grads, mean_t), axis_name)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    aux_zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
+    micro_ids = jnp.arange(jax.tree_util.tree_leaves(batch)[0].shape[0])
+    (grads, loss_sum, count, aux), _ = jax.lax.scan(
+        accumulate, (zeros, 0.0, 0.0, aux_zeros), (batch, micro_ids)
+    )
+    loss_sum, count, grads, aux = jax.lax.pmean((loss_sum, count, grads, aux), axis_name)
     count = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / count, grads)
     loss = loss_sum / count
@@ -100,9 +85,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = update_ema(state.ema_params, params, ema_decay(ema, state.step + 1))
-    new_state = state.replace(
-        step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
-    )
+    new_state = state.replace(params=params, ema_params=ema_params, opt_state=opt_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = jax.tree_util.tree_map(
         lambda new, old: jnp.where(finite, new, old), new_state, state
@@ -113,20 +96,24 @@ def train_step(
         "learning_rate": lr_schedule(state.step),
         "tokens": count * jax.lax.psum(1, axis_name),
         "finite": finite.astype(jnp.float32),
-        "curriculum_progress": progress(state.step, curriculum),
-        "mean_t": mean_t,
+        **step_metrics(aux, state.step),
     }
-    return new_state, metrics
+    return new_state.replace(step=state.step + 1), metrics
+
+
+def _split_objective(objective, params, micro, key, step):
+    """objective with its dropout key split off; returns (loss_sum, (count, aux))."""
+    loss_key, dropout_key = jax.random.split(key)
+    loss_sum, count, aux = objective(params, micro, loss_key, step, dropout_key)
+    return loss_sum, (count, aux)
 
 
 def make_pmap_train_step(**kwargs):
     """pmap over local devices; state replicated with a leading device axis.
 
-    kwargs are those of `train_step` after `batch`: model, graph, noise, tx, lr_schedule,
-    ema, sampling_eps and, optionally, curriculum (a `config.curriculum` block; None or
-    type "none": no curriculum).
+    kwargs are those of `train_step` after `batch`: objective, step_metrics, tx,
+    lr_schedule, ema.
     """
-    check_curriculum(kwargs.get("curriculum"))
     return jax.pmap(
         functools.partial(train_step, axis_name=AXIS, **kwargs),
         axis_name=AXIS,

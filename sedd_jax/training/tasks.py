@@ -1,0 +1,430 @@
+"""What is trained: one adapter per model family, so one loop and one step serve both.
+
+An adapter owns the data, the graph(s), the network and everything that depends on their
+shapes:
+  * `objective(params, batch, key, step, dropout)` -> (loss_sum, count, aux): the sum of
+    dsigma-weighted score entropies over scored tokens of one micro-batch, their number,
+    and auxiliary sums (averaged like the loss);
+  * `step_metrics(aux, step)` -> metrics derived from the summed aux;
+  * `evaluate(params)` -> validation metrics with fixed randomness; `baselines()`;
+  * `write_samples(params, workdir, step)` -> files written at the end of a run;
+  * `meta()` -> JSON saved with each checkpoint (config, vocabularies, lengths).
+
+`SingleTrack`: proteins (or any FASTA) with `SEDD`. `PairTrack`: protein–ligand pairs with
+`DualTrackSEDD` and a task mixture (joint / conditional / single-track).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sedd_jax.data.batching import iter_eval_batches, sample_lengths
+from sedd_jax.data.fasta import FastaRecord, write_fasta
+from sedd_jax.data.pair_pipeline import encode_pairs, load_pair_data
+from sedd_jax.data.pairs import PairTable
+from sedd_jax.data.pipeline import load_protein_data
+from sedd_jax.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
+from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.diffusion.joint import (
+    TASKS,
+    PairGraphs,
+    TaskMixture,
+    joint_per_token_loss,
+    sample_pairs,
+)
+from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
+from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
+from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.models.dual import build_dual_model, init_dual_params
+from sedd_jax.models.sedd import build_model
+from sedd_jax.training.evaluation import (
+    make_eval_step,
+    make_oracle_eval_step,
+    unigram_log_probs,
+    validation_loss,
+)
+from sedd_jax.training.generation import generate, initial_tokens, make_sampler
+
+
+def _warn_schedule(graph, noise, warnings: list[str]):
+    if graph.absorb and (message := absorbing_schedule_warning(noise)):
+        warnings.append(message)
+
+
+def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the single-track loss, for `train_step`.
+
+    The curriculum (`config.curriculum`; None: none) is a pure function of the step: it
+    biases the sampled times and scales sigma (the scaled sigma corrupts, conditions and
+    weights alike; `diffusion/curriculum.py`).
+    """
+    curriculum = check_curriculum(curriculum)
+
+    def objective(params, batch, key, step, dropout_key):
+        tokens, valid = batch["tokens"], batch["valid"]
+
+        def log_score_fn(x, sigma):
+            return model.apply(
+                {"params": params},
+                x,
+                sigma,
+                valid,
+                deterministic=False,
+                rngs={"dropout": dropout_key},
+            )
+
+        t, noise_key = loss_times(key, tokens.shape[0], sampling_eps, step, curriculum)
+        losses = per_token_loss(
+            log_score_fn,
+            graph,
+            noise,
+            tokens,
+            valid,
+            t,
+            noise_key,
+            sigma_scale=sigma_multiplier(step, curriculum),
+        )
+        aux = {"t_sum": t.sum(), "sequences": jnp.float32(t.shape[0])}
+        return losses.sum(), valid.sum().astype(jnp.float32), aux
+
+    def step_metrics(aux, step):
+        return {
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": progress(step, curriculum),
+        }
+
+    return objective, step_metrics
+
+
+class SingleTrack:
+    """Unconditional protein SEDD (`config.model.kind = "single"`)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.data = load_protein_data(config.data, config.seed)
+        self.tokenizer = self.data.tokenizer
+        self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
+        self.noise = get_noise(config.noise)
+        self.warnings: list[str] = []
+        _warn_schedule(self.graph, self.noise, self.warnings)
+        self.model = build_model(config.model, self.graph.dim, self.graph.absorb)
+        self._objective, self._step_metrics = single_track_objective(
+            self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
+        )
+        self.eval_step = make_eval_step(
+            self.model, self.graph, self.noise, config.training.sampling_eps
+        )
+
+    @property
+    def train_arrays(self) -> dict:
+        return self.data.train
+
+    def init_params(self, key):
+        x = jnp.asarray(self.data.train["tokens"][:1])
+        valid = jnp.asarray(self.data.train["valid"][:1])
+        init = jax.jit(lambda k: self.model.init(k, x, jnp.ones((1,)), valid)["params"])
+        return init(key)
+
+    def objective(self, params, batch, key, step, dropout_key):
+        return self._objective(params, batch, key, step, dropout_key)
+
+    def step_metrics(self, aux, step):
+        return self._step_metrics(aux, step)
+
+    def _val_loss(self, eval_step, params):
+        ec = self.config.eval
+        return validation_loss(
+            eval_step,
+            params,
+            self.data.val,
+            batch_size=ec.batch_size,
+            time_samples=ec.time_samples,
+            max_batches=ec.max_batches,
+            pad_id=self.tokenizer.pad_id,
+            seed=self.config.seed,
+        )
+
+    def evaluate(self, params) -> dict:
+        return {"loss": self._val_loss(self.eval_step, params)}
+
+    def baselines(self) -> dict:
+        """The best position-independent predictor (training unigram) under the same loss."""
+        if not self.graph.absorb:
+            return {}
+        oracle = make_oracle_eval_step(
+            unigram_log_score_fn, self.graph, self.noise, self.config.training.sampling_eps
+        )
+        log_p = unigram_log_probs(self.data.train["tokens"], self.data.train["valid"], self.graph.n)
+        return {"loss_unigram": self._val_loss(oracle, jnp.asarray(log_p))}
+
+    def meta(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "protein_vocab_size": self.tokenizer.vocab_size,
+            "length_distribution": self.data.lengths.tolist(),
+        }
+
+    def write_samples(self, params, workdir: str, step: int) -> dict:
+        sc = self.config.sampling
+        sampler = make_sampler(self.model, self.graph, self.noise, sc)
+        tokens, valid = generate(
+            sampler,
+            params,
+            self.graph,
+            self.tokenizer,
+            num=sc.num_samples,
+            max_len=self.config.data.max_len,
+            length=sc.length,
+            length_dist=self.data.lengths,
+            seed=self.config.seed,
+        )
+        sequences = self.tokenizer.decode_batch(tokens, valid)
+        path = os.path.join(workdir, "samples.fasta")
+        records = [
+            FastaRecord(f"sample_{i}", f"step={step} len={len(s)}", s)
+            for i, s in enumerate(sequences)
+        ]
+        write_fasta(path, records)
+        return {"samples": path}
+
+
+class PairTrack:
+    """Protein–ligand pairs with `DualTrackSEDD` (`config.model.kind = "dual"`)."""
+
+    def __init__(self, config):
+        self.config = config
+        if config.curriculum.type != "none":
+            raise ValueError(
+                "curriculum.type must be 'none' for model.kind='dual' (the joint loss has no "
+                "curriculum yet)"
+            )
+        self.data = load_pair_data(config.data, config.seed)
+        self.graphs = PairGraphs(
+            get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
+            get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
+        )
+        self.noise = get_noise(config.noise)
+        self.warnings: list[str] = []
+        _warn_schedule(self.graphs.protein, self.noise, self.warnings)
+        self.mixture = TaskMixture.parse(config.task)
+        self.model = build_dual_model(
+            config.model,
+            self.graphs.protein.dim,
+            self.graphs.ligand.dim,
+            self.graphs.protein.absorb,
+        )
+        self._eval = jax.jit(self._eval_sums)
+
+    @property
+    def train_arrays(self) -> dict:
+        return self.data.train
+
+    def init_params(self, key):
+        return init_dual_params(self.model, key)
+
+    def _score_fn(self, params, dropout_key=None):
+        rngs = None if dropout_key is None else {"dropout": dropout_key}
+        return functools.partial(
+            self.model.apply, {"params": params}, deterministic=dropout_key is None, rngs=rngs
+        )
+
+    def _losses(self, score_fn, batch, key, task_ids):
+        time_key, noise_key = jax.random.split(key)
+        size = batch["protein"].shape[0]
+        t = sample_times(time_key, size, self.config.training.sampling_eps)
+        p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
+            score_fn, self.graphs, self.noise, batch, t, task_ids, noise_key, self.mixture.mode
+        )
+        sums = {
+            "protein_sum": p_loss.sum(),
+            "protein_count": p_scored.sum().astype(jnp.float32),
+            "ligand_sum": l_loss.sum(),
+            "ligand_count": l_scored.sum().astype(jnp.float32),
+        }
+        return sums, t
+
+    def objective(self, params, batch, key, step, dropout_key):
+        del step
+        task_key, loss_key = jax.random.split(key)
+        size = batch["protein"].shape[0]
+        probs = jnp.asarray(self.mixture.probs, jnp.float32)
+        task_ids = jax.random.categorical(task_key, jnp.log(probs), shape=(size,))
+        sums, t = self._losses(self._score_fn(params, dropout_key), batch, loss_key, task_ids)
+        aux = dict(sums, t_sum=t.sum(), sequences=jnp.float32(size))
+        loss_sum = sums["protein_sum"] + sums["ligand_sum"]
+        return loss_sum, sums["protein_count"] + sums["ligand_count"], aux
+
+    def step_metrics(self, aux, step):
+        del step
+        return {
+            "loss_protein": aux["protein_sum"] / jnp.maximum(aux["protein_count"], 1.0),
+            "loss_ligand": aux["ligand_sum"] / jnp.maximum(aux["ligand_count"], 1.0),
+            "mean_t": aux["t_sum"] / aux["sequences"],
+        }
+
+    def _eval_sums(self, params, batch, key, task_index):
+        task_ids = jnp.full((batch["protein"].shape[0],), task_index, jnp.int32)
+        sums, _ = self._losses(self._score_fn(params), batch, key, task_ids)
+        return sums
+
+    def evaluate(self, params, score_params=None) -> dict:
+        """Per-track validation losses (nats/token) of every task the mixture trains."""
+        ec = self.config.eval
+        base = jax.random.fold_in(jax.random.key(self.config.seed), 0x5EDD)
+        fill = {"protein": self.data.protein_tokenizer.pad_id, "ligand": 0}
+        metrics = {}
+        for task, prob in zip(TASKS, self.mixture.probs, strict=True):
+            if prob == 0:
+                continue
+            totals = {}
+            batches = iter_eval_batches(self.data.val, ec.batch_size, fill=fill)
+            for b, batch in enumerate(batches):
+                if ec.max_batches and b >= ec.max_batches:
+                    break
+                for k in range(ec.time_samples):
+                    key = jax.random.fold_in(base, b * ec.time_samples + k)
+                    sums = self._eval(params, batch, key, TASKS.index(task))
+                    for name, value in sums.items():
+                        totals[name] = totals.get(name, 0.0) + float(value)
+            for track in ("protein", "ligand"):
+                if totals[f"{track}_count"] > 0:
+                    metrics[f"{task}/loss_{track}"] = (
+                        totals[f"{track}_sum"] / totals[f"{track}_count"]
+                    )
+        return metrics
+
+    def baselines(self) -> dict:
+        """Per-track unigram oracles (each track scored alone, as in its conditional task)."""
+        if not self.graphs.protein.absorb:
+            return {}
+        out = {}
+        ec = self.config.eval
+        for track, tok in (
+            ("protein", self.data.protein_tokenizer),
+            ("ligand", self.data.ligand_tokenizer),
+        ):
+            graph = getattr(self.graphs, track)
+            step = make_oracle_eval_step(
+                unigram_log_score_fn, graph, self.noise, self.config.training.sampling_eps
+            )
+            arrays = {"tokens": self.data.val[track], "valid": self.data.val[f"{track}_valid"]}
+            train = self.data.train
+            log_p = unigram_log_probs(train[track], train[f"{track}_valid"], graph.n)
+            out[f"loss_unigram_{track}"] = validation_loss(
+                step,
+                jnp.asarray(log_p),
+                arrays,
+                batch_size=ec.batch_size,
+                time_samples=ec.time_samples,
+                max_batches=ec.max_batches,
+                pad_id=tok.pad_id,
+                seed=self.config.seed,
+            )
+        return out
+
+    def meta(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "protein_vocab_size": self.data.protein_tokenizer.vocab_size,
+            "ligand_tokenizer": self.data.ligand_tokenizer.to_dict(),
+            "protein_length_distribution": self.data.protein_lengths.tolist(),
+            "ligand_length_distribution": self.data.ligand_lengths.tolist(),
+        }
+
+    def _sampler(self, task):
+        sc = self.config.sampling
+
+        @jax.jit
+        def run(params, protein, ligand, protein_valid, ligand_valid, key):
+            return sample_pairs(
+                self._score_fn(params),
+                self.graphs,
+                self.noise,
+                protein,
+                ligand,
+                protein_valid,
+                ligand_valid,
+                key,
+                task=task,
+                steps=sc.steps,
+                predictor=sc.predictor,
+                eps=sc.eps,
+                denoise_last=sc.denoise,
+            )
+
+        return run
+
+    def write_samples(self, params, workdir: str, step: int) -> dict:
+        """Joint samples as CSV, plus ligands for a few validation proteins (and back)."""
+        sc, dc = self.config.sampling, self.config.data
+        rng = np.random.default_rng(self.config.seed)
+        p_tok, l_tok = self.data.protein_tokenizer, self.data.ligand_tokenizer
+        n = sc.num_samples
+        p_len = np.maximum(sample_lengths(self.data.protein_lengths, n, rng), 1)
+        l_len = np.maximum(sample_lengths(self.data.ligand_lengths, n, rng), 1)
+        protein, p_valid = initial_tokens(
+            p_len, dc.max_protein_len, self.graphs.protein.mask_id, p_tok.pad_id
+        )
+        ligand, l_valid = initial_tokens(
+            l_len, dc.max_ligand_len, self.graphs.ligand.mask_id, l_tok.pad_id
+        )
+        key = jax.random.key(self.config.seed)
+        out = {}
+        if self.mixture.probs[TASKS.index("joint")] > 0:
+            p, l = self._sampler("joint")(params, protein, ligand, p_valid, l_valid, key)
+            rows = zip(
+                p_tok.decode_batch(np.asarray(p), p_valid),
+                _decode_ligands(l_tok, l, l_valid),
+                strict=True,
+            )
+            out["samples_joint"] = _write_csv(
+                workdir, "samples_joint.csv", ("sequence", "smiles"), rows
+            )
+        if self.mixture.probs[TASKS.index("ligand_given_protein")] > 0:
+            k = min(n, len(self.data.val_sequences))
+            table = PairTable(self.data.val_sequences[:k], self.data.val_smiles[:k])
+            ctx = encode_pairs(table, p_tok, l_tok, dc)
+            ligand_ctx, lv = initial_tokens(
+                l_len[:k], dc.max_ligand_len, self.graphs.ligand.mask_id, 0
+            )
+            _, l = self._sampler("ligand_given_protein")(
+                params, ctx["protein"], ligand_ctx, ctx["protein_valid"], lv, key
+            )
+            rows = zip(table.sequences, table.smiles, _decode_ligands(l_tok, l, lv), strict=True)
+            out["samples_ligand_given_protein"] = _write_csv(
+                workdir,
+                "samples_ligand_given_protein.csv",
+                ("sequence", "reference_smiles", "sampled_smiles"),
+                rows,
+            )
+        return out
+
+
+def _decode_ligands(tokenizer, tokens, valid) -> list[str]:
+    tokens, valid = np.asarray(tokens), np.asarray(valid)
+    return [tokenizer.decode(row[v]) for row, v in zip(tokens, valid, strict=True)]
+
+
+def _write_csv(workdir, name, header, rows) -> str:
+    path = os.path.join(workdir, name)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+TASK_KINDS = {"single": SingleTrack, "dual": PairTrack}
+
+
+def build_task(config):
+    kind = config.model.kind
+    if kind not in TASK_KINDS:
+        raise ValueError(f"model.kind={kind!r}; choose one of {sorted(TASK_KINDS)}")
+    return TASK_KINDS[kind](config)
