@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pipeline import load_protein_data, make_batcher
-from sedd_jax.training.loop import NonFiniteLossError, Preemption, run_metadata
+from sedd_jax.training.loop import NonFiniteLossError, Preemption
 from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_torch.device import resolve_device
 from sedd_torch.diffusion.graphs import get_graph
@@ -57,7 +57,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     samples.fasta under `workdir`."""
     os.makedirs(workdir, exist_ok=True)
     tc = config.training
-    device = resolve_device(config.get("device", "auto"))
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # initialisation and dropout
     data = load_protein_data(config.data, config.seed)
     graph = get_graph(config.graph, data.tokenizer.vocab_size)
@@ -70,7 +70,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if checkpoint.restore_latest(workdir, state) is not None:
         log.info("resumed from step %d", state.step)
     start = state.step
-    config_dict, meta = config.to_dict(), run_metadata(config, data)
+    config_dict = config.to_dict()
+    meta = {
+        "config": config_dict,
+        "protein_vocab_size": data.tokenizer.vocab_size,
+        "length_distribution": data.lengths.tolist(),
+    }
     logger = MetricsLogger(workdir, config)
     if start == 0:
         logger.write(0, {"parameters": count_parameters(model)})
