@@ -10,6 +10,8 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.backend = "jax"  # jax | torch (the PyTorch twin, sedd_torch; single-track only)
+    c.device = "auto"  # auto | cpu | cuda (jax and torch) | mps (torch only)
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "demo"  # demo | fasta | mmseqs_examples | uniref50

@@ -23,20 +23,46 @@ def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
-
     config = _CONFIG.value
     if config is None:
         sys.exit("--config is required, e.g. --config=configs/demo.py")
+    train_and_evaluate, errors = _backend(config)
     workdir = _WORKDIR.value or os.path.join(
         "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].value or "run"))[0]
     )
     try:
         summary = train_and_evaluate(config, workdir)
-    except NonFiniteLossError as error:
+    except errors as error:
         sys.exit(f"error: {error}")
     print(f"finished: {summary}")
     print(f"outputs in {os.path.abspath(workdir)}")
+
+
+def _backend(config):
+    """The training function of `config.backend`, and the errors it reports to the user."""
+    if config.backend == "torch":
+        if config.model.kind != "single":
+            sys.exit("config.backend='torch' trains single-track models only")
+        from sedd_torch.training.trainer import train_and_evaluate
+
+        return train_and_evaluate, ()
+    if config.backend != "jax":
+        sys.exit(f"config.backend={config.backend!r}; choose 'jax' or 'torch'")
+    if config.device not in JAX_PLATFORMS:
+        sys.exit(
+            f"config.device={config.device!r} with the jax backend; choose one of "
+            f"{sorted(JAX_PLATFORMS)} (mps: use --config.backend=torch)"
+        )
+    if JAX_PLATFORMS[config.device]:
+        import jax
+
+        jax.config.update("jax_platforms", JAX_PLATFORMS[config.device])
+    from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
+
+    return train_and_evaluate, (NonFiniteLossError,)
+
+
+JAX_PLATFORMS = {"auto": None, "cpu": "cpu", "cuda": "cuda"}
 
 
 if __name__ == "__main__":

@@ -69,3 +69,10 @@ def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
         raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     return step, meta
+
+
+def restore_raw_state(workdir: str, step: int) -> dict:
+    """The saved TrainState of `step` as a nested dict of arrays (no target needed)."""
+    manager = make_manager(workdir, keep=1_000_000, async_save=False)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored.state

@@ -1,4 +1,9 @@
-"""Unconditional protein generation with a trained single-track model."""
+"""Generation with trained networks: jitted samplers and their inputs.
+
+Single track: `make_sampler` + `generate` (lengths fixed or drawn from the training
+length distribution, optional prefix prompts). Pairs: `make_pair_sampler` for one task
+(`joint`, `ligand_given_protein`, `protein_given_ligand`, `protein_only`, `ligand_only`).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedd_jax.data.batching import sample_lengths
+from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.sampling import pc_sample
 
 
 def make_sampler(model, graph, noise, sampling_config):
-    """jit fn(params, x_init [B, L], valid [B, L], key) -> tokens [B, L].
+    """jit fn(params, x_init [B, L], valid [B, L], clamp [B, L], key) -> tokens [B, L].
 
-    Pad positions (valid False) are clamped to their initial value and hidden from
-    attention.
+    Pads (valid False) and `clamp` positions keep their `x_init` value; pads are hidden
+    from attention.
     """
 
-    @functools.partial(jax.jit)
-    def sample(params, x_init, valid, key):
+    @jax.jit
+    def sample(params, x_init, valid, clamp, key):
         def log_score_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
 
@@ -34,25 +40,73 @@ def make_sampler(model, graph, noise, sampling_config):
             predictor=sampling_config.predictor,
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
-            clamp=~valid,
+            clamp=clamp | ~valid,
         )
 
     return sample
 
 
-def initial_tokens(lengths: np.ndarray, max_len: int, mask_id: int, pad_id: int):
-    """All-mask rows of the given lengths, padded: (x_init [B, L] int32, valid [B, L] bool)."""
+def make_pair_sampler(model, graphs, noise, sampling_config, task: str):
+    """jit fn(params, protein, ligand, protein_valid, ligand_valid, key) -> (protein, ligand).
+
+    The context track of a conditional task is held as given; generated tracks start
+    from the mask at their valid positions.
+    """
+
+    @jax.jit
+    def sample(params, protein, ligand, protein_valid, ligand_valid, key):
+        score_fn = functools.partial(model.apply, {"params": params})
+        return sample_pairs(
+            score_fn,
+            graphs,
+            noise,
+            protein,
+            ligand,
+            protein_valid,
+            ligand_valid,
+            key,
+            task=task,
+            steps=sampling_config.steps,
+            predictor=sampling_config.predictor,
+            eps=sampling_config.eps,
+            denoise_last=sampling_config.denoise,
+        )
+
+    return sample
+
+
+def initial_tokens(lengths: np.ndarray, max_len: int, mask_id: int | None, pad_id: int):
+    """Rows of the given lengths, padded: (x_init [B, L] int32, valid [B, L] bool).
+
+    Valid positions hold the mask id (pad for graphs without one); samplers replace
+    every unclamped valid position by a draw from the graph's limit anyway.
+    """
     valid = np.arange(max_len)[None, :] < np.asarray(lengths)[:, None]
-    return np.where(valid, mask_id, pad_id).astype(np.int32), valid
+    fill = pad_id if mask_id is None else mask_id
+    return np.where(valid, fill, pad_id).astype(np.int32), valid
 
 
-def generate(sampler, params, graph, tokenizer, *, num, max_len, length, length_dist, seed):
-    """Sample `num` proteins; lengths fixed (`length` > 0) or drawn from `length_dist`."""
-    rng = np.random.default_rng(seed)
+def draw_lengths(num: int, length: int, max_len: int, length_dist, rng) -> np.ndarray:
+    """[num] lengths: `length` when > 0, else draws from the training distribution."""
     if length > 0:
-        lengths = np.full(num, min(length, max_len), np.int32)
-    else:
-        lengths = np.maximum(sample_lengths(length_dist, num, rng), 1)
+        return np.full(num, min(length, max_len), np.int32)
+    return np.maximum(sample_lengths(np.asarray(length_dist), num, rng), 1)
+
+
+def generate(
+    sampler, params, graph, tokenizer, *, num, max_len, length, length_dist, seed, prefix=""
+):
+    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start."""
+    rng = np.random.default_rng(seed)
+    prompt = tokenizer.encode(prefix) if prefix else np.zeros((0,), np.int32)
+    if len(prompt) >= max_len:
+        raise ValueError(f"prefix of {len(prompt)} residues leaves no room in max_len={max_len}")
+    lengths = np.maximum(draw_lengths(num, length, max_len, length_dist, rng), len(prompt) + 1)
     x_init, valid = initial_tokens(lengths, max_len, graph.mask_id, tokenizer.pad_id)
-    tokens = sampler(params, jnp.asarray(x_init), jnp.asarray(valid), jax.random.key(seed))
+    x_init[:, : len(prompt)] = prompt
+    clamp = np.zeros_like(valid)
+    clamp[:, : len(prompt)] = True
+    tokens = sampler(
+        params, jnp.asarray(x_init), jnp.asarray(valid), jnp.asarray(clamp), jax.random.key(seed)
+    )
     return np.asarray(tokens), valid

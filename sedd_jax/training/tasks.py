@@ -36,7 +36,6 @@ from sedd_jax.diffusion.joint import (
     PairGraphs,
     TaskMixture,
     joint_per_token_loss,
-    sample_pairs,
 )
 from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
 from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
@@ -49,7 +48,12 @@ from sedd_jax.training.evaluation import (
     unigram_log_probs,
     validation_loss,
 )
-from sedd_jax.training.generation import generate, initial_tokens, make_sampler
+from sedd_jax.training.generation import (
+    generate,
+    initial_tokens,
+    make_pair_sampler,
+    make_sampler,
+)
 
 
 def _warn_schedule(graph, noise, warnings: list[str]):
@@ -338,27 +342,7 @@ class PairTrack:
         }
 
     def _sampler(self, task):
-        sc = self.config.sampling
-
-        @jax.jit
-        def run(params, protein, ligand, protein_valid, ligand_valid, key):
-            return sample_pairs(
-                self._score_fn(params),
-                self.graphs,
-                self.noise,
-                protein,
-                ligand,
-                protein_valid,
-                ligand_valid,
-                key,
-                task=task,
-                steps=sc.steps,
-                predictor=sc.predictor,
-                eps=sc.eps,
-                denoise_last=sc.denoise,
-            )
-
-        return run
+        return make_pair_sampler(self.model, self.graphs, self.noise, self.config.sampling, task)
 
     def write_samples(self, params, workdir: str, step: int) -> dict:
         """Joint samples as CSV, plus ligands for a few validation proteins (and back)."""
