@@ -18,6 +18,9 @@ import torch
 from sedd_jax import conversion
 from sedd_jax.defaults import base_config
 from sedd_jax.models.sedd import expected_parameter_count
+from sedd_jax.training import checkpoint
+from sedd_jax.training.optim import make_optimizer
+from sedd_jax.training.state import create_train_state
 from sedd_torch.models.sedd import SEDD as TorchSEDD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +49,24 @@ def random_weights(config, seed=0, step=5) -> conversion.Weights:
     return conversion.Weights(params, ema, step, config, meta)
 
 
+def restore_as_the_loop_does(workdir, config):
+    """The loop's resume path: restore_latest into the shape of create_train_state."""
+    model = conversion.model_for(config)
+    x = jnp.zeros((1, 8), jnp.int32)
+    tx = make_optimizer(config.optim, config.training.n_steps)
+
+    def init_params(key):
+        return model.init(key, x, jnp.ones((1,)))["params"]
+
+    abstract = jax.eval_shape(
+        lambda: create_train_state(init_params, tx, jax.random.key(config.seed))
+    )
+    manager = checkpoint.make_manager(workdir, keep=3, async_save=False)
+    state, meta = checkpoint.restore_latest(manager, abstract)
+    manager.close()
+    return state, meta
+
+
 def assert_trees_equal(a, b):
     flat_a = jax.tree_util.tree_leaves_with_path(a)
     flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
@@ -69,6 +90,9 @@ def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
     assert_trees_equal(weights.ema_params, back.ema_params)
     assert back.config.to_dict() == weights.config.to_dict()
     assert back.meta["length_distribution"] == [0.5, 0.5]
+    state, _ = restore_as_the_loop_does(str(tmp_path / "back"), back.config)
+    assert int(state.step) == weights.step
+    assert_trees_equal(weights.ema_params, state.ema_params)
 
 
 def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
