@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from sedd_jax.data.smiles import SmilesTokenizer
@@ -482,10 +481,7 @@ class Weights:
 def read_orbax(workdir: str, step: int | None = None) -> Weights:
     """params and EMA of `<workdir>/checkpoints/<step>` (the newest when step is None)."""
     step, meta = checkpoint.read_meta(workdir, step)
-    manager = checkpoint.make_manager(workdir, keep=1_000_000, async_save=False)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
-    state = restored.state
+    state = checkpoint.restore_raw_state(workdir, step)
     to_numpy = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731
     config = config_from_dict(meta["config"])
     return Weights(to_numpy(state["params"]), to_numpy(state["ema_params"]), step, config, meta)

@@ -1,25 +1,28 @@
-"""Unconditional protein generation (twin of sedd_jax/training/generation.py)."""
+"""Generation with a trained single-track twin (twin of sedd_jax/training/generation.py).
+
+`initial_tokens` and `draw_lengths` are sedd_jax's (numpy); the pair samplers are not
+translated (the twin has no joint diffusion yet).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from sedd_jax.data.batching import sample_lengths
-from sedd_jax.training.generation import initial_tokens
+from sedd_jax.training.generation import draw_lengths, initial_tokens
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 
 
 def make_sampler(model, graph, noise, sampling_config):
-    """fn(x_init [B, L], valid [B, L], rand) -> tokens [B, L].
+    """fn(x_init [B, L], valid [B, L], clamp [B, L], rand) -> tokens [B, L].
 
-    Pad positions (valid False) are clamped to their initial value and hidden from
-    attention.
+    Pads (valid False) and `clamp` positions keep their `x_init` value; pads are hidden
+    from attention.
     """
 
     @torch.no_grad()
-    def sample(x_init, valid, rand):
+    def sample(x_init, valid, clamp, rand):
         model.eval()
 
         def log_score_fn(x, sigma):
@@ -35,23 +38,33 @@ def make_sampler(model, graph, noise, sampling_config):
             predictor=sampling_config.predictor,
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
-            clamp=~valid,
+            clamp=clamp | ~valid,
         )
 
     return sample
 
 
-def generate(sampler, graph, tokenizer, *, num, max_len, length, length_dist, seed, device):
-    """Sample `num` proteins; lengths fixed (`length` > 0) or drawn from `length_dist`."""
+def generate(
+    sampler, graph, tokenizer, *, num, max_len, length, length_dist, seed, device, prefix=""
+):
+    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start."""
     rng = np.random.default_rng(seed)
-    if length > 0:
-        lengths = np.full(num, min(length, max_len), np.int32)
-    else:
-        lengths = np.maximum(sample_lengths(length_dist, num, rng), 1)
+    prompt = tokenizer.encode(prefix) if prefix else np.zeros((0,), np.int32)
+    if len(prompt) >= max_len:
+        raise ValueError(f"prefix of {len(prompt)} residues leaves no room in max_len={max_len}")
+    lengths = np.maximum(draw_lengths(num, length, max_len, length_dist, rng), len(prompt) + 1)
     x_init, valid = initial_tokens(lengths, max_len, graph.mask_id, tokenizer.pad_id)
+    x_init[:, : len(prompt)] = prompt
+    clamp = np.zeros_like(valid)
+    clamp[:, : len(prompt)] = True
+
+    def tensor(a):
+        return torch.as_tensor(a, device=device)
+
     tokens = sampler(
-        torch.as_tensor(x_init, dtype=torch.long, device=device),
-        torch.as_tensor(valid, device=device),
+        tensor(x_init).long(),
+        tensor(valid),
+        tensor(clamp),
         generator_rand(torch.Generator().manual_seed(seed), device),
     )
     return tokens.cpu().numpy().astype(np.int32), valid

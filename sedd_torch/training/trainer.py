@@ -1,7 +1,7 @@
 """`train_and_evaluate(config, workdir)` on the torch twin (twin of sedd_jax/training/loop.py).
 
 The same recipe and the same outputs as the JAX loop, on one torch device
-(`config.device`: auto | cpu | cuda | mps; auto when the config has no such key):
+(`config.device`: auto | cpu | cuda | mps):
 1. read and split the data with the shared numpy pipeline; build graph, schedule,
    model, AdamW;
 2. create the state, or resume it from the newest readable torch checkpoint;
