@@ -60,52 +60,59 @@ def score_fn(graph, valid):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def token_losses(graph, x0, valid, t, x_t):
-    return per_token_loss(score_fn(graph, valid), graph, NOISE, x0, valid, t, x_t=x_t)
+def loss_and_bound(graph, x0, valid, t, x_t, t_k, x_t_k):
+    """Token losses [B, L] for times t [B] and x_t [B, L], and the bound for the K draws
+    t_k [K, B], x_t_k [K, B, L]: one compilation per graph and shape."""
+    fn = score_fn(graph, valid)
+    losses = per_token_loss(fn, graph, NOISE, x0, valid, t, x_t=x_t)
+    return losses, elbo_from_draws(fn, graph, NOISE, x0, valid, t_k, x_t_k)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def bound(graph, x0, valid, t, x_t):
-    return elbo_from_draws(score_fn(graph, valid), graph, NOISE, x0, valid, t, x_t)
-
-
-def alone(b):
-    """Sequence b without its pads: ([1, n] tokens, [1, n] valid, n)."""
-    n = LENGTHS[b]
-    return TOKENS[b : b + 1, :n], jnp.ones((1, n), bool), n
+@functools.cache
+def padded_and_alone(graph_name):
+    """(draws, results for the padded batch, {b: results for sequence b alone})."""
+    graph = GRAPHS[graph_name]
+    t = jnp.array([0.7, 0.8, 0.9])
+    x_t = graph.sample_transition(jax.random.key(1), TOKENS, NOISE(t)[0], VALID)
+    t_k = likelihood_times(jax.random.key(2), K, len(LENGTHS), "stratified")
+    keys = jax.random.split(jax.random.key(3), K)
+    draws = zip(keys, NOISE(t_k)[0], strict=True)
+    x_t_k = jnp.stack([graph.sample_transition(k, TOKENS, sigma, VALID) for k, sigma in draws])
+    padded = loss_and_bound(graph, TOKENS, VALID, t, x_t, t_k, x_t_k)
+    alone = {}
+    for b in PADDED:
+        n = LENGTHS[b]
+        alone[b] = loss_and_bound(
+            graph,
+            TOKENS[b : b + 1, :n],
+            jnp.ones((1, n), bool),
+            t[b : b + 1],
+            x_t[b : b + 1, :n],
+            t_k[:, b : b + 1],
+            x_t_k[:, b : b + 1, :n],
+        )
+    return (x_t, x_t_k), padded, alone
 
 
 @pytest.mark.parametrize("graph_name", sorted(GRAPHS))
 def test_loss_of_a_padded_batch_equals_the_loss_of_each_sequence(graph_name):
-    graph = GRAPHS[graph_name]
-    t = jnp.array([0.7, 0.8, 0.9])
-    x_t = graph.sample_transition(jax.random.key(1), TOKENS, NOISE(t)[0], VALID)
-    assert bool(jnp.all(jnp.where(VALID, True, x_t == TOKENS)))  # pads never corrupted
-    padded = np.asarray(token_losses(graph, TOKENS, VALID, t, x_t))
+    (x_t, x_t_k), (padded, _), alone = padded_and_alone(graph_name)
+    for x in (x_t, *x_t_k):  # pads are never corrupted
+        pads = ~np.asarray(VALID)
+        np.testing.assert_array_equal(np.asarray(x)[pads], np.asarray(TOKENS)[pads])
+    padded = np.asarray(padded)
     assert np.all(padded[~np.asarray(VALID)] == 0.0)
-    for b in PADDED:
-        x0, valid, n = alone(b)
-        single = np.asarray(token_losses(graph, x0, valid, t[b : b + 1], x_t[b : b + 1, :n]))
-        np.testing.assert_allclose(padded[b, :n], single[0], rtol=2e-5, atol=1e-6)
-        assert single.sum() > 0
+    for b, (single, _) in alone.items():
+        n = LENGTHS[b]
+        np.testing.assert_allclose(padded[b, :n], np.asarray(single)[0], rtol=2e-5, atol=1e-6)
+        assert float(single.sum()) > 0
 
 
 @pytest.mark.parametrize("graph_name", sorted(GRAPHS))
 def test_likelihood_of_a_padded_batch_equals_that_of_each_sequence(graph_name):
-    graph = GRAPHS[graph_name]
-    t = likelihood_times(jax.random.key(2), K, len(LENGTHS), "stratified")
-    keys = jax.random.split(jax.random.key(3), K)
-    x_t = jnp.stack(
-        [
-            graph.sample_transition(k, TOKENS, NOISE(t_k)[0], VALID)
-            for k, t_k in zip(keys, t, strict=True)
-        ]
-    )
-    padded = bound(graph, TOKENS, VALID, t, x_t)
+    _, (_, padded), alone = padded_and_alone(graph_name)
     np.testing.assert_array_equal(np.asarray(padded["tokens"]), LENGTHS)
-    for b in PADDED:
-        x0, valid, n = alone(b)
-        single = bound(graph, x0, valid, t[:, b : b + 1], x_t[:, b : b + 1, :n])
+    for b, (_, single) in alone.items():
         for name in ("nll", "diffusion", "prior"):
             np.testing.assert_allclose(
                 float(padded[name][b]), float(single[name][0]), rtol=2e-5, err_msg=name
@@ -151,6 +158,7 @@ def test_sampling_a_padded_batch_equals_sampling_each_sequence():
     np.testing.assert_array_equal(padded[~np.asarray(VALID)], PAD)
     assert np.all(padded[np.asarray(VALID)] < graph.mask_id)
     for b in PADDED:
-        x0, valid, n = alone(b)
+        n = LENGTHS[b]
+        x0, valid = TOKENS[b : b + 1, :n], jnp.ones((1, n), bool)
         single = np.asarray(sample(graph, x0, valid, uniforms[:, b : b + 1, :n]))
         np.testing.assert_array_equal(padded[b, :n], single[0])

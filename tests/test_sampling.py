@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sedd_jax.diffusion import sampling
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
 from sedd_jax.diffusion.noise import LogLinearNoise
@@ -16,7 +17,6 @@ from sedd_jax.diffusion.sampling import (
     analytic_predictor,
     pc_sample,
     position_prompt,
-    prefix_prompt,
     time_grid,
     with_padding,
 )
@@ -91,9 +91,9 @@ def test_analytic_step_unmasks_at_the_exact_tweedie_rate():
     x = jnp.full((4, 4096), graph.mask_id, jnp.int32)
     t, dt = 0.6, 0.1
     u = uniform(jax.random.key(3), x.shape + (graph.dim,))
-    out = np.asarray(
-        analytic_predictor(unigram_log_score_fn(jnp.log(P), graph), graph, NOISE, x, t, dt, u)
-    )
+    fn = unigram_log_score_fn(jnp.log(P), graph)
+    step = jax.jit(lambda x, u: analytic_predictor(fn, graph, NOISE, x, t, dt, u))
+    out = np.asarray(step(x, u))
     sigma, next_sigma = (float(NOISE.total(s)) for s in (t, t - dt))
     stay = -np.expm1(-next_sigma) / -np.expm1(-sigma)  # P(masked at t - dt | masked at t)
     assert (out == graph.mask_id).mean() == pytest.approx(stay, abs=0.01)
@@ -103,14 +103,18 @@ def test_analytic_step_unmasks_at_the_exact_tweedie_rate():
 
 def test_explicit_uniforms_replay_the_keyed_draw():
     graph = GRAPHS["absorb"]
-    key = jax.random.key(11)
-    x_init = jnp.zeros((2, 8), jnp.int32)
-    shape = x_init.shape + (graph.dim,)
-    uniforms = jnp.stack([uniform(jax.random.fold_in(key, i), shape) for i in range(5)])
     fn = unigram_log_score_fn(jnp.log(P), graph)
-    keyed = pc_sample(fn, graph, NOISE, x_init, key, steps=4, predictor="analytic")
-    replayed = pc_sample(fn, graph, NOISE, x_init, steps=4, predictor="analytic", uniforms=uniforms)
+    run = functools.partial(pc_sample, fn, graph, NOISE, steps=4, predictor="analytic")
+
+    @jax.jit
+    def keyed_and_replayed(x_init, key):
+        shape = x_init.shape + (graph.dim,)
+        uniforms = jnp.stack([uniform(jax.random.fold_in(key, i), shape) for i in range(5)])
+        return run(x_init, key), run(x_init, uniforms=uniforms)
+
+    keyed, replayed = keyed_and_replayed(jnp.zeros((2, 8), jnp.int32), jax.random.key(11))
     np.testing.assert_array_equal(np.asarray(keyed), np.asarray(replayed))
+    assert np.all(np.asarray(keyed) < N)
 
 
 def test_uniform_graph_needs_a_key_for_its_random_start():
@@ -137,6 +141,8 @@ def test_time_grid_runs_from_one_to_eps():
 
 
 def test_prompt_helpers_place_tokens_and_clamp_them():
+    prefix_prompt = jax.jit(sampling.prefix_prompt, static_argnums=(1, 2))
+    position_prompt = jax.jit(sampling.position_prompt, static_argnums=(2, 3))
     x_init, clamp = prefix_prompt(jnp.array([[3, 4], [5, 6]]), 5)
     np.testing.assert_array_equal(np.asarray(x_init), [[3, 4, 0, 0, 0], [5, 6, 0, 0, 0]])
     np.testing.assert_array_equal(np.asarray(clamp), [[1, 1, 0, 0, 0]] * 2)
