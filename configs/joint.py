@@ -20,16 +20,16 @@ def get_config():
     c.model.cond_dim = 64
     c.model.dropout = 0.0
     c.training.batch_size = 32
-    c.training.n_steps = 800
+    c.training.n_steps = 600
     c.training.ema = 0.999
     c.training.log_every = 50
-    c.training.eval_every = 400
-    c.training.checkpoint_every = 400
+    c.training.eval_every = 300
+    c.training.checkpoint_every = 300
     c.optim.lr = 1e-3
     c.optim.warmup = 100
     c.eval.batch_size = 64
-    c.eval.time_samples = 2
-    c.eval.max_batches = 8
+    c.eval.time_samples = 1
+    c.eval.max_batches = 4
     c.sampling.steps = 64
     c.sampling.num_samples = 8
     return c
