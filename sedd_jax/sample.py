@@ -56,13 +56,6 @@ _PROTEIN = flags.DEFINE_string("protein", "", "Context protein sequence (pair ru
 _SMILES = flags.DEFINE_string("smiles", "", "Context ligand SMILES (pair runs).")
 
 
-def load_params(workdir: str, step: int | None, weights: str):
-    """(params, meta, step) of a checkpoint, without its optimizer state."""
-    step, meta = checkpoint.read_meta(workdir, step)
-    state = checkpoint.restore_raw_state(workdir, step)
-    return state["ema_params" if weights == "ema" else "params"], meta, step
-
-
 def sampling_config(config: ConfigDict) -> ConfigDict:
     sc = ConfigDict(config.sampling.to_dict())
     sc.steps = _STEPS.value or sc.steps
@@ -172,9 +165,9 @@ def main(argv):
     del argv
     if not _WORKDIR.value:
         sys.exit("--workdir is required")
-    params, meta, step = load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
+    params, meta, step = checkpoint.load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
     config = ConfigDict(meta["config"])
-    run = sample_pairs_cli if config.model.kind == "dual" else sample_proteins
+    run = sample_pairs_cli if config.model.get("kind", "single") == "dual" else sample_proteins
     out = run(params, meta, config)
     print(f"wrote {_NUM.value} samples from step {step} ({_WEIGHTS.value} weights) to {out}")
 

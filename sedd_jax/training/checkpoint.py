@@ -76,3 +76,10 @@ def restore_raw_state(workdir: str, step: int) -> dict:
     manager = make_manager(workdir, keep=1_000_000, async_save=False)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     return restored.state
+
+
+def load_params(workdir: str, step: int | None = None, weights: str = "ema"):
+    """(params, meta, step) of a checkpoint (`weights`: ema | params), without the rest."""
+    step, meta = read_meta(workdir, step)
+    state = restore_raw_state(workdir, step)
+    return state["ema_params" if weights == "ema" else "params"], meta, step
