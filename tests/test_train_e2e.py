@@ -130,14 +130,18 @@ def test_kill_and_resume_gives_bit_identical_parameters(tmp_path):
     )
 
 
-def _run_cli(*args):
+def _run_module(module, *args):
     return subprocess.run(
-        [sys.executable, "-m", "sedd_jax.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
+
+
+def _run_cli(*args):
+    return _run_module("sedd_jax.train", *args)
 
 
 def test_cli_rejects_unknown_config_key(tmp_path):
