@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from twin_helpers import example_inputs, max_error, random_like, t
-
-from sedd_jax import conversion
-from sedd_jax.models.dual import DualTrackSEDD
-from sedd_torch.models.dual import DualTrackSEDD as TorchDual
+from twin_helpers import LIGAND_V, dual_pair, example_inputs, max_error, t
 
 TOL = 1e-5
-PROTEIN_V, LIGAND_V = 26, 40
-
-
-def dual_pair(variant):
-    kwargs = dict(
-        protein_vocab=PROTEIN_V,
-        ligand_vocab=LIGAND_V,
-        hidden=64,
-        n_blocks_protein=2,
-        n_blocks_ligand=1,  # unequal depths: the protein's first block runs alone
-        n_heads=4,
-        cond_dim=32,
-        dropout=0.0,
-        variant=variant,
-    )
-    model = DualTrackSEDD(**kwargs)
-    protein, ligand = jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8), jnp.int32)
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), protein, ligand, jnp.ones((1,)), mode="joint")
-    )["params"]
-    params = random_like(shapes, seed=3)
-    twin = TorchDual(**kwargs).eval()
-    arrays = conversion.with_rotary_buffer(conversion.flax_to_torch(params, variant), 16)
-    assert list(arrays) == list(twin.state_dict())  # names and registration order
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-    return model, params, twin
 
 
 @pytest.mark.parametrize("variant", ["protlig", "sedd"])

@@ -10,10 +10,13 @@ import numpy as np
 import torch
 
 from sedd_jax import conversion
+from sedd_jax.models.dual import DualTrackSEDD
 from sedd_jax.models.sedd import SEDD
+from sedd_torch.models.dual import DualTrackSEDD as TorchDual
 from sedd_torch.models.sedd import SEDD as TorchSEDD
 
 VOCAB = 26  # 25 protein ids + the absorbing state
+PROTEIN_V, LIGAND_V = 26, 40  # the dual-track model's vocabularies
 
 
 def tiny_kwargs(variant: str, **overrides) -> dict:
@@ -116,3 +119,30 @@ class ReplayRand:
 
     def exhausted(self) -> bool:
         return not self.draws
+
+
+def dual_pair(variant):
+    """(flax DualTrackSEDD, random params, the twin holding them); asserts that the twin's
+    state_dict names and order are the conversion's."""
+    kwargs = dict(
+        protein_vocab=PROTEIN_V,
+        ligand_vocab=LIGAND_V,
+        hidden=64,
+        n_blocks_protein=2,
+        n_blocks_ligand=1,  # unequal depths: the protein's first block runs alone
+        n_heads=4,
+        cond_dim=32,
+        dropout=0.0,
+        variant=variant,
+    )
+    model = DualTrackSEDD(**kwargs)
+    protein, ligand = jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8), jnp.int32)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), protein, ligand, jnp.ones((1,)), mode="joint")
+    )["params"]
+    params = random_like(shapes, seed=3)
+    twin = TorchDual(**kwargs).eval()
+    arrays = conversion.with_rotary_buffer(conversion.flax_to_torch(params, variant), 16)
+    assert list(arrays) == list(twin.state_dict())  # names and registration order
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    return model, params, twin

@@ -1,0 +1,185 @@
+"""Joint protein–ligand diffusion (twin of sedd_jax/diffusion/joint.py).
+
+The task tables and the mixture (`TASK_ROLES`, `TASKS`, `TaskMixture`, `PairGraphs`,
+`JointLoss`) are sedd_jax's; this file translates the tensor code: task roles, the
+two-track loss and the two-track sampler. Draws come from `rand` in sedd_jax's key
+order (protein corruption, then ligand), or as explicit uniforms for parity runs.
+
+A `DualScoreFn(protein_t, ligand_t, sigma [B], protein_valid, ligand_valid, mode) ->
+(protein log-scores | None, ligand log-scores | None)` stands for the network; the twin's
+`DualTrackSEDD.forward` has that signature.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sedd_jax.diffusion.joint import (  # noqa: F401  (re-exported)
+    TASK_ROLES,
+    TASKS,
+    JointLoss,
+    PairGraphs,
+    Roles,
+    TaskMixture,
+)
+from sedd_torch.diffusion.curriculum import sample_times
+from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid
+
+
+def draw_tasks(rand, mixture: TaskMixture, batch: int) -> torch.Tensor:
+    """Task ids [B] long, i.i.d. from the mixture (inverse CDF of one uniform each)."""
+    cdf = torch.cumsum(torch.tensor(mixture.probs, dtype=torch.float32), 0)
+    ids = torch.searchsorted(cdf, rand((batch,)).cpu(), right=True)
+    return torch.clamp_max(ids, len(TASKS) - 1)
+
+
+def task_roles(task_ids: torch.Tensor) -> Roles:
+    """Roles of each pair from its task id [B]."""
+    table = torch.tensor(list(TASK_ROLES.values()), dtype=torch.bool, device=task_ids.device)
+    return Roles(*table[task_ids.long()].T)
+
+
+def joint_per_token_loss(
+    score_fn, graphs, noise, batch, t, task_ids, rand=None, mode="joint", *, sigma_scale=1.0
+):
+    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B].
+
+    Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored, ligand_scored).
+    """
+    roles = task_roles(task_ids)
+    sigma, dsigma = noise(t)
+    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
+    p_scored = p_valid & roles.protein_generated[:, None]
+    l_scored = l_valid & roles.ligand_generated[:, None]
+    p_t = graphs.protein.sample_transition(rand, batch["protein"], sigma, p_scored)
+    l_t = graphs.ligand.sample_transition(rand, batch["ligand"], sigma, l_scored)
+    p_seen = p_valid & roles.protein_visible[:, None]
+    l_seen = l_valid & roles.ligand_visible[:, None]
+    p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
+
+    def track_loss(graph, score, x_t, x0, scored):
+        if score is None:
+            return torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
+        entropy = graph.score_entropy(score.float(), sigma, x_t, x0)
+        return dsigma[:, None] * entropy * scored
+
+    p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
+    l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)
+    return p_loss, l_loss, p_scored, l_scored
+
+
+def joint_score_entropy_loss(
+    score_fn,
+    graphs,
+    noise,
+    batch,
+    rand,
+    mixture: TaskMixture,
+    sampling_eps=1e-3,
+    *,
+    sigma_scale=1.0,
+) -> JointLoss:
+    """One t ~ U[eps, 1] and one task per pair; per-track sums over scored tokens."""
+    size = batch["protein"].shape[0]
+    t = sample_times(rand, size, sampling_eps)
+    if mixture.single is None:
+        task_ids = draw_tasks(rand, mixture, size).to(t.device)
+    else:
+        task_ids = torch.full((size,), TASKS.index(mixture.single), device=t.device)
+    p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
+        score_fn, graphs, noise, batch, t, task_ids, rand, mixture.mode, sigma_scale=sigma_scale
+    )
+    return JointLoss(p_loss.sum(), p_scored.sum().float(), l_loss.sum(), l_scored.sum().float())
+
+
+@torch.no_grad()
+def sample_pairs(
+    score_fn,
+    graphs,
+    noise,
+    protein,
+    ligand,
+    protein_valid,
+    ligand_valid,
+    rand=None,
+    *,
+    task: str = "joint",
+    steps: int,
+    predictor: str = "euler",
+    eps: float = 1e-5,
+    denoise_last: bool = True,
+    protein_clamp=None,
+    ligand_clamp=None,
+    uniforms=None,
+):
+    """Reverse process of both tracks, one network call per step: (protein, ligand).
+
+    As sedd_jax: generated tracks start from their graph's limit at valid, unclamped
+    positions; pads, clamps and context tracks keep their tokens; `uniforms` =
+    (protein [steps + 1, B, Lp, Vp] | None, ligand [...] | None) replaces `rand`.
+    """
+    if task not in TASK_ROLES:
+        raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if rand is None and uniforms is None:
+        raise ValueError("sample_pairs needs rand or explicit uniforms")
+    step_fn = PREDICTORS[predictor]
+    gen_p, gen_l, _, _ = TASK_ROLES[task]
+    ts = time_grid(steps, eps)
+    dt = (1.0 - eps) / steps
+
+    def start(graph, x, valid, clamp, generated):
+        if not generated:
+            return x, None
+        if rand is None and not graph.absorb:
+            raise ValueError("the uniform graph starts from random tokens: pass rand")
+        keep = ~valid if clamp is None else ~valid | clamp
+        return torch.where(keep, x, graph.sample_limit(rand, x.shape, x.device)), keep
+
+    p_start, p_keep = start(graphs.protein, protein, protein_valid, protein_clamp, gen_p)
+    l_start, l_keep = start(graphs.ligand, ligand, ligand_valid, ligand_clamp, gen_l)
+    inits, keeps = (protein, ligand), (p_keep, l_keep)
+    size = (protein if gen_p else ligand).shape[0]
+
+    def draw(i):
+        if uniforms is not None:
+            return tuple(
+                u[i] if k is not None else None for u, k in zip(uniforms, keeps, strict=True)
+            )
+        return tuple(
+            None if k is None else rand(tuple(x.shape) + (g.dim,))
+            for x, k, g in zip(inits, keeps, graphs, strict=True)
+        )
+
+    def network(state, t):
+        device = (protein if gen_p else ligand).device
+        sigma, _ = noise(torch.full((size,), float(t), dtype=torch.float32, device=device))
+        return score_fn(*state, sigma, protein_valid, ligand_valid, task)
+
+    def advance(move, state, scores, draws):
+        """move(log_score_fn, graph, x, u) on each generated track, then clamp."""
+        out = []
+        tracks = zip(graphs, state, inits, keeps, scores, draws, strict=True)
+        for graph, x, x_init, keep, score, u in tracks:
+            if keep is not None:
+                x = torch.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u))
+            out.append(x)
+        return tuple(out)
+
+    state = (p_start, l_start)
+    for i in range(steps):
+
+        def move(fn, graph, x, u, i=i):
+            return step_fn(fn, graph, noise, x, ts[i], dt, u)
+
+        state = advance(move, state, network(state, ts[i]), draw(i))
+    if denoise_last:
+
+        def final(fn, graph, x, u):
+            return denoise(fn, graph, noise, x, ts[-1], u)
+
+        state = advance(final, state, network(state, ts[-1]), draw(steps))
+    return state
