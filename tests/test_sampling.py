@@ -10,11 +10,12 @@ import pytest
 from sedd_jax.diffusion import sampling
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
-from sedd_jax.diffusion.noise import LogLinearNoise
+from sedd_jax.diffusion.noise import GeometricNoise, LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.sampling import (
     PREDICTORS,
     analytic_predictor,
+    euler_predictor,
     pc_sample,
     position_prompt,
     time_grid,
@@ -87,17 +88,29 @@ def test_absorbing_denoiser_alone_draws_masks_from_the_score():
 
 
 def test_analytic_step_unmasks_at_the_exact_tweedie_rate():
-    graph = GRAPHS["absorb"]
+    """With the geometric schedule, where Euler's first-order step is visibly off.
+
+    (For absorbing + loglinear the two coincide: both unmask with probability dt / t.)
+    """
+    graph, noise = GRAPHS["absorb"], GeometricNoise(1e-3, 20.0)
     x = jnp.full((4, 4096), graph.mask_id, jnp.int32)
     t, dt = 0.6, 0.1
     u = uniform(jax.random.key(3), x.shape + (graph.dim,))
     fn = unigram_log_score_fn(jnp.log(P), graph)
-    step = jax.jit(lambda x, u: analytic_predictor(fn, graph, NOISE, x, t, dt, u))
-    out = np.asarray(step(x, u))
-    sigma, next_sigma = (float(NOISE.total(s)) for s in (t, t - dt))
+
+    @jax.jit
+    def both(x, u):
+        return (
+            analytic_predictor(fn, graph, noise, x, t, dt, u),
+            euler_predictor(fn, graph, noise, x, t, dt, u),
+        )
+
+    analytic, euler = (np.asarray(a) for a in both(x, u))
+    sigma, next_sigma = (float(noise.total(s)) for s in (t, t - dt))
     stay = -np.expm1(-next_sigma) / -np.expm1(-sigma)  # P(masked at t - dt | masked at t)
-    assert (out == graph.mask_id).mean() == pytest.approx(stay, abs=0.01)
-    unmasked = out[out != graph.mask_id]
+    assert (analytic == graph.mask_id).mean() == pytest.approx(stay, abs=0.01)
+    assert abs((euler == graph.mask_id).mean() - stay) > 0.05
+    unmasked = analytic[analytic != graph.mask_id]
     np.testing.assert_allclose(np.bincount(unmasked, minlength=N) / unmasked.size, P, atol=0.02)
 
 
