@@ -131,9 +131,10 @@ def torch_to_flax(state_dict: dict, expected, variant: str, head_dim: int | None
     """
     state_dict = strip_wrappers(state_dict)
     problems, flat = [], {}
+    shapes = traverse_util.flatten_dict(_unfreeze(expected))
     names = name_map(expected, upstream_names(variant))
     for name, (path, transposed) in names.items():
-        want = tuple(expected_leaf(expected, path).shape)
+        want = tuple(shapes[path].shape)
         if name not in state_dict:
             shape = _torch_shape(want, transposed)
             problems.append(f"missing key {name!r} (expected shape {shape})")
@@ -164,12 +165,6 @@ def torch_to_flax(state_dict: dict, expected, variant: str, head_dim: int | None
             f"{variant!r}):\n  " + "\n  ".join(problems)
         )
     return traverse_util.unflatten_dict(flat)
-
-
-def expected_leaf(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 def _torch_shape(flax_shape, transposed):
