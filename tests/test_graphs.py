@@ -217,6 +217,7 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
 
     Both losses come from `training.evaluation` with the same validation batches and keys.
     """
+    from sedd_jax.data.fasta import read_fasta
     from sedd_jax.data.pipeline import load_protein_data
     from sedd_jax.diffusion.noise import get_noise
     from sedd_jax.diffusion.oracles import unigram_log_score_fn
@@ -237,8 +238,7 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
     c.training.log_every, c.training.eval_every, c.training.checkpoint_every = 100, 10**4, 10**4
     c.optim.lr, c.optim.warmup = 3e-3, 30
     c.eval.time_samples = 8
-    # the end-of-run sampler is left out: uniform-graph sampling is tested in test_sampling
-    c.sampling.num_samples = 0
+    c.sampling.steps, c.sampling.num_samples = 16, 4
     c.logging.progress_bar = False
     summary = train_and_evaluate(c, str(tmp_path))
 
@@ -263,3 +263,6 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
     print(f"uniform graph val loss: step0 {initial:.4f} final {final:.4f} unigram {unigram:.4f}")
     assert final < 0.75 * initial
     assert final < unigram - 0.015
+    records = read_fasta(summary["samples"])  # the uniform graph samples from random tokens
+    assert len(records) == 4
+    assert all(set(r.sequence) <= set("ACDEFGHIKLMNPQRSTVWYX") for r in records)
