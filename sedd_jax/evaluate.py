@@ -1,7 +1,7 @@
 """Likelihood bound of a trained single-track checkpoint on held-out proteins.
 
     python -m sedd_jax.evaluate --workdir=runs/demo [--fasta=proteins.fasta]
-        [--time_samples=64] [--method=stratified|antithetic] [--weights=ema|params]
+        [--time_samples=128] [--method=stratified|antithetic] [--weights=ema|params]
         [--out=likelihood.json]
 
 Without --fasta the run's own validation split is evaluated (rebuilt from the config in
@@ -32,8 +32,12 @@ from sedd_jax.training.checkpoint import load_params
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
 _FASTA = flags.DEFINE_string("fasta", None, "Proteins to score (default: validation split).")
-_TIME_SAMPLES = flags.DEFINE_integer("time_samples", 64, "Monte-Carlo times per sequence.")
-_METHOD = flags.DEFINE_enum("method", "stratified", ["stratified", "antithetic"], "t draws.")
+_TIME_SAMPLES = flags.DEFINE_integer(
+    "time_samples", None, "Monte-Carlo times per sequence (default: eval.likelihood_time_samples)."
+)
+_METHOD = flags.DEFINE_enum(
+    "method", None, ["stratified", "antithetic"], "t draws (default: eval.likelihood_method)."
+)
 _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "Which weights.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of the time and corruption draws.")
@@ -62,9 +66,9 @@ def main(argv):
     noise = get_noise(config.noise)
     model = build_model(config.model, graph.dim, graph.absorb)
     arrays, what = evaluation_arrays(config, tokenizer)
-    fn = make_likelihood_fn(
-        model, graph, noise, time_samples=_TIME_SAMPLES.value, method=_METHOD.value
-    )
+    time_samples = _TIME_SAMPLES.value or config.eval.get("likelihood_time_samples", 128)
+    method = _METHOD.value or config.eval.get("likelihood_method", "stratified")
+    fn = make_likelihood_fn(model, graph, noise, time_samples=time_samples, method=method)
     result = dataset_likelihood(
         fn, params, arrays, batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value
     )
@@ -73,8 +77,8 @@ def main(argv):
         weights=_WEIGHTS.value,
         data=what,
         sequences=int(len(arrays["tokens"])),
-        time_samples=_TIME_SAMPLES.value,
-        method=_METHOD.value,
+        time_samples=time_samples,
+        method=method,
         truncated=int(np.sum(arrays["valid"][:, -1])),
     )
     print(

@@ -159,8 +159,6 @@ class SingleTrack:
 
     def baselines(self) -> dict:
         """The best position-independent predictor (training unigram) under the same loss."""
-        if not self.graph.absorb:
-            return {}
         oracle = make_oracle_eval_step(
             unigram_log_score_fn, self.graph, self.noise, self.config.training.sampling_eps
         )
@@ -305,8 +303,6 @@ class PairTrack:
 
     def baselines(self) -> dict:
         """Per-track unigram oracles (each track scored alone, as in its conditional task)."""
-        if not self.graphs.protein.absorb:
-            return {}
         out = {}
         ec = self.config.eval
         for track, tok in (
