@@ -108,11 +108,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     if start == 0:
         evaluate(0)
-        if graph.absorb:
-            # the best position-independent predictor, under the same evaluation
-            log_p = unigram_log_probs(data.train["tokens"], data.train["valid"], graph.n)
-            oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=device), graph)
-            logger.write(0, {"loss_unigram": val_loss(lambda valid: oracle)}, "val/")
+        # the best position-independent predictor, under the same evaluation
+        log_p = unigram_log_probs(data.train["tokens"], data.train["valid"], graph.n)
+        oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=device), graph)
+        logger.write(0, {"loss_unigram": val_loss(lambda valid: oracle)}, "val/")
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
     preemption = Preemption()
     pending = []
