@@ -63,6 +63,13 @@ def sampling_config(config: ConfigDict) -> ConfigDict:
     return sc
 
 
+def _length_distribution(meta, key):
+    """The run's training length distribution; imported checkpoints have none."""
+    if _LENGTH.value <= 0 and key not in meta:
+        sys.exit(f"this checkpoint records no {key} (an imported model?): pass --length=N")
+    return meta.get(key)
+
+
 def sample_proteins(params, meta, config):
     tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
     graph = get_graph(config.graph, tokenizer.vocab_size)
@@ -77,7 +84,7 @@ def sample_proteins(params, meta, config):
         num=_NUM.value,
         max_len=config.data.max_len,
         length=_LENGTH.value,
-        length_dist=meta["length_distribution"],
+        length_dist=_length_distribution(meta, "length_distribution"),
         seed=_SEED.value,
         prefix=_PREFIX.value,
     )
@@ -126,7 +133,7 @@ def sample_pairs_cli(params, meta, config):
         n,
         dc.max_protein_len,
         _LENGTH.value,
-        meta["protein_length_distribution"],
+        _length_distribution(meta, "protein_length_distribution"),
         graphs.protein.mask_id,
         rng,
         "protein",
@@ -137,7 +144,7 @@ def sample_pairs_cli(params, meta, config):
         n,
         dc.max_ligand_len,
         _LENGTH.value,
-        meta["ligand_length_distribution"],
+        _length_distribution(meta, "ligand_length_distribution"),
         graphs.ligand.mask_id,
         rng,
         "smiles",

@@ -43,9 +43,10 @@ def _backend(config):
     if config.backend == "torch":
         if config.model.kind != "single":
             sys.exit("config.backend='torch' trains single-track models only")
+        from sedd_jax.training.loop import NonFiniteLossError
         from sedd_torch.training.trainer import train_and_evaluate
 
-        return train_and_evaluate, ()
+        return train_and_evaluate, (NonFiniteLossError,)
     if config.backend != "jax":
         sys.exit(f"config.backend={config.backend!r}; choose 'jax' or 'torch'")
     if config.device not in JAX_PLATFORMS:
