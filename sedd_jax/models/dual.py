@@ -50,13 +50,11 @@ Parameter names (torch `a.b.weight` [out, in] <-> flax `a/b/kernel` [in, out], a
 from __future__ import annotations
 
 import functools
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.diffusion.graphs import esigm1
 from sedd_jax.models.layers import (
     FREQUENCY_DIM,
     DDiTBlock,
@@ -68,7 +66,7 @@ from sedd_jax.models.layers import (
     modulate,
     rotary_cos_sin,
 )
-from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init
+from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
 
 # mode -> (protein head, ligand head, both tracks see each other)
 MODES = {
@@ -112,15 +110,6 @@ class CrossAttention(nn.Module):
         if context_valid is not None:
             out = jnp.where(context_valid.any(axis=-1)[:, None, None], out, 0.0)
         return x + gate * nn.Dropout(self.dropout, deterministic=deterministic)(out)
-
-
-def finish_log_score(logits, x, sigma, vocab_size: int, scale_by_sigma: bool):
-    """scale_by_sigma shift -log(e^sigma - 1) - log(V - 1), then 0 at the current token."""
-    if scale_by_sigma:
-        floor = jnp.finfo(jnp.float32).tiny
-        shift = jnp.log(jnp.maximum(esigm1(sigma), floor)) + math.log(vocab_size - 1)
-        logits = logits - shift[:, None, None]
-    return jnp.where(jax.nn.one_hot(x, vocab_size, dtype=bool), 0.0, logits)
 
 
 class DualTrackSEDD(nn.Module):

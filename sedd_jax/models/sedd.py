@@ -54,6 +54,15 @@ def embedding_init(kind: str, hidden: int):
     return torch_uniform(hidden)
 
 
+def finish_log_score(logits, x, sigma, vocab_size: int, scale_by_sigma: bool):
+    """scale_by_sigma shift -log(e^sigma - 1) - log(V - 1), then 0 at the current token."""
+    if scale_by_sigma:
+        floor = jnp.finfo(jnp.float32).tiny
+        shift = jnp.log(jnp.maximum(esigm1(sigma), floor)) + math.log(vocab_size - 1)
+        logits = logits - shift[:, None, None]
+    return jnp.where(jax.nn.one_hot(x, vocab_size, dtype=bool), 0.0, logits)
+
+
 class SEDD(nn.Module):
     """The DDiT score network. Config fields mirror `config.model`."""
 
@@ -102,11 +111,9 @@ class SEDD(nn.Module):
             dtype,
             name="output_layer",
         )(h, c)
-        if self.scale_by_sigma and self.absorb:
-            floor = jnp.finfo(jnp.float32).tiny
-            shift = jnp.log(jnp.maximum(esigm1(sigma), floor)) + math.log(self.vocab_size - 1)
-            logits = logits - shift[:, None, None]
-        return jnp.where(jax.nn.one_hot(x, self.vocab_size, dtype=bool), 0.0, logits)
+        return finish_log_score(
+            logits, x, sigma, self.vocab_size, self.scale_by_sigma and self.absorb
+        )
 
 
 def count_parameters(params) -> int:
