@@ -27,8 +27,9 @@ def main(argv):
     if config is None:
         sys.exit("--config is required, e.g. --config=configs/demo.py")
     train_and_evaluate, errors = _backend(config)
+    config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or os.path.join(
-        "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].value or "run"))[0]
+        "runs", os.path.splitext(os.path.basename(config_file))[0]
     )
     try:
         summary = train_and_evaluate(config, workdir)

@@ -161,3 +161,30 @@ def test_stable_config_without_prepared_uniref50_says_how_to_get_it(tmp_path):
     assert result.returncode != 0
     assert "prepare_uniref50.py" in result.stderr
     assert "missing.fasta" in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
+    """The README's command has no --workdir: outputs go to ./runs/<config name>."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sedd_jax.train",
+            f"--config={os.path.join(REPO, 'configs', 'demo.py')}",
+            "--config.training.n_steps=2",
+            "--config.eval.max_batches=1",
+            "--config.sampling.steps=2",
+            "--config.sampling.num_samples=2",
+            "--config.logging.progress_bar=False",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs" / "demo"
+    assert len(read_fasta(str(run / "samples.fasta"))) == 2
+    assert [r["step"] for r in read_metrics(str(run)) if "train/loss" in r] == [2]
+    assert (run / "checkpoints" / "2").is_dir()
