@@ -42,6 +42,33 @@ def make_oracle_eval_step(score_fn_builder, graph, noise, sampling_eps: float):
     return eval_step
 
 
+def validation_sums(
+    eval_fn,
+    val: dict,
+    *,
+    batch_size: int,
+    time_samples: int,
+    max_batches: int,
+    fill: dict,
+    seed: int,
+) -> dict:
+    """Sum of eval_fn(batch, key) -> {name: scalar} over validation batches and time samples.
+
+    Keys are fixed per (batch, time sample), so the result depends only on what eval_fn
+    closes over (the parameters).
+    """
+    base = jax.random.fold_in(jax.random.key(seed), 0x5EDD)
+    totals: dict[str, float] = {}
+    for b, batch in enumerate(iter_eval_batches(val, batch_size, fill=fill)):
+        if max_batches and b >= max_batches:
+            break
+        for k in range(time_samples):
+            out = eval_fn(batch, jax.random.fold_in(base, b * time_samples + k))
+            for name, value in out.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
 def validation_loss(
     eval_step,
     params,
@@ -54,18 +81,21 @@ def validation_loss(
     seed: int,
 ) -> float:
     """Mean weighted score entropy per valid token over the validation split."""
-    base = jax.random.fold_in(jax.random.key(seed), 0x5EDD)
-    total, count = 0.0, 0.0
-    batches = iter_eval_batches(val, batch_size, fill={"tokens": pad_id})
-    for b, batch in enumerate(batches):
-        if max_batches and b >= max_batches:
-            break
-        for k in range(time_samples):
-            key = jax.random.fold_in(base, b * time_samples + k)
-            loss_sum, n = eval_step(params, batch["tokens"], batch["valid"], key)
-            total += float(loss_sum)
-            count += float(n)
-    return total / max(count, 1.0)
+
+    def eval_fn(batch, key):
+        loss_sum, n = eval_step(params, batch["tokens"], batch["valid"], key)
+        return {"sum": loss_sum, "count": n}
+
+    totals = validation_sums(
+        eval_fn,
+        val,
+        batch_size=batch_size,
+        time_samples=time_samples,
+        max_batches=max_batches,
+        fill={"tokens": pad_id},
+        seed=seed,
+    )
+    return totals["sum"] / max(totals["count"], 1.0)
 
 
 def unigram_log_probs(tokens: np.ndarray, valid: np.ndarray, num_tokens: int) -> np.ndarray:

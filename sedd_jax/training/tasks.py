@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedd_jax.data.batching import iter_eval_batches, sample_lengths
+from sedd_jax.data.batching import sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pair_pipeline import encode_pairs, load_pair_data
 from sedd_jax.data.pairs import PairTable
@@ -47,6 +47,7 @@ from sedd_jax.training.evaluation import (
     make_oracle_eval_step,
     unigram_log_probs,
     validation_loss,
+    validation_sums,
 )
 from sedd_jax.training.generation import (
     generate,
@@ -275,25 +276,23 @@ class PairTrack:
         sums, _ = self._losses(self._score_fn(params), batch, key, task_ids)
         return sums
 
-    def evaluate(self, params, score_params=None) -> dict:
+    def evaluate(self, params) -> dict:
         """Per-track validation losses (nats/token) of every task the mixture trains."""
         ec = self.config.eval
-        base = jax.random.fold_in(jax.random.key(self.config.seed), 0x5EDD)
         fill = {"protein": self.data.protein_tokenizer.pad_id, "ligand": 0}
         metrics = {}
         for task, prob in zip(TASKS, self.mixture.probs, strict=True):
             if prob == 0:
                 continue
-            totals = {}
-            batches = iter_eval_batches(self.data.val, ec.batch_size, fill=fill)
-            for b, batch in enumerate(batches):
-                if ec.max_batches and b >= ec.max_batches:
-                    break
-                for k in range(ec.time_samples):
-                    key = jax.random.fold_in(base, b * ec.time_samples + k)
-                    sums = self._eval(params, batch, key, TASKS.index(task))
-                    for name, value in sums.items():
-                        totals[name] = totals.get(name, 0.0) + float(value)
+            totals = validation_sums(
+                functools.partial(self._eval, params, task_index=TASKS.index(task)),
+                self.data.val,
+                batch_size=ec.batch_size,
+                time_samples=ec.time_samples,
+                max_batches=ec.max_batches,
+                fill=fill,
+                seed=self.config.seed,
+            )
             for track in ("protein", "ligand"):
                 if totals[f"{track}_count"] > 0:
                     metrics[f"{task}/loss_{track}"] = (
