@@ -59,9 +59,10 @@ def _backend(config):
         import jax
 
         jax.config.update("jax_platforms", JAX_PLATFORMS[config.device])
+    from sedd_jax.training.checkpoint import CheckpointMismatchError
     from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
-    return train_and_evaluate, (NonFiniteLossError,)
+    return train_and_evaluate, (NonFiniteLossError, CheckpointMismatchError)
 
 
 JAX_PLATFORMS = {"auto": None, "cpu": "cpu", "cuda": "cuda"}

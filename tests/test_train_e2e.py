@@ -11,7 +11,7 @@ import pytest
 
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.defaults import base_config
-from sedd_jax.training.checkpoint import make_manager
+from sedd_jax.training.checkpoint import CheckpointMismatchError, make_manager
 from sedd_jax.training.loop import train_and_evaluate
 from sedd_jax.training.metrics_log import read_metrics
 
@@ -188,3 +188,22 @@ def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
     assert len(read_fasta(str(run / "samples.fasta"))) == 2
     assert [r["step"] for r in read_metrics(str(run)) if "train/loss" in r] == [2]
     assert (run / "checkpoints" / "2").is_dir()
+
+
+def test_resuming_with_a_changed_model_is_an_error_not_a_fresh_start(tmp_path):
+    overrides = {
+        "data.max_len": 16,
+        "model.hidden": 32,
+        "model.n_blocks": 1,
+        "model.n_heads": 2,
+        "model.cond_dim": 16,
+        "training.batch_size": 8,
+        "training.n_steps": 2,
+        "eval.max_batches": 1,
+        "sampling.steps": 2,
+        "sampling.num_samples": 1,
+    }
+    train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    with pytest.raises(CheckpointMismatchError, match="new --workdir"):
+        train_and_evaluate(tiny_config(**{**overrides, "model.hidden": 48}), str(tmp_path))
+    assert make_manager(str(tmp_path), keep=10, async_save=False).all_steps() == [2]

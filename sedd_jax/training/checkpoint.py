@@ -48,16 +48,30 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
     return restored.state, restored.meta
 
 
+class CheckpointMismatchError(RuntimeError):
+    """Checkpoints exist but none matches the state the config builds."""
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state):
     """Newest readable checkpoint as (state, meta), or None when there is none.
 
-    A corrupt newest step is reported and the previous one is tried.
+    A corrupt newest step is reported and the previous one is tried. When checkpoints
+    exist but none can be restored (e.g. the config changed the model's shapes), this
+    raises rather than silently starting over in a directory that holds a run.
     """
+    errors = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             return restore(manager, step, abstract_state)
         except Exception as error:  # orbax raises many types for damaged files
             log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
+            errors.append(f"step {step}: {error}")
+    if errors:
+        raise CheckpointMismatchError(
+            f"{manager.directory} holds checkpoints, but none matches this config's train "
+            f"state (did the model or optimizer config change? use a new --workdir). "
+            f"Newest error: {errors[0][:500]}"
+        )
     return None
 
 
