@@ -35,6 +35,7 @@ from sedd_jax.diffusion.joint import (
     TASKS,
     PairGraphs,
     TaskMixture,
+    draw_tasks,
     joint_per_token_loss,
 )
 from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
@@ -119,7 +120,7 @@ class SingleTrack:
         self.warnings: list[str] = []
         _warn_schedule(self.graph, self.noise, self.warnings)
         self.model = build_model(config.model, self.graph.dim, self.graph.absorb)
-        self._objective, self._step_metrics = single_track_objective(
+        self.objective, self.step_metrics = single_track_objective(
             self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
         )
         self.eval_step = make_eval_step(
@@ -135,12 +136,6 @@ class SingleTrack:
         valid = jnp.asarray(self.data.train["valid"][:1])
         init = jax.jit(lambda k: self.model.init(k, x, jnp.ones((1,)), valid)["params"])
         return init(key)
-
-    def objective(self, params, batch, key, step, dropout_key):
-        return self._objective(params, batch, key, step, dropout_key)
-
-    def step_metrics(self, aux, step):
-        return self._step_metrics(aux, step)
 
     def _val_loss(self, eval_step, params):
         ec = self.config.eval
@@ -256,8 +251,7 @@ class PairTrack:
         del step
         task_key, loss_key = jax.random.split(key)
         size = batch["protein"].shape[0]
-        probs = jnp.asarray(self.mixture.probs, jnp.float32)
-        task_ids = jax.random.categorical(task_key, jnp.log(probs), shape=(size,))
+        task_ids = draw_tasks(task_key, self.mixture, size)
         sums, t = self._losses(self._score_fn(params, dropout_key), batch, loss_key, task_ids)
         aux = dict(sums, t_sum=t.sum(), sequences=jnp.float32(size))
         loss_sum = sums["protein_sum"] + sums["ligand_sum"]
