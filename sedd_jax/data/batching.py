@@ -17,6 +17,7 @@ Crop = Literal["start", "random"]
 Batch = dict[str, np.ndarray]
 
 _HASH_SCALE = float(2**64)
+EXAMPLE_ID = "example_id"  # [b] int32 position of each row in its global batch
 
 
 def is_validation(seq: str, val_fraction: float, seed: int = 0) -> bool:
@@ -117,7 +118,9 @@ class Batcher:
     `np.random.default_rng([seed, epoch])`, cut into `steps_per_epoch = N // B`
     batches of the global batch size B (the incomplete last batch is dropped).
     With `num_shards=P`, `batch(step)` returns rows
-    `[shard_index * B/P, (shard_index + 1) * B/P)` of the global batch.
+    `[shard_index * B/P, (shard_index + 1) * B/P)` of the global batch. Every batch also
+    carries `example_id` `[B/P]` int32: each row's position in the global batch, which keys
+    its random draws in the train step (so they do not depend on devices or hosts).
 
     Args:
       arrays: named arrays sharing the leading axis N, e.g. `tokens` `[N, L]` int32
@@ -162,7 +165,9 @@ class Batcher:
         epoch, index = divmod(step, self.steps_per_epoch)
         rows = self.permutation(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         rows = rows[self.shard]
-        return {name: a[rows] for name, a in self.arrays.items()}
+        batch = {name: a[rows] for name, a in self.arrays.items()}
+        batch[EXAMPLE_ID] = np.arange(self.shard.start, self.shard.stop, dtype=np.int32)
+        return batch
 
     def iterate(self, start_step: int = 0) -> Iterator[Batch]:
         """Batches `start_step`, `start_step + 1`, ... without end."""

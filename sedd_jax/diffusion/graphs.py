@@ -131,9 +131,14 @@ class Absorbing:
         With r = 1 / (e^sigma - 1) the true ratio p_t(x0) / p_t(m):
             l = sum_{y != m} exp(s_y) - r s_{x0} + r (log r - 1)  >= 0,
         with equality iff s_{x0} = log r and s_y = -inf for the other y.
+
+        The log-scores of unmasked positions are zeroed *before* the exponential: a
+        `where` after it would leave 0 * inf = NaN in the backward pass whenever an
+        unmasked log-score exceeds the dtype's exp range (~88 in float32).
         """
         sigma = expand_sigma(sigma, x.ndim)
         masked = x == self.mask_id
+        log_score = jnp.where(masked[..., None], log_score, 0.0)
         ratio = 1.0 / esigm1(sigma)
         s_x0 = jnp.take_along_axis(log_score, x0[..., None], axis=-1)[..., 0]
         positive = jnp.exp(log_score[..., :-1]).sum(axis=-1)

@@ -169,8 +169,11 @@ def joint_per_token_loss(
     def track_loss(graph, score, x_t, x0, scored):
         if score is None:
             return jnp.zeros(x0.shape, jnp.float32)
-        entropy = graph.score_entropy(score.astype(jnp.float32), sigma, x_t, x0)
-        return dsigma[:, None] * entropy * scored
+        # unscored positions never reach an exponential (a product with `scored` after it
+        # would turn an overflow there into NaN gradients)
+        score = jnp.where(scored[..., None], score.astype(jnp.float32), 0.0)
+        entropy = graph.score_entropy(score, sigma, x_t, x0)
+        return jnp.where(scored, dsigma[:, None] * entropy, 0.0)
 
     p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
     l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)

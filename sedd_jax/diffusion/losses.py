@@ -56,8 +56,9 @@ def per_token_loss(
     sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     if x_t is None:
         x_t = graph.sample_transition(key, x0, sigma, valid)
-    log_score = log_score_fn(x_t, sigma)
-    entropy = graph.score_entropy(log_score.astype(jnp.float32), sigma, x_t, x0)
+    log_score = log_score_fn(x_t, sigma).astype(jnp.float32)
+    # pads never reach an exponential (NaN-safe gradients; see `Absorbing.score_entropy`)
+    entropy = graph.score_entropy(jnp.where(valid[..., None], log_score, 0.0), sigma, x_t, x0)
     return jnp.where(valid, dsigma[:, None] * entropy, 0.0)
 
 

@@ -18,7 +18,6 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sedd_jax.data.batching import Batcher
 from sedd_jax.models.sedd import count_parameters
 from sedd_jax.training import checkpoint
 from sedd_jax.training.metrics_log import MetricsLogger
@@ -97,7 +96,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         logger.write(0, task.baselines(), prefix="val/")
 
     num_devices = jax.local_device_count()
-    batcher = Batcher(task.train_arrays, tc.batch_size, seed=config.seed)
+    loader = task.train_loader(tc.batch_size, jax.process_count(), jax.process_index())
     p_step = make_pmap_train_step(
         objective=task.objective,
         step_metrics=task.step_metrics,
@@ -115,8 +114,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         total=tc.n_steps,
         disable=not config.logging.progress_bar,
     )
-    for step in bar:
-        batch = split_for_devices(batcher.batch(step), num_devices, tc.accum)
+    for step, host_batch in zip(bar, loader.iterate(start), strict=False):
+        batch = split_for_devices(host_batch, num_devices, tc.accum)
         rstate, metrics = p_step(rstate, batch)
         pending.append(metrics)
         done = step + 1

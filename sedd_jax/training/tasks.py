@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedd_jax.data.batching import sample_lengths
+from sedd_jax.data.batching import Batcher, sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pair_pipeline import encode_pairs, load_pair_data
 from sedd_jax.data.pairs import PairTable
@@ -131,6 +131,16 @@ class SingleTrack:
     def train_arrays(self) -> dict:
         return self.data.train
 
+    def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
+        """This host's share of every global training batch, pure in (seed, step)."""
+        return Batcher(
+            self.train_arrays,
+            batch_size,
+            seed=self.config.seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
+
     def init_params(self, key):
         x = jnp.asarray(self.data.train["tokens"][:1])
         valid = jnp.asarray(self.data.train["valid"][:1])
@@ -222,6 +232,16 @@ class PairTrack:
     @property
     def train_arrays(self) -> dict:
         return self.data.train
+
+    def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
+        """This host's share of every global training batch, pure in (seed, step)."""
+        return Batcher(
+            self.train_arrays,
+            batch_size,
+            seed=self.config.seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
 
     def init_params(self, key):
         return init_dual_params(self.model, key)

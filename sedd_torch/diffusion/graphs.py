@@ -116,6 +116,7 @@ class Absorbing:
         """
         sigma = expand_sigma(sigma, x.ndim)
         masked = x == self.mask_id
+        log_score = torch.where(masked[..., None], log_score, 0.0)  # before exp: no 0 * inf
         ratio = 1.0 / esigm1(sigma)
         positive = torch.exp(log_score[..., :-1]).sum(dim=-1)
         negative = ratio * take(log_score, x0)

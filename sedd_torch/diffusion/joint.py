@@ -62,8 +62,9 @@ def joint_per_token_loss(
     def track_loss(graph, score, x_t, x0, scored):
         if score is None:
             return torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
-        entropy = graph.score_entropy(score.float(), sigma, x_t, x0)
-        return dsigma[:, None] * entropy * scored
+        score = torch.where(scored[..., None], score.float(), 0.0)  # no exp at unscored
+        entropy = graph.score_entropy(score, sigma, x_t, x0)
+        return torch.where(scored, dsigma[:, None] * entropy, 0.0)
 
     p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
     l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)

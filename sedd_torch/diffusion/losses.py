@@ -34,8 +34,8 @@ def per_token_loss(
     sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     if x_t is None:
         x_t = graph.sample_transition(rand, x0, sigma, valid)
-    log_score = log_score_fn(x_t, sigma)
-    entropy = graph.score_entropy(log_score.float(), sigma, x_t, x0)
+    log_score = torch.where(valid[..., None], log_score_fn(x_t, sigma).float(), 0.0)
+    entropy = graph.score_entropy(log_score, sigma, x_t, x0)
     return torch.where(valid, dsigma[:, None] * entropy, 0.0)
 
 
