@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sedd_jax.defaults import base_config
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
 from sedd_jax.diffusion.joint import TASKS, PairGraphs, joint_per_token_loss
 from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.noise import get_noise
-from sedd_jax.defaults import base_config
 
 
 def issue_case():
@@ -122,9 +122,13 @@ def test_twin_absorbing_gradient_is_finite_and_equal_to_jax():
     graph, x_t, x0, log_score, sigma = issue_case()
     jax_grad = jax.grad(lambda s: graph.score_entropy(s, sigma, x_t, x0).sum())(log_score)
     s = torch.tensor(np.asarray(log_score), requires_grad=True)
-    value = TorchAbsorbing(4).score_entropy(
-        s, torch.tensor([0.5]), torch.tensor(np.asarray(x_t)), torch.tensor(np.asarray(x0))
-    ).sum()
+    value = (
+        TorchAbsorbing(4)
+        .score_entropy(
+            s, torch.tensor([0.5]), torch.tensor(np.asarray(x_t)), torch.tensor(np.asarray(x0))
+        )
+        .sum()
+    )
     value.backward()
     assert torch.isfinite(s.grad).all()
     np.testing.assert_allclose(s.grad.numpy(), np.asarray(jax_grad), rtol=1e-6, atol=1e-7)
