@@ -1,0 +1,212 @@
+"""Samplers against exact transition probabilities, with no denoise step to hide errors.
+
+Single-track: one predictor step from a fixed state, on the exact score of i.i.d. tokens,
+has a closed-form next-state distribution per position; 32k positions are tested against
+it with a chi-square test (df = categories - 1, limit at P = 1e-4). Pairs: an oracle
+joint score of one-token tracks with a correlated joint p(a, b); whole reverse runs must
+sample p(a, b) jointly and p(b | a) given the protein.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from sedd_jax.diffusion.catsample import uniform
+from sedd_jax.diffusion.graphs import Absorbing, Uniform, esigm1
+from sedd_jax.diffusion.joint import PairGraphs, sample_pairs
+from sedd_jax.diffusion.noise import GeometricNoise, LogLinearNoise
+from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.diffusion.sampling import analytic_predictor, euler_predictor
+
+P = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+N = len(P)
+SHAPE = (8, 4096)
+NOISES = {"loglinear": LogLinearNoise(1e-3), "geometric": GeometricNoise(1e-3, 20.0)}
+PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor}
+STEPS = {"loglinear": (0.6, 0.15), "geometric": (0.6, 0.03)}  # (t, dt): Euler stays a law
+
+
+def chi_square_p_value(counts: np.ndarray, probs: np.ndarray) -> float:
+    """P-value of observed counts [K] under probabilities [K] (cells with p = 0 must be 0)."""
+    support = probs > 0
+    assert counts[~support].sum() == 0, counts
+    expected = probs[support] * counts.sum()
+    stat = ((counts[support] - expected) ** 2 / expected).sum()
+    return float(scipy.stats.chi2.sf(stat, support.sum() - 1))
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "noise", "predictor", "t", "dt"))
+def one_step(graph, noise, predictor, x, t, dt, key):
+    fn = unigram_log_score_fn(jnp.log(P), graph)
+    u = uniform(key, x.shape + (graph.dim,))
+    return PREDICTORS[predictor](fn, graph, noise, x, t, dt, u)
+
+
+def totals(noise, t, dt):
+    sigma = float(noise.total(jnp.float32(t)))
+    next_sigma = float(noise.total(jnp.float32(t - dt)))
+    dsigma = float(noise(jnp.full((1,), t, jnp.float32))[1][0])
+    return sigma, next_sigma, dsigma
+
+
+def absorbing_expected(predictor, noise, t, dt):
+    """Next-state distribution [N + 1] (real tokens, then the mask) of a masked position.
+
+    euler (tau-leaping): P(y) = dt dsigma(t) s_y with s_y = p(y) / (e^sigma - 1);
+    analytic: the true reverse posterior p(y) (e^-sigma' - e^-sigma) / (1 - e^-sigma),
+    staying masked with (1 - e^-sigma') / (1 - e^-sigma), sigma' = sigma_bar(t - dt).
+    """
+    sigma, next_sigma, dsigma = totals(noise, t, dt)
+    if predictor == "euler":
+        move = dt * dsigma * P / np.expm1(sigma)
+    else:
+        move = P * (np.exp(-next_sigma) - np.exp(-sigma)) / -np.expm1(-sigma)
+    return np.append(move, 1.0 - move.sum())
+
+
+def uniform_expected(predictor, noise, t, dt, x):
+    """Next-state distribution [N] of a position holding token x (uniform graph).
+
+    With p_t = e^-sigma p + (1 - e^-sigma) / n: euler jumps to y != x with probability
+    dt dsigma (1/n) p_t(y) / p_t(x); analytic is the true posterior
+    p_{t-dt}(y) T(x | y) / p_t(x), T = exp((sigma - sigma') Q).
+    """
+    sigma, next_sigma, dsigma = totals(noise, t, dt)
+
+    def marginal(s):
+        return np.exp(-s) * P + -np.expm1(-s) / N
+
+    p_t = marginal(sigma)
+    if predictor == "euler":
+        out = dt * dsigma / N * p_t / p_t[x]
+        out[x] = 0.0
+        out[x] = 1.0 - out.sum()
+        return out
+    step = sigma - next_sigma
+    transition = np.exp(-step) * (np.arange(N) == x) + -np.expm1(-step) / N
+    return marginal(next_sigma) * transition / p_t[x]
+
+
+@pytest.mark.parametrize("noise_name", sorted(NOISES))
+@pytest.mark.parametrize("predictor", sorted(PREDICTORS))
+def test_absorbing_step_follows_its_closed_form_transition(predictor, noise_name):
+    graph, noise = Absorbing(N), NOISES[noise_name]
+    t, dt = STEPS[noise_name]
+    x = jnp.full(SHAPE, graph.mask_id, jnp.int32)
+    out = np.asarray(one_step(graph, noise, predictor, x, t, dt, jax.random.key(11)))
+    expected = absorbing_expected(predictor, noise, t, dt)
+    assert 0.05 < 1.0 - expected[-1] < 0.95  # the step moves a real fraction of positions
+    counts = np.bincount(out.ravel(), minlength=N + 1)
+    assert chi_square_p_value(counts, expected) > 1e-4, (counts / counts.sum(), expected)
+    # a step with half the rate is rejected by the same test (the test has power)
+    half = expected.copy()
+    half[:-1] /= 2
+    half[-1] = 1 - half[:-1].sum()
+    assert chi_square_p_value(counts, half) < 1e-12
+
+
+@pytest.mark.parametrize("predictor", sorted(PREDICTORS))
+def test_uniform_step_follows_its_closed_form_transition(predictor):
+    graph, noise = Uniform(N), NOISES["geometric"]
+    t, dt = 0.7, 0.05
+    x0 = 1
+    x = jnp.full(SHAPE, x0, jnp.int32)
+    out = np.asarray(one_step(graph, noise, predictor, x, t, dt, jax.random.key(12)))
+    expected = uniform_expected(predictor, noise, t, dt, x0)
+    assert 0.05 < 1.0 - expected[x0] < 0.95
+    counts = np.bincount(out.ravel(), minlength=N)
+    assert chi_square_p_value(counts, expected) > 1e-4, (counts / counts.sum(), expected)
+
+
+# --- pairs ---------------------------------------------------------------------------------
+
+JOINT = np.array([[0.30, 0.02, 0.03], [0.02, 0.25, 0.03], [0.05, 0.05, 0.25]])  # p(a, b)
+K = JOINT.shape[0]
+PAIR_GRAPHS = PairGraphs(Absorbing(K), Absorbing(K))
+PAIR_NOISE = LogLinearNoise(1e-3)
+
+
+def oracle_pair_score(p_t, l_t, sigma, p_valid, l_valid, mode):
+    """Exact log-scores of one-token tracks [B, 1] under JOINT (absorbing, shared sigma).
+
+    A masked position's ratios are p(y | other) / (e^sigma - 1) when the other track is
+    clean, p(y) / (e^sigma - 1) when it is masked; a clean position has 0 at itself and
+    -inf elsewhere (the mask column of a masked position is 0, as `oracles`).
+    """
+    del p_valid, l_valid, mode
+    log_joint = jnp.log(jnp.asarray(JOINT, jnp.float32))
+    log_p_a = jax.nn.logsumexp(log_joint, axis=1)
+    log_p_b = jax.nn.logsumexp(log_joint, axis=0)
+    shift = jnp.log(esigm1(sigma))[:, None]  # [B, 1]
+
+    def track(x, other, log_marginal, log_cond):
+        """log_cond[c, y] = log p(y | other = c)."""
+        other_masked = (other[:, 0] == K)[:, None]
+        given = jnp.where(
+            other_masked, log_marginal[None], log_cond[jnp.minimum(other[:, 0], K - 1)]
+        )
+        masked_row = jnp.concatenate([given - shift, jnp.zeros((x.shape[0], 1))], axis=-1)
+        clean_row = jnp.where(jax.nn.one_hot(x[:, 0], K + 1, dtype=bool), 0.0, -jnp.inf)
+        return jnp.where((x[:, 0] == K)[:, None], masked_row, clean_row)[:, None, :]
+
+    protein = track(p_t, l_t, log_p_a, (log_joint - log_p_b[None, :]).T)
+    ligand = track(l_t, p_t, log_p_b, log_joint - log_p_a[:, None])
+    return protein, ligand
+
+
+@functools.partial(jax.jit, static_argnames=("task", "predictor"))
+def run_pairs(protein, ligand, key, task, predictor):
+    ones = jnp.ones(protein.shape, bool)
+    return sample_pairs(
+        oracle_pair_score,
+        PAIR_GRAPHS,
+        PAIR_NOISE,
+        protein,
+        ligand,
+        ones,
+        ones,
+        key,
+        task=task,
+        steps=256,
+        predictor=predictor,
+    )
+
+
+@pytest.mark.parametrize("predictor", sorted(PREDICTORS))
+def test_joint_pair_sampler_draws_the_oracle_joint(predictor):
+    size = 20_000
+    start = jnp.zeros((size, 1), jnp.int32)
+    p, l = run_pairs(start, start, jax.random.key(5), "joint", predictor)
+    p, l = np.asarray(p)[:, 0], np.asarray(l)[:, 0]
+    assert p.max() < K and l.max() < K  # no mask left
+    counts = np.bincount(p * K + l, minlength=K * K)
+    assert chi_square_p_value(counts, JOINT.ravel()) > 1e-4, counts.reshape(K, K) / size
+    # independent tracks (each from its marginal) would be rejected by the same test
+    independent = np.outer(JOINT.sum(1), JOINT.sum(0)).ravel()
+    assert chi_square_p_value(counts, independent) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "task, context_track", [("ligand_given_protein", 0), ("protein_given_ligand", 1)]
+)
+def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_track):
+    size = 12_000
+    context = np.repeat(np.arange(K), size // K)[:, None].astype(np.int32)
+    blank = np.zeros_like(context)
+    protein, ligand = (context, blank) if context_track == 0 else (blank, context)
+    p, l = run_pairs(jnp.asarray(protein), jnp.asarray(ligand), jax.random.key(6), task, "euler")
+    p, l = np.asarray(p)[:, 0], np.asarray(l)[:, 0]
+    kept, drawn = (p, l) if context_track == 0 else (l, p)
+    np.testing.assert_array_equal(kept, context[:, 0])  # the context is clamped
+    table = JOINT if context_track == 0 else JOINT.T  # table[context, drawn] ∝ p
+    for c in range(K):
+        cond = table[c] / table[c].sum()
+        counts = np.bincount(drawn[context[:, 0] == c], minlength=K)
+        assert chi_square_p_value(counts, cond) > 1e-4, (c, counts, cond)
+        # the marginal (a sampler that ignores the context) is rejected
+        marginal = table.sum(0) / table.sum()
+        assert chi_square_p_value(counts, marginal) < 1e-6
