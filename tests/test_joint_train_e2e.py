@@ -36,11 +36,11 @@ def tiny_joint_config():
 
 
 @pytest.mark.slow
-def test_joint_training_lowers_both_tracks_below_step0_and_unigram(tmp_path):
+def test_joint_training_lowers_both_tracks_below_step0_and_unigram(tmp_path, missing_data):
     try:
         summary = train_and_evaluate(tiny_joint_config(), str(tmp_path))
     except FileNotFoundError as error:
-        pytest.skip(str(error))
+        missing_data(error)
     rows = read_metrics(str(tmp_path))
     first = next(r for r in rows if "val/joint/loss_protein_ema" in r)
     baseline = next(r for r in rows if "val/loss_unigram_protein" in r)

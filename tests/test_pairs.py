@@ -28,11 +28,11 @@ def _write(path, header, rows, sep=","):
 
 
 @pytest.fixture(scope="module")
-def demo() -> PairTable:
+def demo(missing_data) -> PairTable:
     try:
         return load_demo_pairs()
     except PairSourceNotFoundError as e:
-        pytest.skip(str(e))
+        missing_data(e)
 
 
 def test_reads_configurable_columns_from_tsv(tmp_path):

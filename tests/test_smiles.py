@@ -32,14 +32,14 @@ def nci_smiles() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_smiles() -> list[str]:
+def demo_smiles(missing_data) -> list[str]:
     """Distinct SMILES of the demo pair set, in first-seen order."""
     from sedd_jax.data.pairs import PairSourceNotFoundError, load_demo_pairs
 
     try:
         return list(dict.fromkeys(load_demo_pairs().smiles))
     except PairSourceNotFoundError as e:
-        pytest.skip(str(e))
+        missing_data(e)
 
 
 @pytest.mark.parametrize(
