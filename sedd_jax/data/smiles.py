@@ -64,6 +64,8 @@ class SmilesTokenizer:
 
     pad_id = 0
     unk_id = 1
+    representation = "smiles"
+    file_format = FILE_FORMAT
 
     def __init__(self, tokens: Sequence[str]):
         """Builds the tokenizer from its ordered token list (the specials first).
@@ -92,9 +94,14 @@ class SmilesTokenizer:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         counts: Counter[str] = Counter()
         for s in smiles:
-            counts.update(tokenize(s))
+            counts.update(cls.split(s))
         kept = sorted(t for t, n in counts.items() if n >= min_count and t not in SPECIAL_TOKENS)
         return cls(SPECIAL_TOKENS + tuple(kept))
+
+    @staticmethod
+    def split(smiles: str) -> list[str]:
+        """The tokens of one training string (`tokenize`; SELFIES symbols in the subclass)."""
+        return tokenize(smiles)
 
     @property
     def vocab_size(self) -> int:
@@ -113,7 +120,11 @@ class SmilesTokenizer:
 
     def encode(self, smiles: str) -> np.ndarray:
         """Encodes one SMILES to ids `[num_tokens]` int32; unseen tokens become `<unk>`."""
-        return np.array([self._ids.get(t, self.unk_id) for t in tokenize(smiles)], dtype=np.int32)
+        return self.encode_tokens(tokenize(smiles))
+
+    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids `[len(tokens)]` int32 of a token list; unseen tokens become `<unk>`."""
+        return np.array([self._ids.get(t, self.unk_id) for t in tokens], dtype=np.int32)
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Joins the tokens of `ids` `[L]`, skipping `<pad>` and the absorbing id.
@@ -121,6 +132,10 @@ class SmilesTokenizer:
         `<unk>` is written as the text `<unk>`, so a SMILES with an unseen token
         does not silently turn into a different molecule.
         """
+        return "".join(self.decode_tokens(ids))
+
+    def decode_tokens(self, ids: Iterable[int] | np.ndarray) -> list[str]:
+        """The tokens of `ids` `[L]`, without `<pad>` and the absorbing id."""
         pieces = []
         for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
             if i == self.pad_id or i == self.absorbing_id:
@@ -128,17 +143,21 @@ class SmilesTokenizer:
             if not 0 <= i < len(self._tokens):
                 raise ValueError(f"id {i} is outside [0, {self.absorbing_id}]")
             pieces.append(self._tokens[i])
-        return "".join(pieces)
+        return pieces
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON-able form written by `save`."""
-        return {"format": FILE_FORMAT, "version": FILE_VERSION, "tokens": list(self._tokens)}
+        return {"format": self.file_format, "version": FILE_VERSION, "tokens": list(self._tokens)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "SmilesTokenizer":
         """Inverse of `to_dict`; `source` names the file in error messages."""
-        if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
-            raise ValueError(f"{source}: not a SMILES tokenizer file (format != {FILE_FORMAT!r})")
+        if not isinstance(data, dict) or data.get("format") != cls.file_format:
+            raise ValueError(
+                f"{source}: not a {cls.representation} tokenizer file "
+                f"(format {data.get('format') if isinstance(data, dict) else None!r} "
+                f"!= {cls.file_format!r})"
+            )
         if data.get("version") != FILE_VERSION:
             raise ValueError(
                 f"{source}: unsupported tokenizer file version {data.get('version')!r}, "
