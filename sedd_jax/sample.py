@@ -24,9 +24,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from sedd_jax.data.fasta import FastaRecord, write_fasta
+from sedd_jax.data.fasta import FastaError, FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.protein import ProteinTokenizer
-from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.selfies import ligand_tokenizer_from_dict
+from sedd_jax.data.templates import TemplateError, parse_template, template_rows
 from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.joint import TASKS, PairGraphs
 from sedd_jax.diffusion.noise import get_noise
@@ -36,6 +37,7 @@ from sedd_jax.training import checkpoint
 from sedd_jax.training.generation import (
     draw_lengths,
     generate,
+    generate_rows,
     initial_tokens,
     make_pair_sampler,
     make_sampler,
@@ -49,6 +51,12 @@ _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: the run's
 _PREDICTOR = flags.DEFINE_enum("predictor", None, ["euler", "analytic", "none"], "Predictor.")
 _LENGTH = flags.DEFINE_integer("length", 0, "Length of generated tracks; 0 draws from data.")
 _PREFIX = flags.DEFINE_string("prefix", "", "Protein prefix held fixed (single track).")
+_TEMPLATE = flags.DEFINE_string(
+    "template", "", "Infilling template, e.g. MKT[10]GGSGG[5-20]W (fixed residues, gaps)."
+)
+_TEMPLATES = flags.DEFINE_string(
+    "templates", "", "FASTA of templates; --num samples of each, named <id>_sample_<j>."
+)
 _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "Which weights.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _TASK = flags.DEFINE_enum("task", "joint", list(TASKS), "Pair runs: what to generate.")
@@ -70,12 +78,57 @@ def _length_distribution(meta, key):
     return meta.get(key)
 
 
+def _templates() -> list[tuple[str, str]]:
+    """(id, template text) pairs from --template / --templates."""
+    if _TEMPLATE.value and _TEMPLATES.value:
+        sys.exit("give --template or --templates, not both")
+    if _TEMPLATE.value:
+        return [("template_0", _TEMPLATE.value)]
+    try:
+        return [(r.id, r.sequence) for r in read_fasta(_TEMPLATES.value)]
+    except (OSError, FastaError) as e:
+        sys.exit(f"--templates={_TEMPLATES.value}: {e}")
+
+
+def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRecord]:
+    """--num samples per template; fixed residues come back unchanged."""
+    named = _templates()
+    try:
+        templates = [parse_template(text) for _, text in named]
+        x_init, valid, clamp, index = template_rows(
+            templates,
+            _NUM.value,
+            tokenizer.encode,
+            config.data.max_len,
+            graph.mask_id,
+            tokenizer.pad_id,
+            np.random.default_rng(_SEED.value),
+        )
+    except TemplateError as e:
+        sys.exit(str(e))
+    tokens = generate_rows(sampler, params, x_init, valid, clamp, _SEED.value)
+    sequences = tokenizer.decode_batch(tokens, valid)
+    counts = np.zeros(len(named), int)
+    records = []
+    for seq, t in zip(sequences, index, strict=True):
+        name, text = named[t]
+        records.append(FastaRecord(f"{name}_sample_{counts[t]}", f"template={text}", seq))
+        counts[t] += 1
+    return records
+
+
 def sample_proteins(params, meta, config):
     tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
     graph = get_graph(config.graph, tokenizer.vocab_size)
     noise = get_noise(config.noise)
     model = build_model(config.model, graph.dim, graph.absorb)
     sampler = make_sampler(model, graph, noise, sampling_config(config))
+    out = _OUT.value or "samples.fasta"
+    if _TEMPLATE.value or _TEMPLATES.value:
+        if _PREFIX.value:
+            sys.exit("--prefix and --template(s) exclude each other (a prefix is MKT[N])")
+        write_fasta(out, sample_templates(sampler, params, graph, tokenizer, config))
+        return out
     tokens, valid = generate(
         sampler,
         params,
@@ -90,7 +143,6 @@ def sample_proteins(params, meta, config):
     )
     sequences = tokenizer.decode_batch(tokens, valid)
     records = [FastaRecord(f"sample_{i}", f"len={len(s)}", s) for i, s in enumerate(sequences)]
-    out = _OUT.value or "samples.fasta"
     write_fasta(out, records)
     return out
 
@@ -111,7 +163,7 @@ def _track(tokenizer, text, num, max_len, length, length_dist, mask_id, rng, nam
 def sample_pairs_cli(params, meta, config):
     task = _TASK.value
     protein_tok = ProteinTokenizer(meta["protein_vocab_size"])
-    ligand_tok = SmilesTokenizer.from_dict(meta["ligand_tokenizer"], source=_WORKDIR.value)
+    ligand_tok = ligand_tokenizer_from_dict(meta["ligand_tokenizer"], source=_WORKDIR.value)
     graphs = PairGraphs(
         get_graph(config.graph, protein_tok.vocab_size),
         get_graph(config.graph, ligand_tok.vocab_size),

@@ -106,7 +106,12 @@ def generate(
     x_init[:, : len(prompt)] = prompt
     clamp = np.zeros_like(valid)
     clamp[:, : len(prompt)] = True
+    return generate_rows(sampler, params, x_init, valid, clamp, seed), valid
+
+
+def generate_rows(sampler, params, x_init, valid, clamp, seed: int) -> np.ndarray:
+    """Sample rows given as arrays [B, L]: `clamp` positions (and pads) keep `x_init`."""
     tokens = sampler(
         params, jnp.asarray(x_init), jnp.asarray(valid), jnp.asarray(clamp), jax.random.key(seed)
     )
-    return np.asarray(tokens), valid
+    return np.asarray(tokens)
