@@ -87,6 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.denoise = True
     c.sampling.num_samples = 8  # written as FASTA at the end of training
     c.sampling.length = 0  # 0: draw lengths from the training length distribution
+    c.sampling.temperature = 1.0  # heuristic controls of each step's transition
+    c.sampling.top_p = 1.0  # distribution (diffusion/sampling.sharpen); 1, 1: plain
 
     c.logging = ml_collections.ConfigDict()
     c.logging.wandb = "disabled"  # disabled | offline | online

@@ -57,6 +57,10 @@ _TEMPLATE = flags.DEFINE_string(
 _TEMPLATES = flags.DEFINE_string(
     "templates", "", "FASTA of templates; --num samples of each, named <id>_sample_<j>."
 )
+_TEMPERATURE = flags.DEFINE_float(
+    "temperature", None, "Temperature of each step's transition distribution (heuristic)."
+)
+_TOP_P = flags.DEFINE_float("top_p", None, "Nucleus (top-p) cut of each step's transition.")
 _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "Which weights.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _TASK = flags.DEFINE_enum("task", "joint", list(TASKS), "Pair runs: what to generate.")
@@ -68,6 +72,9 @@ def sampling_config(config: ConfigDict) -> ConfigDict:
     sc = ConfigDict(config.sampling.to_dict())
     sc.steps = _STEPS.value or sc.steps
     sc.predictor = _PREDICTOR.value or sc.predictor
+    for key, flag in (("temperature", _TEMPERATURE), ("top_p", _TOP_P)):
+        if flag.value is not None:
+            sc[key] = flag.value
     return sc
 
 

@@ -22,15 +22,22 @@ def _batched(t: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.full((x.shape[0],), t, dtype=jnp.float32)
 
 
-def euler_predictor(log_score_fn, graph, noise, x, t, dt, u):
-    """tau-leaping (SEDD eq. 17): jump x -> y with intensity dt sigma(t) Q^T(x, y) s_y."""
+def euler_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
+    """tau-leaping (SEDD eq. 17): jump x -> y with intensity dt sigma(t) Q^T(x, y) s_y.
+
+    `reshape(probs [B, L, V], x) -> probs` (e.g. `sharpen`) edits the per-position
+    transition distribution before the draw; None draws from it as is.
+    """
     sigma, dsigma = noise(_batched(t, x))
     score = jnp.exp(log_score_fn(x, sigma).astype(jnp.float32))
     rate = (dt * dsigma)[:, None, None] * graph.reverse_rate(x, score)
-    return graph.sample_rate(x, rate, u)
+    if reshape is None:
+        return graph.sample_rate(x, rate, u)
+    probs = jax.nn.one_hot(x, graph.dim, dtype=rate.dtype) + rate
+    return categorical_from_uniform(reshape(probs, x), u)
 
 
-def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
+def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
     """Tweedie tau-leaping (SEDD eq. 19): the exact one-step reverse of each position.
 
     With dsigma = sigma_bar(t) - sigma_bar(t - dt):
@@ -42,16 +49,16 @@ def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
     step_sigma = sigma - next_sigma
     score = jnp.exp(log_score_fn(x, sigma).astype(jnp.float32))
     probs = graph.staggered_score(score, step_sigma) * graph.transp_transition(x, step_sigma)
-    return categorical_from_uniform(probs, u)
+    return categorical_from_uniform(probs if reshape is None else reshape(probs, x), u)
 
 
-def none_predictor(log_score_fn, graph, noise, x, t, dt, u):
+def none_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
     """Leave x unchanged (for corrector-only or debugging schedules)."""
-    del log_score_fn, graph, noise, t, dt, u
+    del log_score_fn, graph, noise, t, dt, u, reshape
     return x
 
 
-def denoise(log_score_fn, graph, noise, x, t, u):
+def denoise(log_score_fn, graph, noise, x, t, u, reshape=None):
     """Final step at t = eps: draw every mask from the Tweedie posterior, mask column dropped.
 
     p(y) = staggered_score(s, sigma)_y * exp(sigma Q)^T(x, y); unmasked tokens keep their
@@ -63,7 +70,44 @@ def denoise(log_score_fn, graph, noise, x, t, u):
     if graph.absorb:
         probs = probs[..., :-1]
         u = u[..., :-1]
-    return categorical_from_uniform(probs, u)
+    return categorical_from_uniform(probs if reshape is None else reshape(probs, x), u)
+
+
+def sharpen(probs: jax.Array, x: jax.Array, temperature: float, top_p: float) -> jax.Array:
+    """Temperature and nucleus (top-p) on a per-position transition distribution.
+
+    probs [B, L, V] (unnormalised, V may lack the mask column), x [B, L] the current
+    tokens. The probability of staying at x is kept, so the schedule of changes is the
+    sampler's; only the choice among the other targets changes: their probabilities are
+    raised to 1 / temperature, cut to the smallest set holding `top_p` of their mass, and
+    rescaled to their original total. A heuristic: samples no longer follow the model,
+    and the likelihood bound does not describe them.
+    """
+    probs = jnp.maximum(probs, 0.0)
+    here = jax.nn.one_hot(x, probs.shape[-1], dtype=bool)  # all False for a dropped mask id
+    moves = jnp.where(here, 0.0, probs)
+    mass = moves.sum(axis=-1, keepdims=True)
+    peak = moves.max(axis=-1, keepdims=True)
+    tempered = jnp.where(moves > 0, (moves / jnp.maximum(peak, 1e-30)) ** (1.0 / temperature), 0.0)
+    order = jnp.sort(tempered, axis=-1)[..., ::-1]
+    share = jnp.cumsum(order, axis=-1) / jnp.maximum(order.sum(axis=-1, keepdims=True), 1e-30)
+    # the smallest probability kept: the first sorted entry whose cumulative share >= top_p
+    cut_index = jnp.minimum((share < top_p).sum(axis=-1, keepdims=True), probs.shape[-1] - 1)
+    cut = jnp.take_along_axis(order, cut_index, axis=-1)
+    tempered = jnp.where(tempered >= cut, tempered, 0.0)
+    scale = mass / jnp.maximum(tempered.sum(axis=-1, keepdims=True), 1e-30)
+    return jnp.where(here, probs, tempered * scale)
+
+
+def transition_reshaper(temperature: float = 1.0, top_p: float = 1.0):
+    """None for the plain sampler (temperature 1, top_p 1), else a `sharpen` closure."""
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(
+            f"sampling.temperature={temperature} must be > 0 and sampling.top_p={top_p} in (0, 1]"
+        )
+    if temperature == 1.0 and top_p == 1.0:
+        return None
+    return lambda probs, x: sharpen(probs, x, temperature, top_p)
 
 
 PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
@@ -88,6 +132,8 @@ def pc_sample(
     clamp: jax.Array | None = None,
     uniforms: jax.Array | None = None,
     start_from_limit: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> jax.Array:
     """Run the reverse process for x [B, L]; one `lax.scan` over the steps.
 
@@ -98,12 +144,15 @@ def pc_sample(
     every step. Uniforms are drawn from `key`, or taken from `uniforms`
     [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs. Wrap in
     jax.jit with `steps`, `predictor`, `eps`, `denoise_last`, `start_from_limit` static.
+    `temperature` / `top_p` (static) reshape every step's transition distribution
+    (`sharpen`); at 1 and 1 the sampler is the plain one, draw for draw.
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
     if key is None and uniforms is None:
         raise ValueError("pc_sample needs a key or explicit uniforms")
     step_fn = PREDICTORS[predictor]
+    reshape = transition_reshaper(temperature, top_p)
     shape = x_init.shape + (graph.dim,)
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
@@ -124,12 +173,12 @@ def pc_sample(
         return uniform(jax.random.fold_in(key, i), shape)
 
     def body(x, i):
-        x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i))
+        x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i), reshape)
         return jnp.where(keep, x_init, x), None
 
     x, _ = jax.lax.scan(body, x_start, jnp.arange(steps))
     if denoise_last:
-        x = denoise(log_score_fn, graph, noise, x, ts[-1], draw(steps))
+        x = denoise(log_score_fn, graph, noise, x, ts[-1], draw(steps), reshape)
         x = jnp.where(keep, x_init, x)
     return x
 

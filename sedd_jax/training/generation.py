@@ -41,6 +41,8 @@ def make_sampler(model, graph, noise, sampling_config):
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
             clamp=clamp | ~valid,
+            temperature=sampling_config.get("temperature", 1.0),
+            top_p=sampling_config.get("top_p", 1.0),
         )
 
     return sample
