@@ -3,27 +3,43 @@
 Proteins (single-track runs), FASTA out:
     python -m sedd_jax.sample --workdir=runs/demo --num=16 --out=samples.fasta \
         [--steps=256 --predictor=analytic --length=120 --prefix=MKT --weights=ema]
+    python -m sedd_jax.sample --workdir=runs/demo --template='MKT[10]GGSGG[5-20]W' --num=8
+    python -m sedd_jax.sample --workdir=runs/demo --templates=scaffolds.fasta --num=8
 
-Protein–ligand runs, CSV out (`--task`): joint pairs, ligands for given proteins, or
-proteins for given ligands:
+Protein–ligand runs, CSV out keyed to the inputs (`input_id, sample, sequence, smiles`)
+with the settings in `<out>.json`: joint pairs, ligands for given proteins, or proteins
+for given ligands, one string or a file of them:
     python -m sedd_jax.sample --workdir=runs/joint --task=ligand_given_protein \
-        --protein=MSQERPTFYRQ... --num=8 --out=ligands.csv
+        --proteins=targets.fasta --num=8 --out=ligands.csv
+    python -m sedd_jax.sample --workdir=runs/joint --task=protein_given_ligand \
+        --smiles='CC(=O)Oc1ccccc1C(=O)O' --num=4
 
 Everything needed (config, vocabularies, length distributions) is read from the
-checkpoint, so no training data is required.
+checkpoint, so no training data is required. The rows are sharded over all local
+devices; the output depends on the seed, not on the number of devices.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
+from sedd_jax.conditioning import (
+    Condition,
+    ConditionFileError,
+    context_rows,
+    file_sha256,
+    generated_rows,
+    read_ligands,
+    read_proteins,
+    sample_in_chunks,
+    write_outputs,
+)
 from sedd_jax.data.fasta import FastaError, FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.selfies import ligand_tokenizer_from_dict
@@ -35,10 +51,8 @@ from sedd_jax.models.dual import build_dual_model
 from sedd_jax.models.sedd import build_model
 from sedd_jax.training import checkpoint
 from sedd_jax.training.generation import (
-    draw_lengths,
     generate,
     generate_rows,
-    initial_tokens,
     make_pair_sampler,
     make_sampler,
 )
@@ -66,6 +80,13 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _TASK = flags.DEFINE_enum("task", "joint", list(TASKS), "Pair runs: what to generate.")
 _PROTEIN = flags.DEFINE_string("protein", "", "Context protein sequence (pair runs).")
 _SMILES = flags.DEFINE_string("smiles", "", "Context ligand SMILES (pair runs).")
+_PROTEINS = flags.DEFINE_string(
+    "proteins", "", "ligand_given_protein: a FASTA of proteins, --num ligands for each."
+)
+_LIGANDS = flags.DEFINE_string(
+    "ligands", "", "protein_given_ligand: a SMILES file (SMILES [id]) or CSV (smiles, id)."
+)
+_BATCH = flags.DEFINE_integer("batch", 64, "Rows per sampler call (sharded over devices).")
 
 
 def sampling_config(config: ConfigDict) -> ConfigDict:
@@ -154,20 +175,28 @@ def sample_proteins(params, meta, config):
     return out
 
 
-def _track(tokenizer, text, num, max_len, length, length_dist, mask_id, rng, name):
-    """Context rows (the given text, repeated) or rows to generate (mask-filled)."""
-    if text:
-        ids = tokenizer.encode(text)
-        if len(ids) > max_len:
-            sys.exit(f"--{name} has {len(ids)} tokens; the model takes at most {max_len}")
-        x, valid = initial_tokens(np.full(num, len(ids)), max_len, None, tokenizer.pad_id)
-        x[:, : len(ids)] = ids
-        return x, valid
-    lengths = draw_lengths(num, length, max_len, length_dist, rng)
-    return initial_tokens(lengths, max_len, mask_id, tokenizer.pad_id)
+def _conditions(task: str) -> list[Condition] | None:
+    """The inputs of a conditional task (a string flag or a file); None for the others."""
+    flags_of = {
+        "ligand_given_protein": (_PROTEIN, _PROTEINS, read_proteins, "protein"),
+        "protein_given_ligand": (_SMILES, _LIGANDS, read_ligands, "ligand"),
+    }
+    if task not in flags_of:
+        return None
+    one, many, read, name = flags_of[task]
+    if one.value and many.value:
+        sys.exit(f"give --{one.name} or --{many.name}, not both")
+    if many.value:
+        try:
+            return read(many.value)
+        except (OSError, ValueError) as e:
+            sys.exit(f"--{many.name}: {e}")
+    if one.value:
+        return [Condition(f"{name}_0", one.value)]
+    sys.exit(f"--task={task} needs --{one.name} or --{many.name}")
 
 
-def sample_pairs_cli(params, meta, config):
+def sample_pairs_cli(params, meta, config, step):
     task = _TASK.value
     protein_tok = ProteinTokenizer(meta["protein_vocab_size"])
     ligand_tok = ligand_tokenizer_from_dict(meta["ligand_tokenizer"], source=_WORKDIR.value)
@@ -175,56 +204,73 @@ def sample_pairs_cli(params, meta, config):
         get_graph(config.graph, protein_tok.vocab_size),
         get_graph(config.graph, ligand_tok.vocab_size),
     )
-    needs = {"ligand_given_protein": "protein", "protein_given_ligand": "smiles"}
-    if task in needs and not (_PROTEIN.value if needs[task] == "protein" else _SMILES.value):
-        sys.exit(f"--task={task} needs --{needs[task]}")
+    conditions = _conditions(task)
     noise = get_noise(config.noise)
     model = build_dual_model(
         config.model, graphs.protein.dim, graphs.ligand.dim, graphs.protein.absorb
     )
-    rng = np.random.default_rng(_SEED.value)
     dc, n = config.data, _NUM.value
-    given_protein = _PROTEIN.value if task == "ligand_given_protein" else ""
-    given_smiles = _SMILES.value if task == "protein_given_ligand" else ""
-    protein, p_valid = _track(
-        protein_tok,
-        given_protein,
-        n,
-        dc.max_protein_len,
-        _LENGTH.value,
-        _length_distribution(meta, "protein_length_distribution"),
-        graphs.protein.mask_id,
-        rng,
-        "protein",
+    rows = n * (len(conditions) if conditions else 1)
+    tracks = {
+        "protein": (protein_tok, dc.max_protein_len, graphs.protein, "protein_length_distribution"),
+        "ligand": (ligand_tok, dc.max_ligand_len, graphs.ligand, "ligand_length_distribution"),
+    }
+    context = {"ligand_given_protein": "protein", "protein_given_ligand": "ligand"}.get(task)
+    arrays = {}
+    for offset, (track, (tok, max_len, graph, dist_key)) in enumerate(tracks.items()):
+        try:
+            if track == context:
+                arrays[track] = context_rows(conditions, n, tok.encode, max_len, tok.pad_id, track)
+            else:
+                dist = _length_distribution(meta, dist_key)
+                arrays[track] = generated_rows(
+                    rows,
+                    _LENGTH.value,
+                    max_len,
+                    dist,
+                    graph.mask_id,
+                    tok.pad_id,
+                    _SEED.value + offset,
+                )
+        except ConditionFileError as e:
+            sys.exit(str(e))
+    (protein, p_valid), (ligand, l_valid) = arrays["protein"], arrays["ligand"]
+    sc = sampling_config(config)
+    sampler = make_pair_sampler(model, graphs, noise, sc, task)
+    p, l = sample_in_chunks(
+        sampler, params, [protein, ligand, p_valid, l_valid], _SEED.value, _BATCH.value
     )
-    ligand, l_valid = _track(
-        ligand_tok,
-        given_smiles,
-        n,
-        dc.max_ligand_len,
-        _LENGTH.value,
-        _length_distribution(meta, "ligand_length_distribution"),
-        graphs.ligand.mask_id,
-        rng,
-        "smiles",
-    )
-    sampler = make_pair_sampler(model, graphs, noise, sampling_config(config), task)
-    p, l = sampler(
-        params,
-        jnp.asarray(protein),
-        jnp.asarray(ligand),
-        jnp.asarray(p_valid),
-        jnp.asarray(l_valid),
-        jax.random.key(_SEED.value),
-    )
-    sequences = protein_tok.decode_batch(np.asarray(p), p_valid)
-    smiles = [ligand_tok.decode(row[v]) for row, v in zip(np.asarray(l), l_valid, strict=True)]
+    sequences = protein_tok.decode_batch(p, p_valid)
+    smiles = [ligand_tok.decode(row[v]) for row, v in zip(l, l_valid, strict=True)]
+    header = ["input_id", "sample", "sequence", "smiles"]
+    columns = [
+        [conditions[i // n].id if conditions else "" for i in range(rows)],
+        [i % n for i in range(rows)],
+        sequences,
+        smiles,
+    ]
+    if ligand_tok.representation == "selfies":
+        header.append("selfies")
+        columns.append(
+            [ligand_tok.decode_selfies(row[v]) for row, v in zip(l, l_valid, strict=True)]
+        )
+    inputs = _PROTEINS.value or _LIGANDS.value
+    settings = {
+        "workdir": os.path.abspath(_WORKDIR.value),
+        "step": step,
+        "weights": _WEIGHTS.value,
+        "task": task,
+        "num_per_input": n,
+        "inputs": os.path.abspath(inputs) if inputs else None,
+        "inputs_sha256": file_sha256(inputs) if inputs else None,
+        "seed": _SEED.value,
+        "batch": _BATCH.value,
+        "devices": jax.local_device_count(),
+        "length": _LENGTH.value,
+        "sampling": sc.to_dict(),
+    }
     out = _OUT.value or f"samples_{task}.csv"
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("sequence", "smiles"))
-        writer.writerows(zip(sequences, smiles, strict=True))
-    return out
+    return write_outputs(out, header, zip(*columns, strict=True), settings)
 
 
 def main(argv):
@@ -233,8 +279,10 @@ def main(argv):
         sys.exit("--workdir is required")
     params, meta, step = checkpoint.load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
     config = ConfigDict(meta["config"])
-    run = sample_pairs_cli if config.model.get("kind", "single") == "dual" else sample_proteins
-    out = run(params, meta, config)
+    if config.model.get("kind", "single") == "dual":
+        out = sample_pairs_cli(params, meta, config, step)
+    else:
+        out = sample_proteins(params, meta, config)
     print(f"wrote {_NUM.value} samples from step {step} ({_WEIGHTS.value} weights) to {out}")
 
 
