@@ -37,13 +37,14 @@ from flax import traverse_util
 
 from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.diffusion.noise import get_noise
 from sedd_jax.models.dual import build_dual_model
 from sedd_jax.models.sedd import build_model
 from sedd_jax.torch_checkpoints import (  # noqa: F401  (re-exported: the library's API)
     ROTARY_BUFFER,
     ConversionError,
+    ImportOptions,
     TorchCheckpoint,
-    apply_reference_config,
     config_from_dict,
     infer_config,
     read_torch_checkpoint,
@@ -265,7 +266,8 @@ def select_weights(raw, ema, weights: str, source: str):
 
 
 def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", source="") -> Weights:
-    """Check a torch checkpoint against its config and turn it into flax parameters."""
+    """Check a torch checkpoint against its config and turn it into flax parameters; the
+    meta's `converted_from` records what was imported and where each setting came from."""
     config = ckpt.config
     expected = abstract_params(config, ckpt.meta)
     variant = config.model.variant
@@ -275,20 +277,67 @@ def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", so
     params, ema_params = select_weights(raw, ema, weights, source or ckpt.layout)
     meta = dict(ckpt.meta)
     meta.setdefault("protein_vocab_size", config.data.vocab_size)
-    meta["converted_from"] = {"layout": ckpt.layout, "source": source, "weights": weights}
+    meta["converted_from"] = {
+        "layout": ckpt.layout,
+        "source": source,
+        "weights": weights if ema is not None else "params (the file has no EMA)",
+        "step": ckpt.step,
+        **imported_settings(config),
+        **ckpt.provenance,
+    }
     return Weights(params, ema_params, ckpt.step, config, meta)
 
 
+def imported_settings(config) -> dict:
+    """The settings that change the math, as they take effect (a uniform graph is never
+    shifted by sigma, whatever `model.scale_by_sigma` says)."""
+    graph = get_graph(config.graph, config.data.vocab_size)
+    noise = get_noise(config.noise)
+    return {
+        "graph": config.graph.type,
+        "tokens": config.data.vocab_size,
+        "vocab_size": graph.dim,
+        "noise": {"type": config.noise.type, **dataclasses.asdict(noise)},
+        "variant": config.model.variant,
+        "scale_by_sigma": bool(config.model.scale_by_sigma and graph.absorb),
+    }
+
+
+def describe_import(meta: dict) -> str:
+    """A few lines saying what was imported (the CLI prints them)."""
+    info = meta["converted_from"]
+    noise = ", ".join(f"{k}={v}" for k, v in info["noise"].items() if k != "type")
+    lines = [
+        f"imported {info['source'] or info['layout']} ({info['layout']} layout, "
+        f"read {info.get('loaded_with', '?')}), step {info['step']}, weights {info['weights']}",
+        f"  graph {info['graph']}, {info['tokens']} tokens (V = {info['vocab_size']}); "
+        f"noise {info['noise']['type']} ({noise}); variant {info['variant']}; "
+        f"scale_by_sigma {str(info['scale_by_sigma']).lower()}",
+        f"  settings from {info.get('config_from', '?')}",
+    ]
+    lines += [f"    {key} <- {origin}" for key, origin in info.get("sources", {}).items()]
+    if info.get("ignored"):
+        lines.append(f"  ignored: {', '.join(sorted(info['ignored']))}")
+    return "\n".join(lines)
+
+
+def import_torch_weights(
+    source: str, weights: str = "both", options: ImportOptions | None = None
+) -> Weights:
+    """A torch checkpoint file -> Weights (config resolved, shapes checked)."""
+    return torch_checkpoint_to_weights(read_torch_checkpoint(source, options), weights, source)
+
+
 def import_torch(
-    source: str, workdir: str, weights: str = "both", scale_by_sigma: bool | None = None
+    source: str, workdir: str, weights: str = "both", options: ImportOptions | None = None
 ) -> str:
     """A torch checkpoint file -> a new orbax workdir the JAX sampler and trainer load.
 
     weights: `both` keeps raw weights as params and the EMA as ema_params; `ema` / `params`
-    puts that one set in both slots (the sampler uses ema_params).
+    puts that one set in both slots (the sampler uses ema_params). options: the run's
+    settings where its file does not carry them (see `sedd_jax.run_configs`).
     """
-    ckpt = read_torch_checkpoint(source, scale_by_sigma)
-    return write_orbax(workdir, torch_checkpoint_to_weights(ckpt, weights, source))
+    return write_orbax(workdir, import_torch_weights(source, weights, options))
 
 
 def with_rotary_buffer(tensors: dict, head_dim: int) -> dict:
