@@ -93,7 +93,12 @@ def read_yaml(path: str) -> dict:
     import yaml
 
     with open(path) as f:
-        values = yaml.safe_load(f)
+        try:
+            values = yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            raise ConversionError(
+                f"{path}: not valid YAML ({' '.join(str(error).split())})"
+            ) from None
     if not isinstance(values, dict):
         raise ConversionError(f"{path}: not a YAML mapping")
     return values
@@ -180,22 +185,24 @@ def from_upstream(values: dict, where: str) -> Settings:
                 del settings.values[key], settings.sources[key]
                 settings.ignored[key] = "upstream's loglinear noise does not read it"
         settings.set("noise.eps", UPSTREAM_LOGLINEAR_EPS, "upstream noise_lib.LogLinearNoise")
-    if settings.values.get("graph.type") == "uniform" and settings.values.get(
-        "model.scale_by_sigma"
-    ):
-        raise ConversionError(
-            f"{where}: model.scale_by_sigma is true with graph.type uniform, which upstream's "
-            "model refuses (it asserts an absorbing graph), so this run was not made by "
-            "upstream's code; pass --scale_by_sigma=false to import it without the shift"
-        )
     settings.set("model.variant", "sedd", "upstream SEDD")
     return settings
 
 
-def upstream_defaults(settings: Settings) -> None:
-    """What upstream's code fixes whatever the config says: loglinear's eps."""
+def finish_upstream(settings: Settings) -> None:
+    """After the flags: what upstream's code fixes whatever the config says (loglinear's
+    eps), and what it cannot run (a uniform graph with the sigma shift: its model asserts
+    an absorbing graph, so such a run was not made by upstream's code)."""
     if settings.values.get("noise.type") == "loglinear" and "noise.eps" not in settings.values:
         settings.set("noise.eps", UPSTREAM_LOGLINEAR_EPS, "upstream noise_lib.LogLinearNoise")
+    if settings.values.get("graph.type") == "uniform" and settings.values.get(
+        "model.scale_by_sigma"
+    ):
+        raise ConversionError(
+            f"{settings.sources['model.scale_by_sigma']} is true with graph.type uniform, "
+            "which upstream's model refuses (it asserts an absorbing graph); pass "
+            "--scale_by_sigma=false to import it without the shift"
+        )
 
 
 # ------------------------------------------------------------------- reference system
@@ -298,6 +305,8 @@ def with_flags(settings: Settings, options: ImportOptions) -> Settings:
     if "noise.type" in flags and flags["noise.type"] != settings.values.get("noise.type"):
         for key in [k for k in settings.values if k.startswith("noise.")]:
             del settings.values[key], settings.sources[key]
+    if flags and settings.origin.startswith(("none", "no run config")):
+        settings.origin = "flags" + ("" if settings.origin == "none" else f" ({settings.origin})")
     for key, value in flags.items():
         previous = settings.values.get(key)
         note = f" (the run's config: {previous!r})" if key in settings.values else ""
@@ -363,7 +372,7 @@ def resolve(config, vocab_rows: int, settings: Settings, where: str):
             f"needs {values['data.vocab_size'] + absorb} embedding rows; the checkpoint has "
             f"{vocab_rows} ({settings.sources['data.vocab_size']})"
         )
-    if not absorb:
+    if not absorb and values.get("model.scale_by_sigma") is not False:
         settings.set("model.scale_by_sigma", False, "uniform graph: never shifted (upstream)")
     settings.values.setdefault("data.vocab_size", tokens)
     settings.sources.setdefault("data.vocab_size", "the embedding's rows")

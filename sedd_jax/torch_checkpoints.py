@@ -321,7 +321,7 @@ def resolve_checkpoint(parts: _Parts, source, options: ImportOptions) -> TorchCh
         )
     settings = run_configs.with_flags(_run_settings(parts, source, options), options)
     if parts.layout == "upstream":
-        run_configs.upstream_defaults(settings)
+        run_configs.finish_upstream(settings)
     needs_heads = "model.n_heads" not in settings.values and parts.layout != "reference"
     config = infer_config(parts.params, require_heads=needs_heads)
     rows = int(vocab_table(strip_wrappers(parts.params)).shape[0])
