@@ -304,21 +304,36 @@ def imported_settings(config) -> dict:
 
 
 def describe_import(meta: dict) -> str:
-    """A few lines saying what was imported (the CLI prints them)."""
+    """A few lines saying what was imported and from where (the CLI prints them)."""
     info = meta["converted_from"]
     noise = ", ".join(f"{k}={v}" for k, v in info["noise"].items() if k != "type")
+    origin = info.get("config_from", "?")
     lines = [
         f"imported {info['source'] or info['layout']} ({info['layout']} layout, "
         f"read {info.get('loaded_with', '?')}), step {info['step']}, weights {info['weights']}",
         f"  graph {info['graph']}, {info['tokens']} tokens (V = {info['vocab_size']}); "
         f"noise {info['noise']['type']} ({noise}); variant {info['variant']}; "
         f"scale_by_sigma {str(info['scale_by_sigma']).lower()}",
-        f"  settings from {info.get('config_from', '?')}",
+        f"  settings from {origin}:",
     ]
-    lines += [f"    {key} <- {origin}" for key, origin in info.get("sources", {}).items()]
-    if info.get("ignored"):
-        lines.append(f"  ignored: {', '.join(sorted(info['ignored']))}")
+    for key, source in info.get("sources", {}).items():
+        lines.append(f"    {key} <- {source.removeprefix(f'{origin}: ')}")
+    by_reason = {}
+    for key, reason in info.get("ignored", {}).items():
+        by_reason.setdefault(reason, []).append(key)
+    for reason, keys in sorted(by_reason.items()):
+        lines.append(f"  ignored ({reason}): {', '.join(_collapse(keys))}")
     return "\n".join(lines)
+
+
+def _collapse(keys: list[str]) -> list[str]:
+    """`optim.lr, optim.eps, ...` -> `optim.*` where a section has more than two keys."""
+    sections = {}
+    for key in keys:
+        sections.setdefault(key.split(".")[0], []).append(key)
+    out = [f"{s}.*" if len(ks) > 2 else k for s, ks in sections.items() for k in ks[:1]]
+    out += [k for ks in sections.values() if len(ks) <= 2 for k in ks[1:]]
+    return sorted(out)
 
 
 def import_torch_weights(

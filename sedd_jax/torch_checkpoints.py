@@ -1,15 +1,21 @@
-"""PyTorch checkpoint files as the converter reads them, and the configs they imply.
+"""PyTorch checkpoint files as the converter reads them.
 
 Layouts: this project's `.pt` (the reference trainer's layout plus `meta`) and
 `.safetensors` exports; the reference system's training checkpoints
 (`model_state_dict`, `ema_state_dict.shadow_params`, `config`, a pickled `utils.Config`);
 upstream SEDD's (`model`, `ema`, `step`; DDP `module.` prefixes); a bare state_dict.
 Each becomes a `TorchCheckpoint`: float32 numpy arrays by torch name, the EMA named by
-the parameters it shadows, and a full sedd config. Where a file carries no usable
-config, the architecture is read off the tensor shapes (the head count from the rotary
-buffer); a reference config is read with `transformer_v100.SEDD`'s resolution rules.
+the parameters it shadows, a full sedd config, and where its settings came from.
 
-torch and safetensors are imported only when a file is read.
+The architecture is read off the tensor shapes (the head count from the rotary buffer);
+the graph, noise and `scale_by_sigma` come from the run's own config or from flags
+(`sedd_jax.run_configs`), never from a default. This project's exports carry their
+config and are read as they are.
+
+Files are read with `torch.load(weights_only=True)` and an allow-list (`safe_globals`:
+numpy scalars and dtypes, the reference's Config as an attribute bag); anything else is
+refused, naming the classes, unless `trust_pickle`. torch and safetensors are imported
+only when a file is read.
 """
 
 from __future__ import annotations
@@ -137,7 +143,7 @@ _REFERENCE_CONFIG_NAMES = ("protlig_dd.utils.utils.Config", "utils.utils.Config"
 def safe_globals() -> list:
     import numpy as np
 
-    multiarray = np._core.multiarray
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray  # numpy 2 | 1.x
     entries = [np.dtype, np.ndarray, *(getattr(np.dtypes, n) for n in np.dtypes.__all__)]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         entries += [(multiarray.scalar, f"{module}.scalar")]
