@@ -184,9 +184,9 @@ def _unsafe_globals(path: str, error: Exception) -> str:
         names = []
     if names:
         return "it pickles objects of classes outside the allow-list: " + ", ".join(names)
-    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
-    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[-1])
-    return reason.split("WeightsUnpickler error:")[-1].strip()
+    text = _ANSI.sub("", str(error))
+    reason = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    return " ".join(reason.split()) or type(error).__name__
 
 
 def torch_load(path: str, trust_pickle: bool = False) -> tuple[dict, str]:
@@ -199,6 +199,9 @@ def torch_load(path: str, trust_pickle: bool = False) -> tuple[dict, str]:
             return torch.load(path, map_location="cpu", weights_only=True), "weights_only"
     except pickle.UnpicklingError as error:
         reason = _unsafe_globals(path, error)
+    except (RuntimeError, EOFError, ValueError) as error:  # truncated, not a torch file
+        first = next(iter(_ANSI.sub("", str(error)).splitlines()), type(error).__name__)
+        raise ConversionError(f"{path}: not a readable torch checkpoint ({first})") from None
     if not trust_pickle:
         raise ConversionError(
             f"{path}: cannot be read with weights_only=True: {reason}. Reading it as a full "
@@ -256,6 +259,7 @@ class _Parts:
     meta: dict
     layout: str
     config: dict | None  # a full sedd config (own layouts) or the reference's, or None
+    yaml_file: str | None = None  # the YAML the reference's Config was loaded from
 
 
 def _parts(obj: dict) -> _Parts:
@@ -266,7 +270,9 @@ def _parts(obj: dict) -> _Parts:
         layout = "sedd" if "meta" in obj else "reference"
         config = _plain(obj["config"]) if obj.get("config") else None
         meta = _plain(obj.get("meta", {}))
-        return _Parts(params, ema, int(obj.get("step", 0)), meta, layout, config)
+        yaml_file = getattr(obj.get("config"), "yamlfile", None)  # the reference's Config
+        step = int(obj.get("step", 0))
+        return _Parts(params, ema, step, meta, layout, config, yaml_file)
     if "model" in obj and hasattr(obj["model"], "items"):
         params = _numpy(obj["model"])
         shadows = (obj.get("ema") or {}).get("shadow_params")
@@ -302,7 +308,9 @@ def _run_settings(parts: _Parts, source, options: ImportOptions) -> run_configs.
         mapper = run_configs.from_reference if parts.layout == "reference" else None
         return (mapper or run_configs.from_upstream)(values, options.run_config)
     if parts.layout == "reference" and parts.config:
-        return run_configs.from_reference(parts.config, f"{source}: pickled config")
+        yaml_file = parts.yaml_file
+        where = f"{source}: pickled Config" + (f" (of {yaml_file})" if yaml_file else "")
+        return run_configs.from_reference(parts.config, where)
     if parts.layout == "upstream" and isinstance(source, str):
         path = run_configs.upstream_config_path(source)
         if os.path.exists(path):

@@ -238,6 +238,7 @@ def test_without_a_config_an_ambiguous_checkpoint_is_refused_until_flags_say(tmp
 @pytest.mark.parametrize(
     "noise, expected",
     [("loglinear", {"type": "loglinear", "eps": 1e-3}), ("geometric", None)],
+    ids=["loglinear", "geometric"],
 )
 def test_upstream_absorbing_runs_import_exactly_as_before(tmp_path, noise, expected):
     run = upstream_run(str(tmp_path), "absorb", 29, noise, sigma_max=8.0)
@@ -260,6 +261,7 @@ def test_upstream_absorbing_runs_import_exactly_as_before(tmp_path, noise, expec
         ("  attention_bias: true\n", False, "model.attention_bias"),
         ("diffusion:\n  steps: 3\n", False, "diffusion.steps"),
     ],
+    ids=["uniform_with_shift", "unknown_model_key", "unknown_section"],
 )
 def test_a_config_field_that_cannot_be_mapped_is_refused_by_name(tmp_path, extra, scale, key):
     run = upstream_run(str(tmp_path), "uniform", 30, extra=extra, scale_by_sigma=scale)
@@ -346,6 +348,8 @@ def test_reference_checkpoint_with_pickled_config_loads_weights_only_with_its_no
     assert not caplog.records  # no full-pickle warning
     info = weights.meta["converted_from"]
     assert (info["layout"], info["loaded_with"]) == ("reference", "weights_only")
+    assert info["config_from"].endswith("pickled Config (of c.yaml)")
+    assert info["sources"]["noise.sigma_max"].endswith("noise.sigma_max")
     assert (info["graph"], info["tokens"], info["scale_by_sigma"]) == ("absorb", 36, True)
     assert info["noise"] == {"type": "geometric", "sigma_min": 1e-4, "sigma_max": 12.0}
     assert "noise.eps" in info["ignored"] and "curriculum.enabled" in info["ignored"]
