@@ -296,7 +296,7 @@ def from_reference(values: dict, where: str) -> Settings:
 
 _NOISE_NEEDS = {"loglinear": ("eps",), "geometric": ("sigma_min", "sigma_max")}
 _NOISE_NEEDS["cosine"] = ("sigma_min", "sigma_max")
-_NOISE_FLAG = {"eps": "--noise_eps", "sigma_min": "--sigma_min", "sigma_max": "--sigma_max"}
+_A_GRAPH = {"absorb": "an absorbing", "uniform": "a uniform"}
 
 
 def with_flags(settings: Settings, options: ImportOptions) -> Settings:
@@ -360,16 +360,31 @@ def resolve(config, vocab_rows: int, settings: Settings, where: str):
         raise ConversionError(f"{where}: graph {values['graph.type']!r}; choose absorb or uniform")
     if missing:
         origin = settings.origin if settings.origin != "none" else "no run config found"
+        why = ""
+        if "graph.type" in missing:
+            why = (
+                f" (the tensors cannot tell a uniform graph over {vocab_rows} tokens from an "
+                f"absorbing one over {vocab_rows - 1} + mask)"
+            )
         raise ConversionError(
-            f"{where}: {origin}; unknown: {', '.join(missing)} (the tensors cannot tell a "
-            f"uniform graph over {vocab_rows} tokens from an absorbing one over "
-            f"{vocab_rows - 1} + mask): {FLAGS_HINT}"
+            f"{where}: {origin}; unknown: {', '.join(missing)}{why}: {FLAGS_HINT}"
+        )
+    unused = [
+        k
+        for k in values
+        if k.startswith("noise.") and k[6:] not in ("type", *_NOISE_NEEDS[noise_type])
+    ]
+    if unused:
+        raise ConversionError(
+            f"{where}: {', '.join(unused)} ({', '.join(settings.sources[k] for k in unused)}) "
+            f"is not a parameter of the {noise_type} schedule"
         )
     tokens = vocab_rows - 1 if absorb else vocab_rows
     if values.get("data.vocab_size", tokens) != tokens:
         raise ConversionError(
-            f"{where}: tokens={values['data.vocab_size']} with a {values['graph.type']} graph "
-            f"needs {values['data.vocab_size'] + absorb} embedding rows; the checkpoint has "
+            f"{where}: tokens={values['data.vocab_size']} with "
+            f"{_A_GRAPH[values['graph.type']]} graph needs "
+            f"{values['data.vocab_size'] + absorb} embedding rows; the checkpoint has "
             f"{vocab_rows} ({settings.sources['data.vocab_size']})"
         )
     if not absorb and values.get("model.scale_by_sigma") is not False:
