@@ -356,6 +356,11 @@ def resolve(config, vocab_rows: int, settings: Settings, where: str):
     absorb = values.get("graph.type") == "absorb"
     if absorb and "model.scale_by_sigma" not in values:
         missing.append("model.scale_by_sigma")
+    if values.get("sampling.predictor", "euler") not in PREDICTORS:
+        raise ConversionError(
+            f"{settings.sources['sampling.predictor']}: predictor "
+            f"{values['sampling.predictor']!r}; this project has {sorted(PREDICTORS)}"
+        )
     if values.get("graph.type") not in (None, "absorb", "uniform"):
         raise ConversionError(f"{where}: graph {values['graph.type']!r}; choose absorb or uniform")
     if missing:
