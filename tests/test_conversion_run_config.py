@@ -235,23 +235,37 @@ def test_without_a_config_an_ambiguous_checkpoint_is_refused_until_flags_say(tmp
     )
 
 
+GEOMETRIC_8 = {"type": "geometric", "sigma_min": 1e-4, "sigma_max": 8.0}
+LOGLINEAR = {"type": "loglinear", "eps": 1e-3}  # upstream's LogLinearNoise() reads no sigma
+
+
 @pytest.mark.parametrize(
-    "noise, expected",
-    [("loglinear", {"type": "loglinear", "eps": 1e-3}), ("geometric", None)],
-    ids=["loglinear", "geometric"],
+    "graph, tokens, noise, expected",
+    [
+        ("absorb", 29, "loglinear", LOGLINEAR),
+        ("absorb", 29, "geometric", GEOMETRIC_8),
+        ("uniform", 30, "loglinear", LOGLINEAR),
+    ],
+    ids=["absorb-loglinear", "absorb-geometric", "uniform-loglinear"],
 )
-def test_upstream_absorbing_runs_import_exactly_as_before(tmp_path, noise, expected):
-    run = upstream_run(str(tmp_path), "absorb", 29, noise, sigma_max=8.0)
+def test_upstream_runs_import_their_graph_noise_and_log_scores(
+    tmp_path, graph, tokens, noise, expected
+):
+    """Absorbing runs import exactly as before (the sigma shift applied); uniform runs
+    with upstream's semantics (never shifted)."""
+    run = upstream_run(str(tmp_path), graph, tokens, noise, sigma_max=8.0)
     weights = conversion.import_torch_weights(run.path)
     info = weights.meta["converted_from"]
-    expected = expected or {"type": "geometric", "sigma_min": 1e-4, "sigma_max": 8.0}
-    assert (info["graph"], info["tokens"], info["vocab_size"]) == ("absorb", 29, 30)
-    assert info["noise"] == expected and info["scale_by_sigma"] is True
-    if noise == "loglinear":  # upstream's LogLinearNoise() reads neither sigma
-        assert "noise.sigma_min" in info["ignored"]
+    assert (info["graph"], info["tokens"], info["vocab_size"]) == (graph, tokens, 30)
+    assert info["noise"] == expected and info["scale_by_sigma"] is (graph == "absorb")
+    if noise == "loglinear":
+        assert "noise.sigma_min" in info["ignored"] and "noise.sigma_max" in info["ignored"]
     error, largest = max_log_score_error(weights, run)
-    print(f"absorb/{noise}: max |JAX - twin| = {error:.2e} (max |s| = {largest:.1f})")
+    print(f"{graph}/{noise}: max |JAX - twin| = {error:.2e} (max |s| = {largest:.1f})")
     assert largest > 1.0 and error <= 2e-6
+    if graph == "uniform":  # the model itself never shifts a uniform graph
+        weights.config.model.scale_by_sigma = True
+        assert max_log_score_error(weights, run)[0] == error
 
 
 @pytest.mark.parametrize(
