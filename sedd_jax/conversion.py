@@ -15,8 +15,10 @@ Torch tensors are ordered as the PyTorch models register them, so an EMA's
 import, only checked against the config's head size.
 
 Torch files are read by `sedd_jax.torch_checkpoints` (this project's exports, the
-reference system's and upstream SEDD's training checkpoints, bare state_dicts); every
-tensor's shape is then checked against the config, and an error names the key.
+reference system's and upstream SEDD's training checkpoints, bare state_dicts), with the
+run's graph, tokens and noise from its own config or from flags (`sedd_jax.run_configs`,
+never guessed); every tensor's shape is then checked against the config, and an error
+names the key. An import records what it read, and from where, in meta["converted_from"].
 
 numpy is the interchange format; torch and safetensors are imported only when a torch
 file is read or written.
