@@ -15,8 +15,10 @@ Torch tensors are ordered as the PyTorch models register them, so an EMA's
 import, only checked against the config's head size.
 
 Torch files are read by `sedd_jax.torch_checkpoints` (this project's exports, the
-reference system's and upstream SEDD's training checkpoints, bare state_dicts); every
-tensor's shape is then checked against the config, and an error names the key.
+reference system's and upstream SEDD's training checkpoints, bare state_dicts), with the
+run's graph, tokens and noise from its own config or from flags (`sedd_jax.run_configs`,
+never guessed); every tensor's shape is then checked against the config, and an error
+names the key. An import records what it read, and from where, in meta["converted_from"].
 
 numpy is the interchange format; torch and safetensors are imported only when a torch
 file is read or written.
@@ -37,13 +39,14 @@ from flax import traverse_util
 
 from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.diffusion.noise import get_noise
 from sedd_jax.models.dual import build_dual_model
 from sedd_jax.models.sedd import build_model
 from sedd_jax.torch_checkpoints import (  # noqa: F401  (re-exported: the library's API)
     ROTARY_BUFFER,
     ConversionError,
+    ImportOptions,
     TorchCheckpoint,
-    apply_reference_config,
     config_from_dict,
     infer_config,
     read_torch_checkpoint,
@@ -265,7 +268,8 @@ def select_weights(raw, ema, weights: str, source: str):
 
 
 def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", source="") -> Weights:
-    """Check a torch checkpoint against its config and turn it into flax parameters."""
+    """Check a torch checkpoint against its config and turn it into flax parameters; the
+    meta's `converted_from` records what was imported and where each setting came from."""
     config = ckpt.config
     expected = abstract_params(config, ckpt.meta)
     variant = config.model.variant
@@ -275,20 +279,82 @@ def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", so
     params, ema_params = select_weights(raw, ema, weights, source or ckpt.layout)
     meta = dict(ckpt.meta)
     meta.setdefault("protein_vocab_size", config.data.vocab_size)
-    meta["converted_from"] = {"layout": ckpt.layout, "source": source, "weights": weights}
+    meta["converted_from"] = {
+        "layout": ckpt.layout,
+        "source": source,
+        "weights": weights if ema is not None else "params (the file has no EMA)",
+        "step": ckpt.step,
+        **imported_settings(config),
+        **ckpt.provenance,
+    }
     return Weights(params, ema_params, ckpt.step, config, meta)
 
 
+def imported_settings(config) -> dict:
+    """The settings that change the math, as they take effect (a uniform graph is never
+    shifted by sigma, whatever `model.scale_by_sigma` says)."""
+    graph = get_graph(config.graph, config.data.vocab_size)
+    noise = get_noise(config.noise)
+    return {
+        "graph": config.graph.type,
+        "tokens": config.data.vocab_size,
+        "vocab_size": graph.dim,
+        "noise": {"type": config.noise.type, **dataclasses.asdict(noise)},
+        "variant": config.model.variant,
+        "scale_by_sigma": bool(config.model.scale_by_sigma and graph.absorb),
+    }
+
+
+def describe_import(meta: dict) -> str:
+    """A few lines saying what was imported and from where (the CLI prints them)."""
+    info = meta["converted_from"]
+    noise = ", ".join(f"{k}={v}" for k, v in info["noise"].items() if k != "type")
+    origin = info.get("config_from", "?")
+    lines = [
+        f"imported {info['source'] or info['layout']} ({info['layout']} layout, "
+        f"read {info.get('loaded_with', '?')}), step {info['step']}, weights {info['weights']}",
+        f"  graph {info['graph']}, {info['tokens']} tokens (V = {info['vocab_size']}); "
+        f"noise {info['noise']['type']} ({noise}); variant {info['variant']}; "
+        f"scale_by_sigma {str(info['scale_by_sigma']).lower()}",
+        f"  settings from {origin}:",
+    ]
+    for key, source in info.get("sources", {}).items():
+        lines.append(f"    {key} <- {source.removeprefix(f'{origin}: ')}")
+    by_reason = {}
+    for key, reason in info.get("ignored", {}).items():
+        by_reason.setdefault(reason, []).append(key)
+    for reason, keys in sorted(by_reason.items()):
+        lines.append(f"  ignored ({reason}): {', '.join(_collapse(keys))}")
+    return "\n".join(lines)
+
+
+def _collapse(keys: list[str]) -> list[str]:
+    """`optim.lr, optim.eps, ...` -> `optim.*` where a section has more than two keys."""
+    sections = {}
+    for key in keys:
+        sections.setdefault(key.split(".")[0], []).append(key)
+    out = [f"{s}.*" if len(ks) > 2 else k for s, ks in sections.items() for k in ks[:1]]
+    out += [k for ks in sections.values() if len(ks) <= 2 for k in ks[1:]]
+    return sorted(out)
+
+
+def import_torch_weights(
+    source: str, weights: str = "both", options: ImportOptions | None = None
+) -> Weights:
+    """A torch checkpoint file -> Weights (config resolved, shapes checked)."""
+    return torch_checkpoint_to_weights(read_torch_checkpoint(source, options), weights, source)
+
+
 def import_torch(
-    source: str, workdir: str, weights: str = "both", scale_by_sigma: bool | None = None
+    source: str, workdir: str, weights: str = "both", options: ImportOptions | None = None
 ) -> str:
     """A torch checkpoint file -> a new orbax workdir the JAX sampler and trainer load.
 
     weights: `both` keeps raw weights as params and the EMA as ema_params; `ema` / `params`
-    puts that one set in both slots (the sampler uses ema_params).
+    puts that one set in both slots (the sampler uses ema_params). options: the run's
+    settings where its file does not carry them (see `sedd_jax.run_configs`).
     """
-    ckpt = read_torch_checkpoint(source, scale_by_sigma)
-    return write_orbax(workdir, torch_checkpoint_to_weights(ckpt, weights, source))
+    return write_orbax(workdir, import_torch_weights(source, weights, options))
 
 
 def with_rotary_buffer(tensors: dict, head_dim: int) -> dict:

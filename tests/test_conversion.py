@@ -165,6 +165,13 @@ def reference_state_dict(d=768, n_blocks=8, heads=12, c=256, vocab=37, seed=0) -
     return out
 
 
+REFERENCE_CONFIG = {
+    "tokens": 36,
+    "model": {"hidden_size": 768, "n_heads": 12},
+    "noise": {"type": "cosine", "sigma_min": 1e-4, "sigma_max": 0.5, "eps": 0.02},
+}
+
+
 def reference_checkpoint(state_dict, ema_state_dict=None, config=None) -> dict:
     """The reference trainer's `save_checkpoint` layout (reference-system.md §4.1)."""
     params = [v for k, v in state_dict.items() if not k.endswith("inv_freq")]
@@ -179,9 +186,7 @@ def reference_checkpoint(state_dict, ema_state_dict=None, config=None) -> dict:
         "scheduler_state_dict": {},
         "scaler_state_dict": None,
         "noise_state_dict": {},
-        "config": config
-        if config is not None
-        else {"tokens": 36, "model": {"hidden_size": 768, "n_heads": 12}},
+        "config": config if config is not None else REFERENCE_CONFIG,
     }
 
 
@@ -251,7 +256,9 @@ def _pickle_with_missing_module(obj_factory, path):
         del sys.modules[module.__name__]
 
 
-def test_reference_file_with_pickled_config_imports_and_picks_ema_or_raw(tmp_path):
+def test_trusted_reference_file_with_a_missing_class_imports_and_picks_ema_or_raw(tmp_path):
+    """A pickled class outside the allow-list (here from a module that is gone) needs
+    --trust_pickle; the lenient unpickler then stubs it and reads the config out of it."""
     raw = reference_state_dict(64, 2, 4, 32, 37, seed=1)
     ema = {k: v + 1.0 for k, v in raw.items() if not k.endswith("inv_freq")}
     ref_config = {
@@ -266,10 +273,13 @@ def test_reference_file_with_pickled_config_imports_and_picks_ema_or_raw(tmp_pat
     )
     with pytest.raises(Exception):  # noqa: B017  the class is gone: a plain load fails
         torch.load(path, weights_only=False)
+    with pytest.raises(conversion.ConversionError, match="protlig_dd_fake_utils.Config"):
+        conversion.read_torch_checkpoint(path)
 
+    trusted = conversion.ImportOptions(trust_pickle=True)
     for which, source in (("ema", ema), ("params", raw)):
         workdir = str(tmp_path / which)
-        conversion.import_torch(path, workdir, weights=which)
+        conversion.import_torch(path, workdir, weights=which, options=trusted)
         back = conversion.read_orbax(workdir)
         assert back.step == 500
         assert back.config.model.scale_by_sigma is False  # the reference default
@@ -294,8 +304,11 @@ def test_upstream_sedd_checkpoint_imports_with_its_names():
         "step": 7,
         "optimizer": {},
     }
-    ckpt = conversion.read_torch_checkpoint(upstream)
-    assert ckpt.layout == "upstream"
+    with pytest.raises(conversion.ConversionError, match="--graph"):
+        conversion.read_torch_checkpoint(upstream)  # no .hydra/config.yaml for a dict
+    options = conversion.ImportOptions(graph="absorb", noise="loglinear", scale_by_sigma=True)
+    ckpt = conversion.read_torch_checkpoint(upstream, options)
+    assert ckpt.layout == "upstream" and ckpt.config.noise.eps == 1e-3  # upstream's fixed eps
     assert (ckpt.config.model.variant, ckpt.config.model.n_heads) == ("sedd", 4)
     weights = conversion.torch_checkpoint_to_weights(ckpt, "both")
     bias = weights.ema_params["output_layer"]["linear"]["bias"]
@@ -321,7 +334,7 @@ def test_shape_mismatch_names_the_key():
 
 def test_config_disagreeing_with_the_weights_names_the_keys():
     state_dict = reference_state_dict(64, 2, 4, 32, 37)
-    config = {"tokens": 36, "model": {"dim": 64, "n_blocks_prot": 3, "n_heads": 8}}
+    config = dict(REFERENCE_CONFIG, model={"dim": 64, "n_blocks_prot": 3, "n_heads": 8})
     ckpt = conversion.read_torch_checkpoint(reference_checkpoint(state_dict, config=config))
     with pytest.raises(conversion.ConversionError) as error:
         conversion.torch_checkpoint_to_weights(ckpt)
@@ -343,11 +356,17 @@ def test_cli_reports_a_missing_source(tmp_path):
 
 
 def test_tensor_only_file_loads_without_running_pickled_code(tmp_path):
-    """A file of tensors and plain values loads with weights_only=True; the config then
-    comes from the shapes (heads from the rotary buffer)."""
+    """A file of tensors and plain values loads with weights_only=True; without a config
+    the graph and noise must be given, the architecture comes from the shapes (heads from
+    the rotary buffer)."""
     path = str(tmp_path / "plain.pt")
     torch.save({"model_state_dict": reference_state_dict(64, 2, 4, 32, 37)}, path)
-    ckpt = conversion.read_torch_checkpoint(path)
+    with pytest.raises(conversion.ConversionError, match="graph.type, noise.type"):
+        conversion.read_torch_checkpoint(path)
+    options = conversion.ImportOptions(
+        graph="absorb", noise="loglinear", noise_eps=0.01, scale_by_sigma=False
+    )
+    ckpt = conversion.read_torch_checkpoint(path, options)
     assert ckpt.ema is None and ckpt.layout == "reference"
     assert (ckpt.config.model.hidden, ckpt.config.model.n_heads) == (64, 4)
     assert (ckpt.config.model.n_blocks, ckpt.config.data.vocab_size) == (2, 36)
