@@ -45,6 +45,7 @@ from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.selfies import ligand_tokenizer_from_dict
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
 from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.diffusion.guidance import UNCONDITIONAL
 from sedd_jax.diffusion.joint import TASKS, PairGraphs
 from sedd_jax.diffusion.noise import get_noise
 from sedd_jax.models.dual import build_dual_model
@@ -85,6 +86,9 @@ _PROTEINS = flags.DEFINE_string(
 )
 _LIGANDS = flags.DEFINE_string(
     "ligands", "", "protein_given_ligand: a SMILES file (SMILES [id]) or CSV (smiles, id)."
+)
+_GUIDANCE = flags.DEFINE_float(
+    "guidance", 0.0, "Classifier-free guidance weight w of conditional tasks (0: none)."
 )
 _BATCH = flags.DEFINE_integer("batch", 64, "Rows per sampler call (sharded over devices).")
 
@@ -236,7 +240,16 @@ def sample_pairs_cli(params, meta, config, step):
             sys.exit(str(e))
     (protein, p_valid), (ligand, l_valid) = arrays["protein"], arrays["ligand"]
     sc = sampling_config(config)
-    sampler = make_pair_sampler(model, graphs, noise, sc, task)
+    if _GUIDANCE.value:
+        alone = UNCONDITIONAL.get(task)
+        if alone is None:
+            sys.exit(f"--guidance applies to {sorted(UNCONDITIONAL)}, not --task={task}")
+        if not config.task.get(alone, 0.0) > 0:
+            sys.exit(
+                f"--guidance needs the unconditional score of the generated track: a run "
+                f"trained with task.{alone} > 0 (this one has {config.task.get(alone, 0.0)})"
+            )
+    sampler = make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value)
     p, l = sample_in_chunks(
         sampler, params, [protein, ligand, p_valid, l_valid], _SEED.value, _BATCH.value
     )
@@ -268,6 +281,7 @@ def sample_pairs_cli(params, meta, config, step):
         "devices": jax.local_device_count(),
         "length": _LENGTH.value,
         "sampling": sc.to_dict(),
+        "guidance": _GUIDANCE.value,
     }
     out = _OUT.value or f"samples_{task}.csv"
     return write_outputs(out, header, zip(*columns, strict=True), settings)

@@ -210,3 +210,54 @@ def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_tra
         # the marginal (a sampler that ignores the context) is rejected
         marginal = table.sum(0) / table.sum()
         assert chi_square_p_value(counts, marginal) < 1e-6
+
+
+def unconditional_aware_oracle(p_t, l_t, sigma, p_valid, l_valid, mode):
+    """The oracle, with `*_only` modes scoring a track without seeing the other one."""
+    if mode == "ligand_only":
+        hidden = jnp.full_like(p_t, K)
+        return None, oracle_pair_score(hidden, l_t, sigma, p_valid, l_valid, mode)[1]
+    if mode == "protein_only":
+        hidden = jnp.full_like(l_t, K)
+        return oracle_pair_score(p_t, hidden, sigma, p_valid, l_valid, mode)[0], None
+    return oracle_pair_score(p_t, l_t, sigma, p_valid, l_valid, mode)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_guided_ligands_follow_the_tilted_conditional(weight):
+    """Guidance w draws b given a with probability ∝ p(b | a)^(1 + w) / p(b)^w."""
+    from sedd_jax.diffusion.guidance import guided_score_fn
+
+    size = 12_000
+    protein = jnp.asarray(np.repeat(np.arange(K), size // K)[:, None].astype(np.int32))
+    ligand = jnp.zeros_like(protein)
+    ones = jnp.ones(protein.shape, bool)
+    score_fn = guided_score_fn(unconditional_aware_oracle, weight)
+    if weight == 0:
+        assert score_fn is unconditional_aware_oracle  # unguided sampling, draw for draw
+    run = jax.jit(
+        lambda p, l, key: sample_pairs(
+            score_fn,
+            PAIR_GRAPHS,
+            PAIR_NOISE,
+            p,
+            l,
+            ones,
+            ones,
+            key,
+            task="ligand_given_protein",
+            steps=64,
+            predictor="euler",
+        )
+    )
+    _, l = run(protein, ligand, jax.random.key(9))
+    drawn, context = np.asarray(l)[:, 0], np.asarray(protein)[:, 0]
+    marginal = JOINT.sum(0)
+    for a in range(K):
+        cond = JOINT[a] / JOINT[a].sum()
+        tilted = cond ** (1 + weight) / marginal**weight
+        tilted /= tilted.sum()
+        counts = np.bincount(drawn[context == a], minlength=K)
+        assert chi_square_p_value(counts, tilted) > 1e-4, (a, counts, tilted)
+        if weight:
+            assert chi_square_p_value(counts, cond) < 1e-6  # guidance changed the law

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedd_jax.data.batching import sample_lengths
+from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.sampling import pc_sample
 
@@ -48,16 +49,17 @@ def make_sampler(model, graph, noise, sampling_config):
     return sample
 
 
-def make_pair_sampler(model, graphs, noise, sampling_config, task: str):
+def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance: float = 0.0):
     """jit fn(params, protein, ligand, protein_valid, ligand_valid, key) -> (protein, ligand).
 
     The context track of a conditional task is held as given; generated tracks start
-    from the mask at their valid positions.
+    from the mask at their valid positions. `guidance` w > 0: classifier-free guidance
+    of the generated track (`diffusion/guidance.py`).
     """
 
     @jax.jit
     def sample(params, protein, ligand, protein_valid, ligand_valid, key):
-        score_fn = functools.partial(model.apply, {"params": params})
+        score_fn = guided_score_fn(functools.partial(model.apply, {"params": params}), guidance)
         return sample_pairs(
             score_fn,
             graphs,
