@@ -12,12 +12,16 @@ import scipy.linalg
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
 from sedd_jax.diffusion.likelihood import (
     T_MIN,
+    length_log_probs,
     likelihood_times,
     prior_term,
+    ratio_standard_error,
+    reconstruction_per_token,
     sequence_elbo,
     summarize,
+    summarize_sequences,
 )
-from sedd_jax.diffusion.noise import LogLinearNoise
+from sedd_jax.diffusion.noise import CosineNoise, GeometricNoise, LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 
 P = np.array([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
@@ -122,3 +126,93 @@ def test_summary_reports_nats_bits_and_perplexity():
     assert out["nats_per_token"] == pytest.approx(2.0)
     assert out["bits_per_token"] == pytest.approx(2.0 / math.log(2))
     assert out["perplexity"] == pytest.approx(math.exp(2.0))
+
+
+# --- a true bound for every schedule; error bars; the length term ------------------------
+
+
+def exact_nll(x0, valid):
+    """-log p(x0) of i.i.d. tokens ~ P, per sequence: the quantity every bound must exceed."""
+    return (-np.log(P)[x0] * valid).sum(axis=1)
+
+
+SCHEDULES = {
+    "loglinear": LogLinearNoise(1e-3),
+    "geometric": GeometricNoise(1e-3, 20.0),
+    "geometric_coarse": GeometricNoise(0.5, 20.0),  # sigma_bar(0) = 0.5: 39 % corrupted at t=0
+    "cosine": CosineNoise(0.3, 12.0),
+}
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "noise", "time_samples"))
+def schedule_elbo(graph, noise, x0, valid, key, time_samples):
+    return sequence_elbo(
+        unigram_log_score_fn(jnp.log(P), graph),
+        graph,
+        noise,
+        x0,
+        valid,
+        key,
+        time_samples=time_samples,
+    )
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("graph_name", sorted(GRAPHS))
+def test_bound_holds_for_every_schedule_and_graph(graph_name, schedule):
+    graph, noise = GRAPHS[graph_name], SCHEDULES[schedule]
+    out = schedule_elbo(graph, noise, X0, VALID, jax.random.key(2), time_samples=64)
+    nll = np.asarray(out["nll"])
+    gap = nll - exact_nll(X0, VALID)
+    se = float(np.std(gap)) / math.sqrt(B)
+    assert gap.mean() > -3 * se, (gap.mean(), se)
+    recon = np.asarray(out["reconstruction"])
+    sigma0 = float(noise.total(0.0))
+    if graph.absorb:  # (1 - e^-sigma_0) log n per token
+        np.testing.assert_allclose(recon, L * -math.expm1(-sigma0) * math.log(N), rtol=1e-5)
+    if schedule == "geometric_coarse":
+        # without the decoder term the "bound" falls below the exact NLL: the term matters
+        assert (nll - recon).mean() < exact_nll(X0, VALID).mean() - 3 * se
+
+
+def test_uniform_reconstruction_is_the_decoder_entropy_by_hand():
+    graph, sigma0 = GRAPHS["uniform"], 0.5
+    keep = math.exp(-sigma0) + (1 - math.exp(-sigma0)) / N
+    by_hand = -keep * math.log(keep) - (1 - keep) * math.log((1 - keep) / (N - 1))
+    got = float(reconstruction_per_token(graph, GeometricNoise(sigma0, 20.0)))
+    assert got == pytest.approx(by_hand, rel=1e-5)
+    assert float(reconstruction_per_token(graph, LogLinearNoise(1e-3))) == 0.0
+
+
+def test_standard_error_shrinks_as_one_over_root_n():
+    rng = np.random.default_rng(5)
+    errors = []
+    for n in (64, 1024):
+        x0 = rng.choice(N, size=(n, L), p=P).astype(np.int32)
+        valid = np.arange(L)[None] < rng.integers(4, L + 1, n)[:, None]
+        out = schedule_elbo(GRAPHS["absorb"], NOISE, x0, valid, jax.random.key(n), time_samples=8)
+        errors.append(ratio_standard_error(np.asarray(out["nll"]), np.asarray(out["tokens"])))
+    assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.25)  # sqrt(1024 / 64)
+
+
+def test_ratio_standard_error_by_hand():
+    nll, tokens = np.array([10.0, 14.0, 9.0]), np.array([5.0, 6.0, 4.0])
+    ratio = 33.0 / 15.0
+    residual = nll - ratio * tokens
+    by_hand = math.sqrt((residual**2).sum() / 6.0) / 5.0
+    assert ratio_standard_error(nll, tokens) == pytest.approx(by_hand)
+
+
+def test_length_term_by_hand():
+    dist = np.array([0.0, 0.0, 0.5, 0.5, 0.0])  # lengths 2 and 3 seen, max_len 4
+    log_p = length_log_probs(dist, 4)
+    floor = 1e-3
+    assert log_p[0] == -np.inf
+    assert log_p[2] == pytest.approx(math.log((1 - floor) * 0.5 + floor / 4))
+    assert log_p[4] == pytest.approx(math.log(floor / 4))  # unseen, yet finite
+    assert np.exp(log_p).sum() == pytest.approx(1.0)
+    out = summarize_sequences([6.0, 9.0], [2.0, 3.0], log_p[[2, 3]])
+    full = (15.0 - 2 * log_p[2]) / 5.0
+    assert out["with_length_nats_per_token"] == pytest.approx(full)
+    assert out["nats_per_token"] == pytest.approx(3.0)
+    assert out["length_nats_per_sequence"] == pytest.approx(-log_p[2])

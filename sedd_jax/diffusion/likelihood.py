@@ -24,12 +24,23 @@ For i.i.d. tokens and the exact score (`oracles.unigram_log_score_fn`) the bound
 E_{x_1}[-log q(x0 | x_1)] + P(x0): for the absorbing graph
 (1 - e^-sigma_bar(1)) sum_i -log p(x0_i) + P(x0).
 
-The bound is exact in expectation for schedules with sigma_bar(0) = 0 (loglinear). The
-geometric and cosine schedules have sigma_bar(0) = sigma_min > 0; their missing
-reconstruction term at t = 0 is O(sigma_min) per token and is not included.
+Reconstruction. Schedules with sigma_bar(0) = sigma_0 > 0 (geometric, cosine) start the
+chain from x_0' ~ p_{0|0}(. | x0), already corrupted; D + P bounds -log p(x_0') and a
+decoder term R(x0) = E[-log p_dec(x0 | x_0')] completes the bound:
+    -log p(x0) <= R + D + P.
+The decoders are data-independent: absorbing keeps unmasked tokens and decodes a mask
+uniformly over the n real tokens, R = (1 - e^-sigma_0) log n per token (MD4's `recon`);
+uniform keeps the token with probability a = e^-sigma_0 + (1 - e^-sigma_0) / n (the
+chance that x_0' = x0) and spreads 1 - a over the other n - 1, so
+R = -a log a - (1 - a) log((1 - a) / (n - 1)) per token. Both are 0 at sigma_0 = 0.
 
-Reported: nats per token = sum of bounds / number of valid tokens, bits per token =
-nats / log 2, perplexity = exp(nats per token).
+Length. The bound is of -log p(x0 | L). With the training length distribution p_hat
+(mixed with a uniform over 1..max_len at weight `LENGTH_FLOOR`, so that unseen lengths
+stay finite), -log p(x0) <= bound - log p_hat(L).
+
+Reported: nats per token = sum of bounds / number of valid tokens (a ratio estimator,
+with a delta-method standard error over sequences), bits per token = nats / log 2,
+perplexity = exp(nats per token).
 """
 
 from __future__ import annotations
@@ -75,12 +86,32 @@ def prior_term(graph, noise, valid: jax.Array) -> jax.Array:
     return graph.prior_kl(sigma_one) * valid.sum(axis=-1)
 
 
+def reconstruction_per_token(graph, noise) -> jax.Array:
+    """R per valid token (module docstring): 0 when sigma_bar(0) = 0."""
+    sigma0 = jnp.asarray(noise.total(jnp.zeros((), jnp.float32)), jnp.float32)
+    moved = -jnp.expm1(-sigma0)  # 1 - e^-sigma_0
+    n = graph.n
+    if graph.absorb:
+        return moved * math.log(n)
+    keep = 1.0 - moved + moved / n
+    return -jax.scipy.special.xlogy(keep, keep) - jax.scipy.special.xlogy(
+        1.0 - keep, (1.0 - keep) / (n - 1)
+    )
+
+
+def reconstruction_term(graph, noise, valid: jax.Array) -> jax.Array:
+    """R(x0) [B] = per-token decoder cost times the number of valid tokens."""
+    return reconstruction_per_token(graph, noise) * valid.sum(axis=-1)
+
+
 def _bound(diffusion_terms, graph, noise, valid):
     """diffusion_terms [K, B] -> the per-sequence dict of `sequence_elbo`."""
     diffusion = diffusion_terms.mean(axis=0)
     prior = prior_term(graph, noise, valid)
+    reconstruction = reconstruction_term(graph, noise, valid)
     return {
-        "nll": diffusion + prior,
+        "nll": reconstruction + diffusion + prior,
+        "reconstruction": reconstruction,
         "diffusion": diffusion,
         "prior": prior,
         "diffusion_std": diffusion_terms.std(axis=0),
@@ -148,6 +179,63 @@ def summarize(nll_sum: float, tokens: float) -> dict:
     }
 
 
+def ratio_standard_error(nll: np.ndarray, tokens: np.ndarray) -> float:
+    """Delta-method standard error of R = sum(nll) / sum(tokens) over N sequences:
+    sqrt(sum_i (nll_i - R tokens_i)^2 / (N (N - 1))) / mean(tokens). NaN for N < 2.
+
+    It counts every source of spread between sequences, the Monte Carlo error of each
+    sequence's bound included (that error is independent across sequences).
+    """
+    nll, tokens = np.asarray(nll, np.float64), np.asarray(tokens, np.float64)
+    n = len(nll)
+    if n < 2:
+        return float("nan")
+    ratio = nll.sum() / tokens.sum()
+    residual = nll - ratio * tokens
+    return float(np.sqrt((residual**2).sum() / (n * (n - 1))) / tokens.mean())
+
+
+LENGTH_FLOOR = 1e-3  # weight of the uniform over 1..max_len mixed into the length law
+
+
+def length_log_probs(distribution, max_len: int) -> np.ndarray:
+    """log p_hat(L) [max_len + 1] (L = 0 impossible): the training length distribution
+    mixed with a uniform over 1..max_len at weight LENGTH_FLOOR (a proper law, finite at
+    every length the model can score)."""
+    dist = np.zeros(max_len + 1)
+    given = np.asarray(distribution, np.float64)[: max_len + 1]
+    dist[: len(given)] = given
+    dist[0] = 0.0
+    dist /= dist.sum()
+    uniform = np.full(max_len + 1, 1.0 / max_len)
+    uniform[0] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log((1.0 - LENGTH_FLOOR) * dist + LENGTH_FLOOR * uniform)
+
+
+def summarize_sequences(nll, tokens, length_log_prob=None) -> dict:
+    """`summarize` plus its standard error; with `length_log_prob` [N] (log p_hat(L_i))
+    also the full bound -log p(x0) <= bound - log p_hat(L), per token and per sequence."""
+    nll, tokens = np.asarray(nll, np.float64), np.asarray(tokens, np.float64)
+    out = summarize(nll.sum(), tokens.sum())
+    se = ratio_standard_error(nll, tokens)
+    out.update(
+        nats_per_token_se=se,
+        bits_per_token_se=se / math.log(2.0),
+        sequences=len(nll),
+        nats_per_sequence=float(nll.mean()),
+    )
+    if length_log_prob is not None:
+        full = nll - np.asarray(length_log_prob, np.float64)
+        out.update(
+            with_length_nats_per_token=float(full.sum() / max(tokens.sum(), 1.0)),
+            with_length_nats_per_token_se=ratio_standard_error(full, tokens),
+            with_length_nats_per_sequence=float(full.mean()),
+            length_nats_per_sequence=float(-np.mean(length_log_prob)),
+        )
+    return out
+
+
 def make_likelihood_fn(model, graph, noise, *, time_samples: int, method: str = "stratified"):
     """jit fn(params, tokens [B, L], valid [B, L], key) -> `sequence_elbo` dict."""
 
@@ -171,14 +259,28 @@ def make_likelihood_fn(model, graph, noise, *, time_samples: int, method: str = 
 
 
 def dataset_likelihood(
-    likelihood_fn, params, arrays: dict, *, batch_size: int, pad_id: int, seed: int
+    likelihood_fn,
+    params,
+    arrays: dict,
+    *,
+    batch_size: int,
+    pad_id: int,
+    seed: int,
+    length_distribution=None,
 ) -> dict:
-    """`summarize` over every sequence of arrays {"tokens", "valid"} [N, L], fixed keys."""
+    """`summarize_sequences` over every sequence of arrays {"tokens", "valid"} [N, L], with
+    fixed keys; `length_distribution` (the training one) adds the length term."""
     base = jax.random.fold_in(jax.random.key(seed), 0x11CE)
-    nll, tokens = 0.0, 0.0
+    n = len(arrays["tokens"])
+    nll, tokens = [], []
     batches = iter_eval_batches(arrays, batch_size, fill={"tokens": pad_id})
     for b, batch in enumerate(batches):
         out = likelihood_fn(params, batch["tokens"], batch["valid"], jax.random.fold_in(base, b))
-        nll += float(np.sum(out["nll"]))
-        tokens += float(np.sum(out["tokens"]))
-    return summarize(nll, tokens)
+        nll.append(np.asarray(out["nll"]))
+        tokens.append(np.asarray(out["tokens"]))
+    nll, tokens = np.concatenate(nll)[:n], np.concatenate(tokens)[:n]
+    length_log_prob = None
+    if length_distribution is not None:
+        log_p = length_log_probs(length_distribution, arrays["tokens"].shape[1])
+        length_log_prob = log_p[np.asarray(arrays["valid"]).sum(axis=1)]
+    return summarize_sequences(nll, tokens, length_log_prob)
