@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sedd_jax.metrics import alignment, stats
+from sedd_jax.metrics import stats
 
 STANDARD = "ACDEFGHIKLMNPQRSTVWY"
 LC_WINDOW = 12
@@ -63,7 +63,9 @@ def low_complexity_mask(seq: str) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     if n < LC_WINDOW:
         return mask
-    _, codes = np.unique(np.frombuffer(seq.encode("ascii", "replace"), np.uint8), return_inverse=True)
+    _, codes = np.unique(
+        np.frombuffer(seq.encode("ascii", "replace"), np.uint8), return_inverse=True
+    )
     onehot = np.zeros((n + 1, codes.max() + 1))
     onehot[np.arange(1, n + 1), codes] = 1
     cum = np.cumsum(onehot, axis=0)
@@ -107,7 +109,7 @@ def sequence_statistics(seqs: Sequence[str]) -> dict:
         "count": len(seqs),
         "length_mean": float(lengths.mean()) if len(seqs) else None,
         "length_std": float(lengths.std()) if len(seqs) else None,
-        "composition": dict(zip(STANDARD, stats.normalise_counts(counts, 0.0).tolist()))
+        "composition": dict(zip(STANDARD, (counts / counts.sum()).tolist(), strict=True))
         if counts.sum()
         else None,
         "nonstandard_fraction": other / residues,
@@ -122,7 +124,9 @@ def sequence_statistics(seqs: Sequence[str]) -> dict:
         )
         / residues,
         "longest_run_mean": float(np.mean([r.max(initial=0) for r in runs])) if runs else None,
-        **{f"rep_{n}": float(np.mean([rep_n(s, n) for s in seqs])) if seqs else None for n in REP_N},
+        **{
+            f"rep_{n}": float(np.mean([rep_n(s, n) for s in seqs])) if seqs else None for n in REP_N
+        },
     }
 
 
@@ -171,7 +175,9 @@ def family_hits(
             raise ValueError("family_hits needs reference sequences or an hmm_file")
         _, db = _digital_block(reference, "r")
         searches = pyhmmer.hmmer.phmmer(queries, db, cpus=1, E=evalue)
-        for i, top in enumerate(_progress(searches, progress, "family hits (phmmer)", len(samples))):
+        for i, top in enumerate(
+            _progress(searches, progress, "family hits (phmmer)", len(samples))
+        ):
             good = [h for h in top if h.evalue <= evalue]
             if good:
                 hit_by_sample[i] = min(h.evalue for h in good)
@@ -217,6 +223,8 @@ def protein_metrics(
     `family_reference` for phmmer (seeded subsets); diversity uses
     `diversity_subsample` samples. The sizes used are reported.
     """
+    from sedd_jax.metrics import alignment  # parasail, scipy
+
     samples = [s for s in samples if s]
     if not samples:
         raise ValueError("no non-empty protein samples")
@@ -246,7 +254,11 @@ def protein_metrics(
             "subsample": len(div),
             "unique_fraction": len(set(samples)) / len(samples),
         },
-        "max_identity_per_sample": best.tolist(),
+        "_values": {
+            "generated_lengths": gen_lengths,
+            "reference_lengths": ref_lengths,
+            "max_identity": best.tolist(),
+        },
     }
     if families:
         fam_ref = None if hmm_file else stats.subsample(reference, family_reference, seed)
