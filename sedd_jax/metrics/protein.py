@@ -211,7 +211,7 @@ def protein_metrics(
     max_reference: int = 20_000,
     candidates: int = 32,
     diversity_subsample: int = 300,
-    family_reference: int = 5_000,
+    family_reference: int = 1_000,
     hmm_file: str | None = None,
     families: bool = True,
     seed: int = 0,
