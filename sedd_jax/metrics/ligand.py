@@ -203,11 +203,13 @@ def fcd_distance(smiles_a: Sequence[str], smiles_b: Sequence[str]) -> float:
     if len(smiles_a) < 2 or len(smiles_b) < 2:
         raise ValueError(f"FCD needs at least 2 molecules of <= {FCD_MAX_CHARS} characters a side")
     act_a, act_b = chemnet_activations(smiles_a), chemnet_activations(smiles_b)
-    return float(
-        fcd.calculate_frechet_distance(
-            act_a.mean(0), np.cov(act_a.T), act_b.mean(0), np.cov(act_b.T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # sqrtm(disp=False) in fcd 1.2.2
+        return float(
+            fcd.calculate_frechet_distance(
+                act_a.mean(0), np.cov(act_a.T), act_b.mean(0), np.cov(act_b.T)
+            )
         )
-    )
 
 
 def ligand_metrics(
