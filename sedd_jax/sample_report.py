@@ -3,8 +3,8 @@
 The reference set is `--reference=FILE` (FASTA, .smi or a pair CSV) or, by default, the
 training split of the run in `--workdir`, rebuilt from the config saved in its newest
 checkpoint with the training data loading (proteins: the training crops the model saw;
-pairs: the training proteins and SMILES of the protein-disjoint split). The metrics
-themselves live in `sedd_jax/metrics/` (no jax); this module only finds the inputs.
+pairs: the training proteins, cropped likewise, and SMILES of the protein-disjoint
+split). The metrics live in `sedd_jax/metrics/` (no jax); this module finds the inputs.
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ log = logging.getLogger(__name__)
 def reference_from_config(config: ConfigDict) -> tuple[dict[str, list[str]], str]:
     """Training proteins / SMILES of a run's config, and a description of them."""
     if config.model.get("kind", "single") == "dual":
-        from sedd_jax.data.pair_pipeline import load_pair_table
-        from sedd_jax.data.pairs import split_pairs_by_protein
+        from sedd_jax.data.pair_pipeline import load_pair_data
 
-        train, _ = split_pairs_by_protein(
-            load_pair_table(config.data), config.data.val_fraction, config.seed
+        data = load_pair_data(config.data, config.seed)
+        train = data.train
+        proteins = data.protein_tokenizer.decode_batch(train["protein"], train["protein_valid"])
+        smiles = [
+            data.ligand_tokenizer.decode(row[valid])
+            for row, valid in zip(train["ligand"], train["ligand_valid"], strict=True)
+        ]
+        what = (
+            f"training split of data.source={config.data.source!r} ({len(smiles)} pairs, "
+            f"proteins cropped to data.max_protein_len={config.data.max_protein_len})"
         )
-        proteins = list(dict.fromkeys(train.sequences))
-        what = f"training split of data.source={config.data.source!r} ({len(train)} pairs)"
-        return {"proteins": proteins, "smiles": list(train.smiles)}, what
+        return {"proteins": list(dict.fromkeys(proteins)), "smiles": smiles}, what
     from sedd_jax.data.pipeline import load_protein_data
 
     data = load_protein_data(config.data, config.seed)
