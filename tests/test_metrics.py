@@ -217,3 +217,14 @@ def test_headline_metrics_are_cheap_numbers():
     p = headline_metrics("protein", ["AAAAAAAC", "ACDE"], ["ACDE"])
     assert p["unique_fraction"] == 1.0 and p["homopolymer_rate"] == 0.5
     assert headline_metrics("protein", ["ACDE"], ["ACDE"])["composition_kl"] == 0.0
+
+
+def test_metrics_package_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import sedd_jax.metrics.report, sedd_jax.metrics.samples, "
+        "sedd_jax.metrics.headline; assert 'jax' not in sys.modules, 'jax imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

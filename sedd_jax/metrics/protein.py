@@ -219,8 +219,8 @@ def protein_metrics(
 ) -> dict:
     """All protein metrics of `samples` against `reference` (raw sequences, cleaned).
 
-    The reference is capped at `max_reference` sequences for novelty and
-    `family_reference` for phmmer (seeded subsets); diversity uses
+    The reference is capped at `max_reference` sequences for everything (a seeded
+    subset) and at `family_reference` for phmmer; diversity uses
     `diversity_subsample` samples. The sizes used are reported.
     """
     from sedd_jax.metrics import alignment  # parasail, scipy
@@ -228,8 +228,8 @@ def protein_metrics(
     samples = [s for s in samples if s]
     if not samples:
         raise ValueError("no non-empty protein samples")
-    ref_novelty = stats.subsample(reference, max_reference, seed)
-    best, _ = alignment.max_identity(samples, ref_novelty, candidates, progress)
+    reference = stats.subsample(reference, max_reference, seed)
+    best, _ = alignment.max_identity(samples, reference, candidates, progress)
     div = stats.subsample(samples, diversity_subsample, seed)
     pair_ids = alignment.pairwise_identities(div, progress)
     gen_lengths = [len(s) for s in samples]
@@ -246,7 +246,7 @@ def protein_metrics(
             "fraction_identity_ge_0.9": float(np.mean(best >= 0.9)),
             "fraction_identical": float(np.mean(best >= 1.0)),
             "novelty": float(1.0 - best.mean()),
-            "reference_size": len(ref_novelty),
+            "reference_size": len(reference),
             "prefilter_candidates": candidates,
         },
         "diversity": {
