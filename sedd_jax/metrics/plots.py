@@ -36,7 +36,10 @@ def composition_bars(gen: dict, ref: dict, path: str) -> str:
 
 
 def histograms(panels: dict[str, tuple[list, list]], path: str, title: str) -> str:
-    """One density histogram per panel, generated over reference, on shared bins."""
+    """One density histogram per panel, generated over reference, on shared bins.
+
+    The bins span the central 99 % of both samples; values outside fall in the end bins.
+    """
     plt = _pyplot()
     n = len(panels)
     cols = min(n, 3)
@@ -45,11 +48,12 @@ def histograms(panels: dict[str, tuple[list, list]], path: str, title: str) -> s
     for ax, (name, (gen, ref)) in zip(axes.ravel(), panels.items(), strict=False):
         values = np.concatenate([np.asarray(gen, float), np.asarray(ref, float)])
         if len(values):
-            bins = np.histogram_bin_edges(values, bins=30)
-            if len(ref):
-                ax.hist(ref, bins=bins, density=True, alpha=0.5, label="reference", color="C0")
-            if len(gen):
-                ax.hist(gen, bins=bins, density=True, alpha=0.5, label="generated", color="C1")
+            lo, hi = np.percentile(values, [0.5, 99.5])  # outliers go into the end bins
+            bins = np.histogram_bin_edges(values, bins=30, range=(lo, hi) if hi > lo else None)
+            for data, label, color in ((ref, "reference", "C0"), (gen, "generated", "C1")):
+                if len(data):
+                    clipped = np.clip(np.asarray(data, float), bins[0], bins[-1])
+                    ax.hist(clipped, bins=bins, density=True, alpha=0.5, label=label, color=color)
         ax.set_title(name)
         ax.legend(fontsize=8)
     for ax in axes.ravel()[n:]:
