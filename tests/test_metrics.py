@@ -124,6 +124,23 @@ def test_random_and_homopolymer_proteins_give_the_other_extremes(demo_proteins):
     assert junk["rep_3"] == pytest.approx(1 - (1 / 98 + 1 / 78) / 2)
 
 
+def test_family_hits_with_a_user_hmm_file(tmp_path, demo_proteins):
+    from pyhmmer.easel import Alphabet, TextSequence
+    from pyhmmer.plan7 import Background, Builder
+
+    abc = Alphabet.amino()
+    builder, background = Builder(abc), Background(abc)
+    path = tmp_path / "families.hmm"
+    with open(path, "wb") as f:
+        for i, seq in enumerate(demo_proteins[:5]):
+            digital = TextSequence(name=f"fam{i}".encode(), sequence=seq).digitize(abc)
+            builder.build(digital, background)[0].write(f)
+    rng = np.random.default_rng(0)
+    samples = [demo_proteins[0][:120], demo_proteins[3], random_protein(rng, 150)]
+    hits = protein.family_hits(samples, hmm_file=str(path))
+    assert hits["hit_rate"] == pytest.approx(2 / 3) and hits["targets_hit"] == 2
+
+
 # --- ligands -----------------------------------------------------------------------------
 
 
