@@ -100,33 +100,31 @@ def rep_n(seq: str, n: int) -> float:
 
 def sequence_statistics(seqs: Sequence[str]) -> dict:
     """Per-set statistics needing no reference: composition, lengths, complexity, repeats."""
+    if not seqs:
+        raise ValueError("no sequences")
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     residues = max(int(lengths.sum()), 1)
     counts, other = composition_counts(seqs)
     lc = [low_complexity_mask(s) for s in seqs]
     runs = [run_lengths(s) for s in seqs]
+    longest = np.array([r.max(initial=0) for r in runs])
+    in_runs = sum(int(r[r >= HOMOPOLYMER_RESIDUE_RUN].sum()) for r in runs)
+    frequencies = counts / counts.sum() if counts.sum() else None
     return {
         "count": len(seqs),
-        "length_mean": float(lengths.mean()) if len(seqs) else None,
-        "length_std": float(lengths.std()) if len(seqs) else None,
-        "composition": dict(zip(STANDARD, (counts / counts.sum()).tolist(), strict=True))
-        if counts.sum()
-        else None,
+        "length_mean": float(lengths.mean()),
+        "length_std": float(lengths.std()),
+        "composition": None
+        if frequencies is None
+        else dict(zip(STANDARD, frequencies.tolist(), strict=True)),
         "nonstandard_fraction": other / residues,
-        "unique_fraction": len(set(seqs)) / max(len(seqs), 1),
-        "low_complexity_residue_fraction": float(sum(m.sum() for m in lc)) / residues,
-        "low_complexity_sequence_rate": float(np.mean([m.any() for m in lc])) if lc else None,
-        "homopolymer_rate": float(np.mean([r.max(initial=0) >= HOMOPOLYMER_RUN for r in runs]))
-        if runs
-        else None,
-        "homopolymer_residue_fraction": float(
-            sum(r[r >= HOMOPOLYMER_RESIDUE_RUN].sum() for r in runs)
-        )
-        / residues,
-        "longest_run_mean": float(np.mean([r.max(initial=0) for r in runs])) if runs else None,
-        **{
-            f"rep_{n}": float(np.mean([rep_n(s, n) for s in seqs])) if seqs else None for n in REP_N
-        },
+        "unique_fraction": len(set(seqs)) / len(seqs),
+        "low_complexity_residue_fraction": sum(int(m.sum()) for m in lc) / residues,
+        "low_complexity_sequence_rate": float(np.mean([m.any() for m in lc])),
+        "homopolymer_rate": float(np.mean(longest >= HOMOPOLYMER_RUN)),
+        "homopolymer_residue_fraction": in_runs / residues,
+        "longest_run_mean": float(longest.mean()),
+        **{f"rep_{n}": float(np.mean([rep_n(s, n) for s in seqs])) for n in REP_N},
     }
 
 
@@ -134,8 +132,11 @@ def _digital_block(seqs: Sequence[str], prefix: str):
     from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextSequence
 
     abc = Alphabet.amino()
+    known = set(abc.symbols)
     digital = [
-        TextSequence(name=f"{prefix}{i}".encode(), sequence=s).digitize(abc)
+        TextSequence(
+            name=f"{prefix}{i}".encode(), sequence="".join(c if c in known else "X" for c in s)
+        ).digitize(abc)
         for i, s in enumerate(seqs)
     ]
     return abc, DigitalSequenceBlock(abc, digital)
