@@ -1,8 +1,16 @@
-"""Likelihood bound of a trained single-track checkpoint on held-out proteins.
+"""Likelihood bound of a trained single-track checkpoint on held-out proteins, or a
+sample-quality report of a sample file.
 
     python -m sedd_jax.evaluate --workdir=runs/demo [--fasta=proteins.fasta]
         [--time_samples=128] [--method=stratified|antithetic] [--weights=ema|params]
         [--out=likelihood.json]
+    python -m sedd_jax.evaluate --workdir=runs/demo --samples=runs/demo/samples.fasta
+        [--reference=train.fasta|train.csv|train.smi] [--report_dir=DIR] [--hmm=Pfam-A.hmm]
+
+With --samples (FASTA, `samples_joint.csv`, `samples_ligand_given_protein.csv` or .smi)
+the report is written instead (`sedd_jax/sample_report.py`; definitions in
+docs/metrics.md): report.json, report.md and PNG plots in --report_dir (default
+`<workdir>/report_<samples name>/`).
 
 Without --fasta the run's own validation split is evaluated (rebuilt from the config in
 the checkpoint). Reports the SEDD ELBO (`sedd_jax/diffusion/likelihood.py`) as nats and
@@ -42,6 +50,30 @@ _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "Which weights
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of the time and corruption draws.")
 _OUT = flags.DEFINE_string("out", None, "Also write the result as JSON here.")
+_SAMPLES = flags.DEFINE_string("samples", None, "Write the sample-quality report of this file.")
+_REFERENCE = flags.DEFINE_string(
+    "reference", None, "Reference set of the report (default: the run's training data)."
+)
+_REPORT_DIR = flags.DEFINE_string("report_dir", None, "Report directory.")
+_HMM = flags.DEFINE_string("hmm", None, "HMM file for protein family hits (default: phmmer).")
+_FCD_SIZE = flags.DEFINE_integer("fcd_size", 10_000, "Molecules per side for FCD (0: skip).")
+
+
+def sample_report() -> None:
+    from sedd_jax import sample_report as sample_report_lib
+
+    report = sample_report_lib.run(
+        _SAMPLES.value,
+        workdir=_WORKDIR.value,
+        reference_path=_REFERENCE.value,
+        report_dir=_REPORT_DIR.value,
+        step=_STEP.value,
+        protein_kwargs={"hmm_file": _HMM.value, "seed": _SEED.value},
+        ligand_kwargs={"fcd_size": _FCD_SIZE.value or None, "seed": _SEED.value},
+    )
+    for key, value in report["headline"].items():
+        print(f"  {key}: {value}")
+    print(f"report: {report['paths']['markdown']}")
 
 
 def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer) -> tuple[dict, str]:
@@ -55,6 +87,8 @@ def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer) -> tuple[
 
 def main(argv):
     del argv
+    if _SAMPLES.value:
+        return sample_report()
     if not _WORKDIR.value:
         sys.exit("--workdir is required")
     params, meta, step = load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
