@@ -13,9 +13,12 @@ docs/metrics.md): report.json, report.md and PNG plots in --report_dir (default
 `<workdir>/report_<samples name>/`).
 
 Without --fasta the run's own validation split is evaluated (rebuilt from the config in
-the checkpoint). Reports the SEDD ELBO (`sedd_jax/diffusion/likelihood.py`) as nats and
-bits per token and perplexity = exp(NLL bound / tokens): an upper bound on the true
-perplexity, comparable across runs with the same tokenizer.
+the checkpoint). Reports the SEDD ELBO (`sedd_jax/diffusion/likelihood.py`, with the
+decoder term for schedules with sigma_bar(0) > 0) as nats and bits per token with its
+standard error over sequences, and perplexity = exp(NLL bound / tokens): an upper bound
+on the true perplexity given the length; with the run's length distribution also the
+full bound -log p(x) adding -log p_hat(L). FASTA sequences longer than max_len are
+counted, left out of the headline, and scored as their first window separately.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
@@ -76,13 +78,31 @@ def sample_report() -> None:
     print(f"report: {report['paths']['markdown']}")
 
 
-def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer) -> tuple[dict, str]:
+def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer):
+    """(arrays whose sequences fit max_len, arrays of first windows of longer ones or None,
+    a description of the data)."""
+    max_len = config.data.max_len
     if _FASTA.value:
         seqs = [clean_sequence(r.sequence) for r in read_fasta(_FASTA.value)]
-        tokens, valid = encode_and_pad(seqs, tokenizer, config.data.max_len, "start")
-        return {"tokens": tokens, "valid": valid}, _FASTA.value
+        fit = [s for s in seqs if len(s) <= max_len]
+        long = [s for s in seqs if len(s) > max_len]
+        if not fit:
+            sys.exit(f"--fasta={_FASTA.value}: no sequence of at most {max_len} residues")
+        arrays = [
+            dict(
+                zip(
+                    ("tokens", "valid"),
+                    encode_and_pad(part, tokenizer, max_len, "start"),
+                    strict=True,
+                )
+            )
+            if part
+            else None
+            for part in (fit, long)
+        ]
+        return arrays[0], arrays[1], _FASTA.value
     data = load_protein_data(config.data, config.seed)
-    return data.val, f"validation split of data.source={config.data.source!r}"
+    return data.val, None, f"validation split of data.source={config.data.source!r}"
 
 
 def main(argv):
@@ -99,30 +119,48 @@ def main(argv):
     graph = get_graph(config.graph, tokenizer.vocab_size)
     noise = get_noise(config.noise)
     model = build_model(config.model, graph.dim, graph.absorb)
-    arrays, what = evaluation_arrays(config, tokenizer)
+    arrays, long, what = evaluation_arrays(config, tokenizer)
     time_samples = _TIME_SAMPLES.value or config.eval.get("likelihood_time_samples", 128)
     method = _METHOD.value or config.eval.get("likelihood_method", "stratified")
     fn = make_likelihood_fn(model, graph, noise, time_samples=time_samples, method=method)
-    result = dataset_likelihood(
-        fn, params, arrays, batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value
-    )
+    common = dict(batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value)
+    lengths = meta.get("length_distribution")
+    result = dataset_likelihood(fn, params, arrays, length_distribution=lengths, **common)
     result.update(
         step=step,
         weights=_WEIGHTS.value,
         data=what,
-        sequences=int(len(arrays["tokens"])),
         time_samples=time_samples,
         method=method,
-        truncated=int(np.sum(arrays["valid"][:, -1])),
+        longer_than_max_len=0 if long is None else len(long["tokens"]),
     )
+    if long is not None:  # not part of the headline: their first window only, no length term
+        result["longer_first_window"] = dataset_likelihood(fn, params, long, **common)
+    se = result["nats_per_token_se"]
     print(
         f"{what}: {result['sequences']} sequences, {result['tokens']:.0f} tokens "
-        f"(checkpoint step {step}, {_WEIGHTS.value} weights)"
+        f"(checkpoint step {step}, {_WEIGHTS.value} weights, K={time_samples} {method})"
     )
     print(
-        f"  NLL bound {result['nats_per_token']:.4f} nats/token = "
-        f"{result['bits_per_token']:.4f} bits/token; perplexity <= {result['perplexity']:.3f}"
+        f"  -log p(x | length) <= {result['nats_per_token']:.4f} ± {se:.4f} nats/token "
+        f"(standard error over sequences) = {result['bits_per_token']:.4f} bits/token; "
+        f"perplexity <= {result['perplexity']:.3f}"
     )
+    if lengths is not None:
+        print(
+            f"  -log p(x) <= {result['with_length_nats_per_token']:.4f} nats/token with the "
+            f"length term -log p_hat(L) ({result['length_nats_per_sequence']:.3f} nats/sequence, "
+            "training length distribution)"
+        )
+    else:
+        print("  (no length distribution in this checkpoint: the bound is given the length)")
+    if long is not None:
+        window = result["longer_first_window"]
+        print(
+            f"  {len(long['tokens'])} sequences longer than max_len={config.data.max_len} are "
+            f"left out above; their first windows: {window['nats_per_token']:.4f} nats/token "
+            "(a bound on the window, not on the whole sequence)"
+        )
     if _OUT.value:
         with open(_OUT.value, "w") as f:
             json.dump(result, f, indent=2)

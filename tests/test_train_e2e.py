@@ -1,6 +1,7 @@
 """End-to-end training on real proteins: learning, resuming, command-line behaviour."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -82,7 +83,11 @@ def test_training_on_demo_proteins_beats_step0_and_unigram_baseline(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     bound = json.loads(report.read_text())
-    assert abs(bound["nats_per_token"] - final) < 0.1
+    # E[bound] = E[validation loss] + prior + the [0, eps] sliver >= E[validation loss]: the
+    # claim is one-sided; both estimates carry a Monte Carlo error of about the bound's se
+    se = bound["nats_per_token_se"]
+    assert 0 < se < 0.1
+    assert bound["nats_per_token"] >= final - 3 * math.sqrt(2) * se
     assert bound["perplexity"] == pytest.approx(np.exp(bound["nats_per_token"]))
 
 
