@@ -50,7 +50,9 @@ def moses_path() -> str:
     locations = spec.submodule_search_locations if spec is not None else None
     path = os.path.join(locations[0], MOSES_RELPATH) if locations else ""
     if not path or not os.path.isfile(path):
-        raise sources.SourceNotFoundError(f"source 'moses' needs the molsets wheel: {MOSES_INSTALL}")
+        raise sources.SourceNotFoundError(
+            f"source 'moses' needs the molsets wheel: {MOSES_INSTALL}"
+        )
     return path
 
 
@@ -67,7 +69,10 @@ def uniref50_path(path: str | None) -> str:
 def demo_pair_files() -> list[str]:
     files = []
     for name, rel in (
-        ("pydebiaseddta", [os.path.join(pair_io.PYDEBIASEDDTA_RELDIR, f"{s}.csv") for s in pair_io.DEMO_SPLITS]),
+        (
+            "pydebiaseddta",
+            [os.path.join(pair_io.PYDEBIASEDDTA_RELDIR, f"{s}.csv") for s in pair_io.DEMO_SPLITS],
+        ),
         ("pydta", [pair_io.PYDTA_RELPATH]),
     ):
         base = pair_io._package_dir(name)
@@ -232,4 +237,6 @@ def resolve(
         kind = kind or infer_kind(source, sequence_column, smiles_column)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return Corpus(source, kind, tuple(os.path.abspath(f) for f in files), sequence_column, smiles_column)
+    return Corpus(
+        source, kind, tuple(os.path.abspath(f) for f in files), sequence_column, smiles_column
+    )

@@ -122,7 +122,10 @@ class BatchPlan:
     def _positions(self, epoch: int, start: int, stop: int) -> np.ndarray:
         seed = (self.seed + epoch) % 2**32
         return np.array(
-            [index_shuffle(p, max_index=self.n - 1, seed=seed, rounds=4) for p in range(start, stop)],
+            [
+                index_shuffle(p, max_index=self.n - 1, seed=seed, rounds=4)
+                for p in range(start, stop)
+            ],
             dtype=np.int64,
         )
 

@@ -42,8 +42,6 @@ from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.shards import (
     FORMAT,
     MANIFEST,
-    PAIR_FIELDS,
-    SINGLE_FIELDS,
     SPLITS,
     VERSION,
     DataError,
@@ -242,7 +240,8 @@ def clean_bucket(out: str, job: dict, k: int) -> dict:
                 seen.add(payload)
                 key = payload.split("\t", 1)[0]
                 split = (
-                    "val" if is_validation(key, options["val_fraction"], options["split_seed"])
+                    "val"
+                    if is_validation(key, options["val_fraction"], options["split_seed"])
                     else "train"
                 )
                 splits[split] += 1
@@ -293,10 +292,12 @@ def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> 
         elif kind == "smiles":
             fields = {"tokens": _encode_smiles(payloads, tokenizer)}
         else:
-            proteins, ligands = zip(*(p.split("\t") for p in payloads)) if payloads else ((), ())
+            split_rows = [p.split("\t") for p in payloads]
+            proteins = [row[0] for row in split_rows]
+            ligands = [row[1] for row in split_rows]
             fields = {
-                "protein": _encode_protein(list(proteins)),
-                "ligand": _encode_smiles(list(ligands), tokenizer),
+                "protein": _encode_protein(proteins),
+                "ligand": _encode_smiles(ligands, tokenizer),
             }
         entries[split] = write_shard(out, shard_name(split, k), fields)
     atomic_write_json(done, entries)
@@ -399,9 +400,7 @@ def prepare(
             "duplicates": sum(s["duplicates"] for s in cleaned),
             **{split: sum(s["count"] for s in shards[split]) for split in SPLITS},
             **{
-                f"{split}_tokens": {
-                    f: sum(s["tokens"][f] for s in shards[split]) for f in fields
-                }
+                f"{split}_tokens": {f: sum(s["tokens"][f] for s in shards[split]) for f in fields}
                 for split in SPLITS
             },
         },

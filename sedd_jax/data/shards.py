@@ -273,4 +273,6 @@ class ShardSet:
 
     def smiles_tokenizer(self, field: str) -> SmilesTokenizer:
         spec = self.tokenizer_spec(field)
-        return SmilesTokenizer.from_dict({k: v for k, v in spec.items() if k not in ("name", "regex")})
+        return SmilesTokenizer.from_dict(
+            {k: v for k, v in spec.items() if k not in ("name", "regex")}
+        )
