@@ -1,4 +1,7 @@
-"""From `config.data` to training batches and validation arrays (numpy only)."""
+"""From `config.data` to in-memory arrays (numpy only), for the torch twin and evaluation.
+
+The JAX trainer reads prepared shards instead (`track_data.py`, `loader.py`).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.sources import SourceNotFoundError, load_sequences
 
 UNIREF50_HINT = (
-    "download uniref50.fasta.gz from UniProt (https://ftp.uniprot.org/pub/databases/uniprot/"
-    "uniref/uniref50/uniref50.fasta.gz), then run: python scripts/prepare_uniref50.py "
-    "uniref50.fasta.gz --out {path}"
+    "download it: python -m sedd_jax.data.download uniref50 --out data/uniref50, then set "
+    "data.path=data/uniref50/uniref50.fasta.gz (the JAX trainer reads prepared shards "
+    "instead: data.source=shards, see configs/stable.py)"
 )
 
 
@@ -36,8 +39,7 @@ def _sequences(data_config) -> list[str]:
     if source == "uniref50":
         if not path or not os.path.isfile(path):
             raise SourceNotFoundError(
-                f"data.source='uniref50': no prepared file at data.path={path!r}; "
-                + UNIREF50_HINT.format(path=path or "data/uniref50/uniref50_prepared.fasta")
+                f"data.source='uniref50': no FASTA at data.path={path!r}; " + UNIREF50_HINT
             )
         source = "fasta"
     return load_sequences(
