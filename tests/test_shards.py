@@ -382,3 +382,54 @@ def test_train_cli_refuses_changed_shards_in_one_line_before_training(demo_shard
     line = _one_line_error(result)
     assert "val-00001.tokens.offsets.npy: sha256 does not match" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
+    try:
+        path = corpora.moses_path()
+    except sources.SourceNotFoundError:
+        pytest.skip("pip install --no-deps molsets==0.3.1")
+    with gzip.open(path, "rt") as f:
+        lines = [next(f).strip() for _ in range(1501)][1:]
+    smi = tmp_path / "moses_head.smi"
+    smi.write_text("\n".join(lines) + "\n")
+    overrides = {
+        "data.source": "smiles",
+        "data.path": str(smi),
+        "data.val_fraction": 0.05,
+        "model.hidden": 32,
+        "model.n_blocks": 1,
+        "model.n_heads": 2,
+        "model.cond_dim": 16,
+        "training.batch_size": 16,
+        "training.n_steps": 4,
+        "training.log_every": 2,
+        "training.eval_every": 100,
+        "training.checkpoint_every": 4,
+        "eval.batch_size": 16,
+        "eval.max_batches": 1,
+        "sampling.steps": 4,
+        "sampling.num_samples": 4,
+        "logging.progress_bar": False,
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sedd_jax.train",
+            "--config=configs/ligand_moses.py",
+            f"--workdir={tmp_path / 'run'}",
+            *[f"--config.{k}={v}" for k, v in overrides.items()],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=dict(ENV, SEDD_DATA_CACHE=str(tmp_path / "cache")),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = (tmp_path / "run" / "samples.smi").read_text().splitlines()
+    assert len(samples) == 4 and all(line.endswith(f"sample_{i}") for i, line in enumerate(samples))
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in m for m in metrics)

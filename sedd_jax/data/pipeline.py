@@ -51,8 +51,26 @@ def _sequences(data_config) -> list[str]:
     )
 
 
+def _from_shards(data_config) -> ProteinData:
+    """Both splits of a prepared protein directory in memory (windows start at 0)."""
+    from sedd_jax.data.loader import split_arrays  # grain, only for this source
+    from sedd_jax.data.track_data import load_single_track
+
+    data = load_single_track(data_config)
+    if data.shards.kind != "protein":
+        raise ValueError(f"{data_config.path}: holds {data.shards.kind} data, not proteins")
+    train = split_arrays(data.shards.source("train"), data.specs)
+    return ProteinData(data.tokenizers["tokens"], train, data.val, data.lengths["tokens"])
+
+
 def load_protein_data(data_config, seed: int) -> ProteinData:
-    """Read, split (by sequence hash), crop and pad the proteins named by `config.data`."""
+    """Read, split (by sequence hash), crop and pad the proteins named by `config.data`.
+
+    `data.source="shards"` reads both splits of the prepared directory into memory (for
+    the torch twin and `sedd_jax.evaluate`; the JAX trainer streams them instead).
+    """
+    if data_config.source == "shards":
+        return _from_shards(data_config)
     tokenizer = ProteinTokenizer(data_config.vocab_size)
     train_seqs, val_seqs = split_train_val(_sequences(data_config), data_config.val_fraction, seed)
     if not train_seqs or not val_seqs:
