@@ -168,10 +168,13 @@ def _read_pass(out: str, corpus: corpora.Corpus, options: dict, progress: bool) 
         bar = tqdm(records, desc=f"read {corpus.name}", unit=" rec", disable=not progress)
         for file_index, ref, payload in bar:
             read += 1
-            key = payload.split("\t", 1)[0]
             if corpus.kind == "protein" and len(payload) < options["min_len"]:
                 skipped["too_short"] += 1
                 continue
+            if corpus.kind == "smiles" and options["canonicalize"]:
+                # canonical here, so that duplicates that differ only in writing meet in a bucket
+                payload = canonicalize(payload) or payload
+            key = payload.split("\t", 1)[0].upper() if corpus.kind == "pairs" else payload
             buckets[_bucket(key, n)].write(f"{file_index}\t{ref}\t{payload}\n")
             kept += 1
             if kept == options["max_records"]:
