@@ -31,14 +31,12 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from sedd_jax.data import corpora
 from sedd_jax.data import pairs as pair_io
 from sedd_jax.data.batching import is_validation
 from sedd_jax.data.fasta import FastaError
-from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.shards import (
     FORMAT,
     MANIFEST,
@@ -46,11 +44,11 @@ from sedd_jax.data.shards import (
     VERSION,
     DataError,
     atomic_write_json,
+    encode_proteins,
+    encode_smiles,
+    field_specs,
     file_sha256,
-    protein_tokenizer_spec,
     shard_name,
-    smallest_uint,
-    smiles_tokenizer_spec,
     write_shard,
 )
 from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, tokenize
@@ -262,19 +260,6 @@ def clean_bucket(out: str, job: dict, k: int) -> dict:
     return stats
 
 
-def _encode_protein(seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    table = ProteinTokenizer()._encode_table.astype(np.uint8)
-    flat = table[np.frombuffer("".join(seqs).encode("ascii"), dtype=np.uint8)]
-    return flat, np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-
-
-def _encode_smiles(smiles: list[str], tokenizer: SmilesTokenizer) -> tuple[np.ndarray, np.ndarray]:
-    ids = [tokenizer.encode(s) for s in smiles]
-    dtype = smallest_uint(tokenizer.vocab_size)
-    flat = np.concatenate(ids).astype(dtype) if ids else np.zeros(0, dtype)
-    return flat, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-
-
 def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> dict:
     """Pass 3 for bucket k: writes shards `train-k` and `val-k`; returns their entries."""
     done = _tmp(out, f"encode-{k:05d}.json")
@@ -291,16 +276,16 @@ def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> 
     entries = {}
     for split, payloads in rows.items():
         if kind == "protein":
-            fields = {"tokens": _encode_protein(payloads)}
+            fields = {"tokens": encode_proteins(payloads)}
         elif kind == "smiles":
-            fields = {"tokens": _encode_smiles(payloads, tokenizer)}
+            fields = {"tokens": encode_smiles(payloads, tokenizer)}
         else:
             split_rows = [p.split("\t") for p in payloads]
             proteins = [row[0] for row in split_rows]
             ligands = [row[1] for row in split_rows]
             fields = {
-                "protein": _encode_protein(proteins),
-                "ligand": _encode_smiles(ligands, tokenizer),
+                "protein": encode_proteins(proteins),
+                "ligand": encode_smiles(ligands, tokenizer),
             }
         entries[split] = write_shard(out, shard_name(split, k), fields)
     atomic_write_json(done, entries)
@@ -315,18 +300,6 @@ def _map(fn, items, workers: int, progress: bool, desc: str) -> list:
     with ProcessPoolExecutor(min(workers, len(items)), mp_context=context) as pool:
         futures = [pool.submit(fn, *args) for args in items]
         return [f.result() for f in tqdm(futures, desc=desc, disable=not progress)]
-
-
-def _fields(kind: str, vocabulary: list[str] | None) -> dict[str, dict]:
-    protein = {"tokenizer": protein_tokenizer_spec(), "dtype": "uint8"}
-    if kind == "protein":
-        return {"tokens": protein}
-    smiles_tok = SmilesTokenizer(vocabulary)
-    smiles = {
-        "tokenizer": smiles_tokenizer_spec(smiles_tok),
-        "dtype": smallest_uint(smiles_tok.vocab_size).name,
-    }
-    return {"tokens": smiles} if kind == "smiles" else {"protein": protein, "ligand": smiles}
 
 
 def prepare(
@@ -377,7 +350,7 @@ def prepare(
     for stats in cleaned:
         skipped.update(stats["skipped"])
     shards = {split: [e[split] for e in encoded] for split in SPLITS}
-    fields = _fields(corpus.kind, vocabulary)
+    fields = field_specs(corpus.kind, vocabulary)
     manifest = {
         "format": FORMAT,
         "version": VERSION,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sedd_jax.data.protein import SPECIAL_TOKENS, STANDARD_RESIDUES
+from sedd_jax.data.protein import SPECIAL_TOKENS, STANDARD_RESIDUES, ProteinTokenizer
 from sedd_jax.data.smiles import SMILES_REGEX, SmilesTokenizer
 
 FORMAT = "sedd-token-shards"
@@ -110,6 +110,34 @@ def write_shard(
             files[fname] = file_sha256(os.path.join(directory, fname))
         tokens_total[field] = int(offsets[-1])
     return {"name": name, "count": counts.pop(), "tokens": tokens_total, "files": files}
+
+
+def encode_proteins(seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Protein ids of `seqs` as (flat uint8 ids [T], lengths [n])."""
+    table = ProteinTokenizer()._encode_table.astype(np.uint8)
+    flat = table[np.frombuffer("".join(seqs).encode("ascii"), dtype=np.uint8)]
+    return flat, np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+
+
+def encode_smiles(smiles: list[str], tokenizer: SmilesTokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """SMILES ids as (flat ids [T] in the smallest type, lengths [n])."""
+    ids = [tokenizer.encode(s) for s in smiles]
+    dtype = smallest_uint(tokenizer.vocab_size)
+    flat = np.concatenate(ids).astype(dtype) if ids else np.zeros(0, dtype)
+    return flat, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+
+def field_specs(kind: str, vocabulary: list[str] | None) -> dict[str, dict]:
+    """The manifest's `fields` entry: tokenizer and dtype of each stored field."""
+    protein = {"tokenizer": protein_tokenizer_spec(), "dtype": "uint8"}
+    if kind == "protein":
+        return {"tokens": protein}
+    smiles_tok = SmilesTokenizer(vocabulary)
+    smiles = {
+        "tokenizer": smiles_tokenizer_spec(smiles_tok),
+        "dtype": smallest_uint(smiles_tok.vocab_size).name,
+    }
+    return {"tokens": smiles} if kind == "smiles" else {"protein": protein, "ligand": smiles}
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
