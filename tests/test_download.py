@@ -25,7 +25,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.files, self.md5s, self.cut_after, self.log = {}, {}, {}, []
+        self.files, self.md5s, self.cut_after, self.log, self.extra = {}, {}, {}, [], {}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -38,6 +38,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server.log.append((path, self.headers.get("Range")))
         if path.endswith(".md5") and path[:-4] in server.md5s:
             body = f"{server.md5s[path[:-4]]}  {os.path.basename(path[:-4])}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if path in server.extra:
+            body = server.extra[path]
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -127,6 +134,33 @@ def test_checksum_mismatch_is_reported_and_nothing_is_kept(server, fasta_gz, tmp
     with pytest.raises(dl.DownloadError, match=r"checksum mismatch: md5 [0-9a-f]{32}, but .*\.md5"):
         dl.download(_url(server, "/demo.fasta.gz"), str(tmp_path), progress=False)
     assert os.listdir(tmp_path) == []
+
+
+METALINK = """<?xml version="1.0" encoding="UTF-8"?>
+<metalink xmlns="http://www.metalinker.org/">
+ <files>
+  <file name="other.fasta.gz"><verification><hash type="md5">{other}</hash></verification></file>
+  <file name="demo.fasta.gz"><size>{size}</size>
+   <verification><hash type="md5">{md5}</hash></verification></file>
+ </files>
+</metalink>
+"""
+
+
+def test_uniprot_release_metalink_md5_is_checked(server, fasta_gz, tmp_path):
+    server.files["/uniref50/demo.fasta.gz"] = fasta_gz
+    good = hashlib.md5(fasta_gz).hexdigest()
+    server.extra["/uniref50/RELEASE.metalink"] = METALINK.format(
+        other="1" * 32, size=len(fasta_gz), md5="f" * 32
+    ).encode()
+    url = _url(server, "/uniref50/demo.fasta.gz")
+    with pytest.raises(dl.DownloadError, match=r"but .*RELEASE\.metalink says f{32}"):
+        dl.download(url, str(tmp_path / "bad"), progress=False)
+    server.extra["/uniref50/RELEASE.metalink"] = METALINK.format(
+        other="1" * 32, size=len(fasta_gz), md5=good
+    ).encode()
+    path = dl.download(url, str(tmp_path / "ok"), progress=False)
+    assert "RELEASE.metalink" in open(path + ".download.json").read()
 
 
 def test_cli_local_file_and_one_line_error(fasta_gz, tmp_path):
