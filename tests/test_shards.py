@@ -473,3 +473,20 @@ def test_resumed_training_with_random_crops_and_workers_is_bit_identical(tmp_pat
     a, b = restore(straight), restore(resumed)
     assert a.keys() == b.keys()
     assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+
+
+def test_shards_prepared_with_other_options_are_refused_naming_the_option(demo_shards):
+    from sedd_jax.data.track_data import load_single_track
+
+    c = _tiny_train_config(source="shards", path=demo_shards.directory, min_len=1)
+    assert len(load_single_track(c.data).val["tokens"]) == 118
+    c.data.val_fraction = 0.01
+    with pytest.raises(
+        DataError,
+        match=r"prepared with val_fraction=0.05, but the config asks "
+        r"for 0.01",
+    ):
+        load_single_track(c.data)
+    c = _tiny_train_config(source="shards", path=demo_shards.directory + "/nowhere")
+    with pytest.raises(DataError, match="no prepared shards .* python -m sedd_jax.data.prepare"):
+        load_single_track(c.data)
