@@ -33,7 +33,7 @@ from absl import flags
 from grain.experimental import index_shuffle
 
 from sedd_jax.data.batching import EXAMPLE_ID, _shard_slice
-from sedd_jax.data.shards import ShardSource
+from sedd_jax.data.shards import DataError, ShardSource
 
 Batch = dict[str, np.ndarray]
 CROPS = ("start", "random", "drop")
@@ -52,7 +52,7 @@ class FieldSpec:
 
     def __post_init__(self):
         if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+            raise DataError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
 
@@ -107,7 +107,7 @@ class BatchPlan:
         self.seed = seed % 2**32
         self.steps_per_epoch = self.n // batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {batch_size} exceeds the {self.n} training examples")
+            raise DataError(f"batch_size {batch_size} exceeds the {self.n} training examples")
         if bucket_window and lengths is None:
             raise ValueError("bucket_window > 0 needs the record lengths")
         self.bucket_window = bucket_window

@@ -85,14 +85,14 @@ def default_options(**overrides) -> dict[str, Any]:
     }
     unknown = set(overrides) - set(options)
     if unknown:
-        raise ValueError(f"unknown preparation options {sorted(unknown)}")
+        raise DataError(f"unknown preparation options {sorted(unknown)}")
     options.update(overrides)
     if options["on_error"] not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {options['on_error']!r}")
+        raise DataError(f"on_error must be 'fail' or 'skip', got {options['on_error']!r}")
     if not 0.0 <= options["val_fraction"] < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {options['val_fraction']}")
+        raise DataError(f"val_fraction must be in [0, 1), got {options['val_fraction']}")
     if options["num_shards"] < 1 or options["min_len"] < 1:
-        raise ValueError("num_shards and min_len must be >= 1")
+        raise DataError("num_shards and min_len must be >= 1")
     return options
 
 

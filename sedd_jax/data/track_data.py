@@ -114,13 +114,13 @@ def open_shards(data_config, *, kind: str | tuple[str, ...], options: dict) -> S
         return shards
     table = PAIR_SOURCES if "pairs" in kinds else SINGLE_SOURCES
     if data_config.source not in table:
-        raise ValueError(
+        raise DataError(
             f"data.source={data_config.source!r}; choose one of {sorted(table) + ['shards']}"
         )
     named, takes_path = table[data_config.source]
     path = data_config.path or None
     if takes_path and not path:
-        raise ValueError(f"data.source={data_config.source!r} needs data.path")
+        raise DataError(f"data.source={data_config.source!r} needs data.path")
     source = named or path
     force_kind = {"fasta": "protein", "smiles": "smiles", "pair_table": "pairs"}.get(
         data_config.source
