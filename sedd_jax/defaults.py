@@ -14,8 +14,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.device = "auto"  # auto | cpu | cuda (jax and torch) | mps (torch only)
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "demo"  # demo | fasta | mmseqs_examples | uniref50
-    c.data.path = ""  # FASTA path for `fasta` / `uniref50`
+    # demo | mmseqs_examples | moses | fasta | smiles | uniref50 (prepared on the fly into a
+    # cache) | shards (a directory written by `python -m sedd_jax.data.prepare`)
+    c.data.source = "demo"
+    c.data.path = ""  # the file (fasta, smiles, uniref50) or the shard directory (shards)
     c.data.vocab_size = 25  # tokenizer ids; 36 matches reference checkpoints
     c.data.max_len = 128
     c.data.min_len = 8
@@ -23,6 +25,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.05
     c.data.max_sequences = 0  # 0 keeps all
     c.data.on_error = "fail"  # fail | skip (bad FASTA records)
+    c.data.bucket_window = 0  # >0: sort each window of that many batches by length
+    c.data.pad_multiple = 64  # bucketed batches are padded to a multiple of this
+    c.data.num_workers = 0  # grain worker processes (0: batches built in the training process)
+    c.data.prefetch = 4  # batches buffered ahead (per worker)
+    c.data.verify_shards = True  # check every shard's sha256 against the manifest at start
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "single"  # single (SEDD) | dual (DualTrackSEDD, pair data)
@@ -101,8 +108,8 @@ def dual_base_config() -> ml_collections.ConfigDict:
     """Defaults for protein–ligand pairs with DualTrackSEDD (`model.kind = "dual"`)."""
     c = base_config()
     c.data = ml_collections.ConfigDict()
-    c.data.source = "demo_pairs"  # demo_pairs | pair_table
-    c.data.path = ""  # CSV/TSV/parquet for `pair_table`
+    c.data.source = "demo_pairs"  # demo_pairs | pair_table | shards (prepared pairs)
+    c.data.path = ""  # CSV/TSV/parquet for `pair_table`, the directory for `shards`
     c.data.sequence_column = "aa_sequence"
     c.data.smiles_column = "smiles"
     c.data.validate_smiles = True  # RDKit check when rdkit is installed
@@ -115,6 +122,9 @@ def dual_base_config() -> ml_collections.ConfigDict:
     c.data.ligand_min_count = 1  # SMILES tokens seen fewer times map to <unk>
     c.data.val_fraction = 0.1  # of pairs; whole proteins are held out
     c.data.max_pairs = 0
+    c.data.num_workers = 0
+    c.data.prefetch = 4
+    c.data.verify_shards = True
 
     del c.model["n_blocks"]
     c.model.kind = "dual"

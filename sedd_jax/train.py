@@ -41,13 +41,15 @@ def main(argv):
 
 def _backend(config):
     """The training function of `config.backend`, and the errors it reports to the user."""
+    from sedd_jax.data.prepare import USER_ERRORS  # bad data: one line, no traceback
+
     if config.backend == "torch":
         if config.model.kind != "single":
             sys.exit("config.backend='torch' trains single-track models only")
         from sedd_jax.training.loop import NonFiniteLossError
         from sedd_torch.training.trainer import train_and_evaluate
 
-        return train_and_evaluate, (NonFiniteLossError,)
+        return train_and_evaluate, (NonFiniteLossError, *USER_ERRORS)
     if config.backend != "jax":
         sys.exit(f"config.backend={config.backend!r}; choose 'jax' or 'torch'")
     if config.device not in JAX_PLATFORMS:
@@ -62,7 +64,7 @@ def _backend(config):
     from sedd_jax.training.checkpoint import CheckpointMismatchError
     from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
-    return train_and_evaluate, (NonFiniteLossError, CheckpointMismatchError)
+    return train_and_evaluate, (NonFiniteLossError, CheckpointMismatchError, *USER_ERRORS)
 
 
 JAX_PLATFORMS = {"auto": None, "cpu": "cpu", "cuda": "cuda"}

@@ -1,4 +1,4 @@
-"""Tokenizer, FASTA reading/writing, named sources and the UniRef50 preparation script."""
+"""Tokenizer, FASTA reading/writing and named sources."""
 
 import ast
 import gzip
@@ -211,39 +211,6 @@ def test_mmseqs_examples_source():
             sources.load_sequences("mmseqs_examples")
     else:
         assert len(sources.load_sequences("mmseqs_examples")) == 20000
-
-
-# --- scripts/prepare_uniref50.py ----------------------------------------------------------
-
-
-def test_prepare_uniref50_filters_by_length_and_standard_fraction(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "prepare_uniref50", os.path.join(REPO, "scripts", "prepare_uniref50.py")
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    records = [
-        FastaRecord("UniRef50_A", "n=1 kept", "M" * 20),
-        FastaRecord("UniRef50_B", "short", "M" * 4),
-        FastaRecord("UniRef50_C", "long", "M" * 31),
-        FastaRecord("UniRef50_D", "5% X: kept", "M" * 19 + "X"),
-        FastaRecord("UniRef50_E", "10% X: dropped", "M" * 18 + "XB"),
-    ]
-    src, out = tmp_path / "u50.fasta.gz", tmp_path / "prepared.fasta"
-    write_fasta(src, records)
-    with gzip.open(src, "at") as f:
-        f.write(">UniRef50_empty\n")
-    report = script.main([str(src), str(out), "--min-len", "5", "--max-len", "30"])
-    assert report == {
-        "read": 5,
-        "kept": 2,
-        "too_short": 1,
-        "too_long": 1,
-        "nonstandard": 1,
-        "bad_records_skipped": 1,
-    }
-    assert [r.id for r in read_fasta(out)] == ["UniRef50_A", "UniRef50_D"]
-    assert os.path.isfile(str(out) + ".report.json")
 
 
 def test_data_package_imports_neither_jax_nor_torch():

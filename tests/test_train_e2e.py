@@ -161,11 +161,14 @@ def test_stable_config_without_prepared_uniref50_says_how_to_get_it(tmp_path):
     result = _run_cli(
         "--config=configs/stable.py",
         f"--workdir={tmp_path}",
-        f"--config.data.path={tmp_path}/missing.fasta",
+        f"--config.data.path={tmp_path}/missing_shards",
     )
     assert result.returncode != 0
-    assert "prepare_uniref50.py" in result.stderr
-    assert "missing.fasta" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.source='shards': no prepared shards")
+    assert "python -m sedd_jax.data.download uniref50" in last
+    assert "python -m sedd_jax.data.prepare" in last and "missing_shards" in last
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

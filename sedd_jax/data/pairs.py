@@ -74,7 +74,7 @@ class PairTable:
         return zip(self.sequences, self.smiles, strict=True)
 
 
-def _rdkit_parser():
+def rdkit_parser():
     """`smiles -> bool` with RDKit (logs silenced), or None when RDKit is absent."""
     try:
         from rdkit import Chem, rdBase
@@ -88,7 +88,7 @@ def _rdkit_parser():
     return parses
 
 
-def _problem(sequence: str | None, smiles: str | None, rdkit_parses) -> str | None:
+def record_problem(sequence: str | None, smiles: str | None, rdkit_parses) -> str | None:
     """The skip reason of one record, or None when it is good."""
     if sequence is None or smiles is None:
         return MALFORMED_ROW
@@ -111,7 +111,7 @@ def _open_text(path: str) -> IO[str]:
     return open(path, encoding="utf-8", newline="")
 
 
-def _infer_sep(path: str) -> str:
+def infer_sep(path: str) -> str:
     stem = path[:-3] if path.endswith(".gz") else path
     sep = _SEPARATORS.get(os.path.splitext(stem)[1].lower())
     if sep is None:
@@ -128,7 +128,7 @@ def _missing_columns(path: str, available: list[str], wanted: tuple[str, str]) -
         raise PairTableError(f"{path}: no column(s) {missing}; available columns: {available}")
 
 
-def _delimited_records(
+def delimited_records(
     path: str, sep: str, columns: tuple[str, str]
 ) -> Iterator[tuple[int, str | None, str | None]]:
     """Yields `(line, sequence, smiles)`; None marks a short or over-long row."""
@@ -158,7 +158,7 @@ def _delimited_records(
             yield reader.line_num, row[i_seq].strip(), row[i_smi].strip()
 
 
-def _parquet_records(
+def parquet_records(
     path: str, columns: tuple[str, str]
 ) -> Iterator[tuple[int, str | None, str | None]]:
     """Yields `(row, sequence, smiles)` with 1-based data rows; nulls are None."""
@@ -205,15 +205,15 @@ def read_pair_table(
         raise FileNotFoundError(f"{path}: pair table not found")
     columns = (sequence_column, smiles_column)
     if path.lower().endswith(".parquet"):
-        records = _parquet_records(path, columns)
+        records = parquet_records(path, columns)
         where = f"{path}: row "
     else:
-        records = _delimited_records(path, sep or _infer_sep(path), columns)
+        records = delimited_records(path, sep or infer_sep(path), columns)
         where = f"{path}:"
-    rdkit_parses = _rdkit_parser() if validate_smiles else None
+    rdkit_parses = rdkit_parser() if validate_smiles else None
     sequences, smiles, skipped = [], [], Counter()
     for line, seq, smi in records:
-        reason = _problem(seq, smi, rdkit_parses)
+        reason = record_problem(seq, smi, rdkit_parses)
         if reason is None:
             sequences.append(seq)
             smiles.append(smi)

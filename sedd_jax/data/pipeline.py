@@ -1,4 +1,7 @@
-"""From `config.data` to training batches and validation arrays (numpy only)."""
+"""From `config.data` to in-memory arrays (numpy only), for the torch twin and evaluation.
+
+The JAX trainer reads prepared shards instead (`track_data.py`, `loader.py`).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.sources import SourceNotFoundError, load_sequences
 
 UNIREF50_HINT = (
-    "download uniref50.fasta.gz from UniProt (https://ftp.uniprot.org/pub/databases/uniprot/"
-    "uniref/uniref50/uniref50.fasta.gz), then run: python scripts/prepare_uniref50.py "
-    "uniref50.fasta.gz --out {path}"
+    "download it: python -m sedd_jax.data.download uniref50 --out data/uniref50, then set "
+    "data.path=data/uniref50/uniref50.fasta.gz (the JAX trainer reads prepared shards "
+    "instead: data.source=shards, see configs/stable.py)"
 )
 
 
@@ -36,8 +39,7 @@ def _sequences(data_config) -> list[str]:
     if source == "uniref50":
         if not path or not os.path.isfile(path):
             raise SourceNotFoundError(
-                f"data.source='uniref50': no prepared file at data.path={path!r}; "
-                + UNIREF50_HINT.format(path=path or "data/uniref50/uniref50_prepared.fasta")
+                f"data.source='uniref50': no FASTA at data.path={path!r}; " + UNIREF50_HINT
             )
         source = "fasta"
     return load_sequences(
@@ -49,8 +51,26 @@ def _sequences(data_config) -> list[str]:
     )
 
 
+def _from_shards(data_config) -> ProteinData:
+    """Both splits of a prepared protein directory in memory (windows start at 0)."""
+    from sedd_jax.data.loader import split_arrays  # grain, only for this source
+    from sedd_jax.data.track_data import load_single_track
+
+    data = load_single_track(data_config)
+    if data.shards.kind != "protein":
+        raise ValueError(f"{data_config.path}: holds {data.shards.kind} data, not proteins")
+    train = split_arrays(data.shards.source("train"), data.specs)
+    return ProteinData(data.tokenizers["tokens"], train, data.val, data.lengths["tokens"])
+
+
 def load_protein_data(data_config, seed: int) -> ProteinData:
-    """Read, split (by sequence hash), crop and pad the proteins named by `config.data`."""
+    """Read, split (by sequence hash), crop and pad the proteins named by `config.data`.
+
+    `data.source="shards"` reads both splits of the prepared directory into memory (for
+    the torch twin and `sedd_jax.evaluate`; the JAX trainer streams them instead).
+    """
+    if data_config.source == "shards":
+        return _from_shards(data_config)
     tokenizer = ProteinTokenizer(data_config.vocab_size)
     train_seqs, val_seqs = split_train_val(_sequences(data_config), data_config.val_fraction, seed)
     if not train_seqs or not val_seqs:

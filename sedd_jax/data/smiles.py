@@ -145,6 +145,11 @@ class SmilesTokenizer:
             pieces.append(self._tokens[i])
         return pieces
 
+    def decode_batch(self, ids: np.ndarray, valid: np.ndarray) -> list[str]:
+        """Decodes ids `[N, L]` at the positions where `valid` `[N, L]` is True."""
+        ids, valid = np.asarray(ids), np.asarray(valid, dtype=bool)
+        return [self.decode(row[mask]) for row, mask in zip(ids, valid, strict=True)]
+
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON-able form written by `save`."""
         return {"format": self.file_format, "version": FILE_VERSION, "tokens": list(self._tokens)}

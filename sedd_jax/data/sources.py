@@ -1,8 +1,8 @@
 """Named protein sequence sources: a registry from config name to a FASTA file.
 
 - `demo`: 2,100 real bacterial proteins shipped inside the pyhmmer wheel.
-- `fasta`: a user FASTA file (plain or gzip), e.g. the output of
-  `scripts/prepare_uniref50.py`.
+- `fasta`: a user FASTA file (plain or gzip), e.g. `uniref50.fasta.gz` as fetched by
+  `python -m sedd_jax.data.download uniref50 --out DIR`.
 - `mmseqs_examples`: the 20,000 UniProtKB sequences of Debian's `mmseqs2-examples`.
 """
 

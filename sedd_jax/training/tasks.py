@@ -24,11 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedd_jax.data.batching import Batcher, sample_lengths
+from sedd_jax.data.batching import sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
-from sedd_jax.data.pair_pipeline import encode_pairs, load_pair_data
+from sedd_jax.data.pair_pipeline import encode_pairs
 from sedd_jax.data.pairs import PairTable
-from sedd_jax.data.pipeline import load_protein_data
+from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.track_data import load_pair_track, load_single_track
 from sedd_jax.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
 from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.joint import (
@@ -46,7 +47,6 @@ from sedd_jax.models.sedd import build_model
 from sedd_jax.training.evaluation import (
     make_eval_step,
     make_oracle_eval_step,
-    unigram_log_probs,
     validation_loss,
     validation_sums,
 )
@@ -61,6 +61,17 @@ from sedd_jax.training.generation import (
 def _warn_schedule(graph, noise, warnings: list[str]):
     if graph.absorb and (message := absorbing_schedule_warning(noise)):
         warnings.append(message)
+
+
+def _max_val_rows(eval_config) -> int:
+    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
+    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
+
+
+def _unigram_log_p(counts: np.ndarray) -> np.ndarray:
+    """log p [n] of token counts [n], add-1/2 smoothed (as `unigram_log_probs`)."""
+    counts = counts.astype(np.float64) + 0.5
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
@@ -109,12 +120,14 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
 
 
 class SingleTrack:
-    """Unconditional protein SEDD (`config.model.kind = "single"`)."""
+    """Unconditional SEDD over one track (`config.model.kind = "single"`): proteins, or
+    SMILES when the data are SMILES (e.g. `configs/ligand_moses.py`)."""
 
     def __init__(self, config):
         self.config = config
-        self.data = load_protein_data(config.data, config.seed)
-        self.tokenizer = self.data.tokenizer
+        self.data = load_single_track(config.data, _max_val_rows(config.eval))
+        self.tokenizer = self.data.tokenizers["tokens"]
+        self.lengths = self.data.lengths["tokens"]
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
@@ -127,23 +140,17 @@ class SingleTrack:
             self.model, self.graph, self.noise, config.training.sampling_eps
         )
 
-    @property
-    def train_arrays(self) -> dict:
-        return self.data.train
-
     def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
-        """This host's share of every global training batch, pure in (seed, step)."""
-        return Batcher(
-            self.train_arrays,
-            batch_size,
-            seed=self.config.seed,
-            num_shards=num_shards,
-            shard_index=shard_index,
+        """This host's share of every global training batch (grain over the shards), pure in
+        (seed, step)."""
+        return self.data.loader(
+            self.config.data, batch_size, self.config.seed, num_shards, shard_index
         )
 
     def init_params(self, key):
-        x = jnp.asarray(self.data.train["tokens"][:1])
-        valid = jnp.asarray(self.data.train["valid"][:1])
+        length = self.config.data.max_len
+        x = jnp.full((1, length), self.tokenizer.pad_id, jnp.int32)
+        valid = jnp.ones((1, length), bool)
         init = jax.jit(lambda k: self.model.init(k, x, jnp.ones((1,)), valid)["params"])
         return init(key)
 
@@ -168,15 +175,19 @@ class SingleTrack:
         oracle = make_oracle_eval_step(
             unigram_log_score_fn, self.graph, self.noise, self.config.training.sampling_eps
         )
-        log_p = unigram_log_probs(self.data.train["tokens"], self.data.train["valid"], self.graph.n)
+        log_p = _unigram_log_p(self.data.unigram_counts("tokens", self.graph.n))
         return {"loss_unigram": self._val_loss(oracle, jnp.asarray(log_p))}
 
     def meta(self) -> dict:
-        return {
+        meta = {
             "config": self.config.to_dict(),
             "protein_vocab_size": self.tokenizer.vocab_size,
-            "length_distribution": self.data.lengths.tolist(),
+            "length_distribution": self.lengths.tolist(),
+            "data_kind": self.data.shards.kind,
         }
+        if isinstance(self.tokenizer, SmilesTokenizer):
+            meta["ligand_tokenizer"] = self.tokenizer.to_dict()
+        return meta
 
     def write_samples(self, params, workdir: str, step: int) -> dict:
         sc = self.config.sampling
@@ -189,10 +200,15 @@ class SingleTrack:
             num=sc.num_samples,
             max_len=self.config.data.max_len,
             length=sc.length,
-            length_dist=self.data.lengths,
+            length_dist=self.lengths,
             seed=self.config.seed,
         )
         sequences = self.tokenizer.decode_batch(tokens, valid)
+        if isinstance(self.tokenizer, SmilesTokenizer):
+            path = os.path.join(workdir, "samples.smi")
+            with open(path, "w") as f:
+                f.writelines(f"{s}\tsample_{i}\n" for i, s in enumerate(sequences))
+            return {"samples": path}
         path = os.path.join(workdir, "samples.fasta")
         records = [
             FastaRecord(f"sample_{i}", f"step={step} len={len(s)}", s)
@@ -212,7 +228,7 @@ class PairTrack:
                 "curriculum.type must be 'none' for model.kind='dual' (the joint loss has no "
                 "curriculum yet)"
             )
-        self.data = load_pair_data(config.data, config.seed)
+        self.data = load_pair_track(config.data, _max_val_rows(config.eval))
         self.graphs = PairGraphs(
             get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
             get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
@@ -229,18 +245,11 @@ class PairTrack:
         )
         self._eval = jax.jit(self._eval_sums)
 
-    @property
-    def train_arrays(self) -> dict:
-        return self.data.train
-
     def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
-        """This host's share of every global training batch, pure in (seed, step)."""
-        return Batcher(
-            self.train_arrays,
-            batch_size,
-            seed=self.config.seed,
-            num_shards=num_shards,
-            shard_index=shard_index,
+        """This host's share of every global training batch (grain over the shards), pure in
+        (seed, step)."""
+        return self.data.loader(
+            self.config.data, batch_size, self.config.seed, num_shards, shard_index
         )
 
     def init_params(self, key):
@@ -327,8 +336,7 @@ class PairTrack:
                 unigram_log_score_fn, graph, self.noise, self.config.training.sampling_eps
             )
             arrays = {"tokens": self.data.val[track], "valid": self.data.val[f"{track}_valid"]}
-            train = self.data.train
-            log_p = unigram_log_probs(train[track], train[f"{track}_valid"], graph.n)
+            log_p = _unigram_log_p(self.data.unigram_counts(track, graph.n))
             out[f"loss_unigram_{track}"] = validation_loss(
                 step,
                 jnp.asarray(log_p),

@@ -1,0 +1,446 @@
+"""Prepare a corpus into token shards: `python -m sedd_jax.data.prepare --source=... --out=DIR`.
+
+Three passes, each resumable (their outputs are renamed into place when complete and
+marked in `DIR/.tmp/`):
+
+1. read (one process, streaming): records are cleaned and filtered, then routed to
+   bucket k = hash(key) mod num_shards, the key being the protein (for pairs too), so
+   exact duplicates and all pairs of one protein meet in the same bucket;
+2. clean (worker processes, one bucket each): SMILES are tokenized and checked with
+   RDKit, optionally canonicalised; exact duplicates are removed and counted; each
+   record goes to `val` when `batching.is_validation(key, val_fraction, split_seed)`;
+   the training SMILES tokens are counted for the vocabulary;
+3. encode (worker processes): ids are written flat with int64 offsets (`shards.py`).
+
+`manifest.json` is written last and `.tmp/` removed. Rerunning the same command on an
+interrupted directory resumes it; a different command on it is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from tqdm import tqdm
+
+from sedd_jax.data import corpora
+from sedd_jax.data import pairs as pair_io
+from sedd_jax.data.batching import is_validation
+from sedd_jax.data.fasta import FastaError
+from sedd_jax.data.shards import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    VERSION,
+    DataError,
+    atomic_write_json,
+    encode_proteins,
+    encode_smiles,
+    field_specs,
+    file_sha256,
+    shard_name,
+    write_shard,
+)
+from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, tokenize
+from sedd_jax.data.sources import SourceNotFoundError
+
+log = logging.getLogger(__name__)
+TMP = ".tmp"
+USER_ERRORS = (
+    DataError,
+    FastaError,
+    pair_io.PairTableError,
+    SourceNotFoundError,
+    pair_io.PairSourceNotFoundError,
+)
+SPLIT_RULE = "val iff blake2b(key, key=str(seed), 8 bytes) / 2^64 < val_fraction (is_validation)"
+INLINE_BELOW = 100_000  # records: fewer run in this process (worker start-up costs more)
+
+
+def default_options(**overrides) -> dict[str, Any]:
+    """The preparation options (all of them go into the manifest and the resume check)."""
+    options = {
+        "kind": None,
+        "min_len": 1,
+        "max_records": 0,
+        "on_error": "fail",
+        "val_fraction": 0.01,
+        "split_seed": 0,
+        "num_shards": 16,
+        "validate_smiles": True,
+        "canonicalize": False,
+        "ligand_min_count": 1,
+        "sequence_column": "aa_sequence",
+        "smiles_column": "smiles",
+    }
+    unknown = set(overrides) - set(options)
+    if unknown:
+        raise DataError(f"unknown preparation options {sorted(unknown)}")
+    options.update(overrides)
+    if options["on_error"] not in ("fail", "skip"):
+        raise DataError(f"on_error must be 'fail' or 'skip', got {options['on_error']!r}")
+    if not 0.0 <= options["val_fraction"] < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {options['val_fraction']}")
+    if options["num_shards"] < 1 or options["min_len"] < 1:
+        raise DataError("num_shards and min_len must be >= 1")
+    return options
+
+
+def _bucket(key: str, num_shards: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % (
+        num_shards
+    )
+
+
+def _tmp(out: str, name: str) -> str:
+    return os.path.join(out, TMP, name)
+
+
+def _job(corpus: corpora.Corpus, options: dict) -> dict[str, Any]:
+    files = [
+        {"path": p, "size": os.path.getsize(p), "mtime_ns": os.stat(p).st_mtime_ns}
+        for p in corpus.files
+    ]
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": corpus.name,
+        "kind": corpus.kind,
+        "files": files,
+        "options": {**options, "kind": corpus.kind},
+    }
+
+
+def _start(out: str, job: dict, overwrite: bool) -> bool:
+    """Sets up `out`; True when it already holds this finished job."""
+    if os.path.isfile(os.path.join(out, MANIFEST)):
+        with open(os.path.join(out, MANIFEST)) as f:
+            if json.load(f).get("job") == job and not overwrite:
+                return True
+        if not overwrite:
+            raise DataError(
+                f"{out}: already holds prepared shards of another source or options; "
+                "choose another --out or pass --overwrite"
+            )
+    job_path = _tmp(out, "job.json")
+    if os.path.isfile(job_path) and not overwrite:
+        with open(job_path) as f:
+            if json.load(f) != job:
+                raise DataError(
+                    f"{out}: holds an unfinished preparation of another source or options "
+                    f"({job_path}); rerun that command to resume it, or pass --overwrite"
+                )
+        log.info("%s: resuming an interrupted preparation", out)
+        return False
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise DataError(f"{out}: exists and is not a shard directory; choose an empty --out")
+    if overwrite and os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(_tmp(out, ""), exist_ok=True)
+    atomic_write_json(job_path, job)
+    return False
+
+
+def _read_pass(out: str, corpus: corpora.Corpus, options: dict, progress: bool) -> dict:
+    """Pass 1: stream records into hash buckets `.tmp/bucket-k.tsv`."""
+    done = _tmp(out, "read.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    n = options["num_shards"]
+    buckets = [open(_tmp(out, f"bucket-{k:05d}.tsv"), "w", encoding="utf-8") for k in range(n)]
+    skipped: Counter = Counter()
+    read = kept = 0
+    try:
+        records = corpus.records(options["on_error"], skipped)
+        bar = tqdm(records, desc=f"read {corpus.name}", unit=" rec", disable=not progress)
+        for file_index, ref, payload in bar:
+            read += 1
+            if corpus.kind == "protein" and len(payload) < options["min_len"]:
+                skipped["too_short"] += 1
+                continue
+            if corpus.kind == "smiles" and options["canonicalize"]:
+                # canonical here, so that duplicates that differ only in writing meet in a bucket
+                payload = canonicalize(payload) or payload
+            key = payload.split("\t", 1)[0].upper() if corpus.kind == "pairs" else payload
+            buckets[_bucket(key, n)].write(f"{file_index}\t{ref}\t{payload}\n")
+            kept += 1
+            if kept == options["max_records"]:
+                break
+    finally:
+        for f in buckets:
+            f.close()
+    stats = {"read": read, "kept": kept, "skipped": dict(skipped)}
+    atomic_write_json(done, stats)
+    return stats
+
+
+def _check_smiles(smiles: str, options: dict, rdkit_parses) -> str | None:
+    """The SMILES to store (canonical if asked), or None when it is invalid."""
+    if options["canonicalize"]:
+        smiles = canonicalize(smiles)
+        if smiles is None:
+            return None
+    try:
+        tokenize(smiles)
+    except ValueError:
+        return None
+    if rdkit_parses is not None and not options["canonicalize"] and not rdkit_parses(smiles):
+        return None
+    return smiles
+
+
+def clean_bucket(out: str, job: dict, k: int) -> dict:
+    """Pass 2 for bucket k: validate, deduplicate, split; writes `.tmp/clean-k.tsv`."""
+    done = _tmp(out, f"clean-{k:05d}.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    options, kind, files = job["options"], job["kind"], job["files"]
+    rdkit_parses = pair_io.rdkit_parser() if options["validate_smiles"] else None
+    seen: set[str] = set()
+    skipped: Counter = Counter()
+    vocab: Counter = Counter()
+    duplicates = 0
+    splits = Counter()
+    target = _tmp(out, f"clean-{k:05d}.tsv")
+    with open(_tmp(out, f"bucket-{k:05d}.tsv"), encoding="utf-8") as src:
+        with open(target + ".tmp", "w", encoding="utf-8") as dst:
+            for line in src:
+                file_index, ref, payload = line.rstrip("\n").split("\t", 2)
+                if kind != "protein":
+                    protein, _, smiles = payload.rpartition("\t")
+                    problem = None
+                    if kind == "pairs":
+                        problem = pair_io.record_problem(protein or None, smiles, None)
+                        protein = protein.upper()
+                    checked = None if problem else _check_smiles(smiles, options, rdkit_parses)
+                    if checked is None:
+                        if options["on_error"] == "fail":
+                            where = f"{files[int(file_index)]['path']}:{ref}"
+                            raise DataError(
+                                f"{where}: {(problem or 'invalid_smiles').replace('_', ' ')}: "
+                                f"{payload[:80]!r}"
+                            )
+                        skipped[problem or "invalid_smiles"] += 1
+                        continue
+                    payload = f"{protein}\t{checked}" if kind == "pairs" else checked
+                if payload in seen:
+                    duplicates += 1
+                    continue
+                seen.add(payload)
+                key = payload.split("\t", 1)[0]
+                split = (
+                    "val"
+                    if is_validation(key, options["val_fraction"], options["split_seed"])
+                    else "train"
+                )
+                splits[split] += 1
+                if kind != "protein" and split == "train":
+                    vocab.update(tokenize(payload.rsplit("\t", 1)[-1]))
+                dst.write(f"{split}\t{payload}\n")
+    os.replace(target + ".tmp", target)
+    stats = {
+        "duplicates": duplicates,
+        "skipped": dict(skipped),
+        "splits": dict(splits),
+        "vocab": dict(vocab),
+    }
+    atomic_write_json(done, stats)
+    return stats
+
+
+def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> dict:
+    """Pass 3 for bucket k: writes shards `train-k` and `val-k`; returns their entries."""
+    done = _tmp(out, f"encode-{k:05d}.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    kind = job["kind"]
+    tokenizer = SmilesTokenizer(vocabulary) if vocabulary is not None else None
+    rows: dict[str, list[str]] = {split: [] for split in SPLITS}
+    with open(_tmp(out, f"clean-{k:05d}.tsv"), encoding="utf-8") as f:
+        for line in f:
+            split, payload = line.rstrip("\n").split("\t", 1)
+            rows[split].append(payload)
+    entries = {}
+    for split, payloads in rows.items():
+        if kind == "protein":
+            fields = {"tokens": encode_proteins(payloads)}
+        elif kind == "smiles":
+            fields = {"tokens": encode_smiles(payloads, tokenizer)}
+        else:
+            split_rows = [p.split("\t") for p in payloads]
+            proteins = [row[0] for row in split_rows]
+            ligands = [row[1] for row in split_rows]
+            fields = {
+                "protein": encode_proteins(proteins),
+                "ligand": encode_smiles(ligands, tokenizer),
+            }
+        entries[split] = write_shard(out, shard_name(split, k), fields)
+    atomic_write_json(done, entries)
+    return entries
+
+
+def _map(fn, items, workers: int, progress: bool, desc: str) -> list:
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(*args) for args in tqdm(items, desc=desc, disable=not progress)]
+    context = multiprocessing.get_context("spawn")  # safe when the caller has threads (JAX)
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context) as pool:
+        futures = [pool.submit(fn, *args) for args in items]
+        return [f.result() for f in tqdm(futures, desc=desc, disable=not progress)]
+
+
+def prepare(
+    source: str,
+    out: str,
+    *,
+    path: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options,
+) -> dict[str, Any]:
+    """Prepares `source` (a corpus name or a file) into shards in `out`; returns the manifest.
+
+    `options` are those of `default_options`. `workers=None` uses every CPU (or this
+    process alone for small corpora).
+    """
+    t0 = time.perf_counter()
+    options = default_options(**options)
+    corpus = corpora.resolve(
+        source,
+        path=path,
+        kind=options["kind"],
+        sequence_column=options["sequence_column"],
+        smiles_column=options["smiles_column"],
+    )
+    out = os.path.abspath(out)
+    job = _job(corpus, options)
+    if _start(out, job, overwrite):
+        with open(os.path.join(out, MANIFEST)) as f:
+            return json.load(f)
+    read = _read_pass(out, corpus, options, progress)
+    if workers is None:
+        workers = 1 if read["kept"] < INLINE_BELOW else (os.cpu_count() or 1)
+    n = options["num_shards"]
+    cleaned = _map(clean_bucket, [(out, job, k) for k in range(n)], workers, progress, "clean")
+    vocab: Counter = Counter()
+    for stats in cleaned:
+        vocab.update(stats["vocab"])
+    vocabulary = None
+    if corpus.kind != "protein":
+        kept = sorted(t for t, c in vocab.items() if c >= options["ligand_min_count"])
+        vocabulary = list(SmilesTokenizer(("<pad>", "<unk>", *kept)).tokens)
+    encoded = _map(
+        encode_bucket, [(out, job, k, vocabulary) for k in range(n)], workers, progress, "encode"
+    )
+    skipped = Counter(read["skipped"])
+    for stats in cleaned:
+        skipped.update(stats["skipped"])
+    shards = {split: [e[split] for e in encoded] for split in SPLITS}
+    fields = field_specs(corpus.kind, vocabulary)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": corpus.kind,
+        "source": corpus.name,
+        "sources": [
+            {"path": f["path"], "size": f["size"], "sha256": file_sha256(f["path"])}
+            for f in job["files"]
+        ],
+        "fields": fields,
+        "filters": {k: options[k] for k in ("min_len", "max_records", "on_error")}
+        | {k: options[k] for k in ("validate_smiles", "canonicalize", "ligand_min_count")},
+        "split": {
+            "rule": SPLIT_RULE,
+            "key": "protein" if corpus.kind != "smiles" else "smiles",
+            "val_fraction": options["val_fraction"],
+            "seed": options["split_seed"],
+        },
+        "counts": {
+            "read": read["read"],
+            "kept_after_filters": read["kept"],
+            "skipped": dict(skipped),
+            "duplicates": sum(s["duplicates"] for s in cleaned),
+            **{split: sum(s["count"] for s in shards[split]) for split in SPLITS},
+            **{
+                f"{split}_tokens": {f: sum(s["tokens"][f] for s in shards[split]) for f in fields}
+                for split in SPLITS
+            },
+        },
+        "shards": shards,
+        "job": job,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    atomic_write_json(os.path.join(out, MANIFEST), manifest)
+    shutil.rmtree(_tmp(out, ""), ignore_errors=True)
+    for name in os.listdir(out):  # leftovers of writes that a kill interrupted
+        if name.endswith(".tmp"):
+            os.remove(os.path.join(out, name))
+    return manifest
+
+
+def _summary(manifest: dict) -> str:
+    c = manifest["counts"]
+    return (
+        f"prepared {manifest['source']} ({manifest['kind']}): read {c['read']:,}, "
+        f"skipped {sum(c['skipped'].values()):,} {c['skipped'] or ''}, "
+        f"duplicates {c['duplicates']:,}, train {c['train']:,}, val {c['val']:,} "
+        f"in {manifest['seconds']} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m sedd_jax.data.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = default_options()
+    parser.add_argument("--source", required=True, help=f"{sorted(corpora.NAMED)} or a file")
+    parser.add_argument("--out", required=True, help="directory to write the shards to")
+    parser.add_argument("--path", default=None, help="directory of a named source (uniref50)")
+    parser.add_argument("--kind", choices=corpora.KINDS, default=None)
+    parser.add_argument("--min_len", type=int, default=d["min_len"])
+    parser.add_argument("--max_records", type=int, default=0, help="keep the first N (0: all)")
+    parser.add_argument("--on_error", choices=("fail", "skip"), default=d["on_error"])
+    parser.add_argument("--val_fraction", type=float, default=d["val_fraction"])
+    parser.add_argument("--split_seed", type=int, default=d["split_seed"])
+    parser.add_argument("--num_shards", type=int, default=d["num_shards"])
+    parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
+    parser.add_argument("--validate_smiles", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--canonicalize", action="store_true")
+    parser.add_argument("--ligand_min_count", type=int, default=d["ligand_min_count"])
+    parser.add_argument("--sequence_column", default=d["sequence_column"])
+    parser.add_argument("--smiles_column", default=d["smiles_column"])
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no_progress", action="store_true")
+    args = vars(parser.parse_args(argv))
+    source, out, path = args.pop("source"), args.pop("out"), args.pop("path")
+    workers, overwrite = args.pop("workers"), args.pop("overwrite")
+    progress = not args.pop("no_progress") and sys.stderr.isatty()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        manifest = prepare(
+            source, out, path=path, workers=workers, overwrite=overwrite, progress=progress, **args
+        )
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    print(_summary(manifest))
+    return manifest
+
+
+if __name__ == "__main__":
+    main()
