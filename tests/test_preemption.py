@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from sedd_jax.training.checkpoint import make_manager
@@ -32,18 +33,45 @@ TINY = [
 ]
 
 
+def cached_env():
+    """Subprocesses share the session's persistent XLA cache (conftest.py): a rerun with
+    the same shapes and config does not compile again."""
+    return {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def train_command(workdir, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "sedd_jax.train",
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+        *TINY,
+        *overrides,
+    ]
+
+
+def run_training(workdir, *overrides):
+    return subprocess.run(
+        train_command(workdir, *overrides),
+        cwd=REPO,
+        env=cached_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def start_training(workdir, *overrides):
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            "--config=configs/demo.py",
-            f"--workdir={workdir}",
-            *TINY,
-            *overrides,
-        ],
+        train_command(workdir, *overrides),
         cwd=REPO,
+        env=cached_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,7 +131,7 @@ def checkpoint_steps(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_signal_saves_at_a_step_boundary_exits_0_and_the_rerun_continues(tmp_path, signum):
     workdir = str(tmp_path)
     proc = start_training(
@@ -123,22 +151,13 @@ def test_signal_saves_at_a_step_boundary_exits_0_and_the_rerun_continues(tmp_pat
     assert rows[-1]["event"] == "preempted"  # what a launcher reads to requeue
     print(f"{signal.Signals(signum).name}: saved and stopped at step {stopped}")
 
-    # rerunning continues from that step to the end
+    # rerunning (same config: the compiled step comes from the cache) continues from there
     end = stopped + 3
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            "--config=configs/demo.py",
-            f"--workdir={workdir}",
-            *TINY,
-            f"--config.training.n_steps={end}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_training(
+        workdir,
+        "--config.training.n_steps=100000",
+        "--config.training.checkpoint_every=100000",
+        "--config.training.stop_after_steps=3",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(workdir)
@@ -176,21 +195,12 @@ def test_sigkill_after_logging_past_the_checkpoint_leaves_no_duplicate_step(tmp_
     assert logged > saved
 
     end = logged + 4
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            "--config=configs/demo.py",
-            f"--workdir={workdir}",
-            *TINY,
-            f"--config.training.n_steps={end}",
-            f"--config.training.checkpoint_every={every}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_training(
+        workdir,
+        "--config.training.n_steps=100000",
+        f"--config.training.checkpoint_every={every}",
+        "--config.training.keep_checkpoints=100",
+        f"--config.training.stop_after_steps={end - saved}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(workdir)
