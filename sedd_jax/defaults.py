@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.variant = "protlig"  # protlig (reference v100) | sedd (upstream)
     c.model.scale_by_sigma = True
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
+    c.model.remat = "none"  # none | block (recompute each DDiT block in the backward pass)
 
     c.graph = ml_collections.ConfigDict()
     c.graph.type = "absorb"
@@ -61,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.training.eval_every = 500
     c.training.checkpoint_every = 500
     c.training.keep_checkpoints = 3
+    # multi-process runs agree on SIGTERM/SIGUSR1 every k steps (a collective; one
+    # process checks every step for free): training/preemption.py, docs/scaling.md
+    c.training.preemption_check_every = 10
 
     c.curriculum = ml_collections.ConfigDict()
     c.curriculum.type = "none"  # none | time_bias | sigma_scale

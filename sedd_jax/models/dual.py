@@ -64,6 +64,7 @@ from sedd_jax.models.layers import (
     TimestepEmbedder,
     attention,
     modulate,
+    remat_block,
     rotary_cos_sin,
 )
 from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
@@ -129,10 +130,11 @@ class DualTrackSEDD(nn.Module):
     absorb: bool = True
     dtype: str = "float32"
     cross_attention: bool = True
+    remat: str = "none"  # none | block: recompute each DDiT / cross block when differentiating
 
     def _block(self, name):
         variant, dtype = VARIANTS[self.variant], DTYPES[self.dtype]
-        return DDiTBlock(
+        return remat_block(DDiTBlock, self.remat)(
             self.hidden,
             self.n_heads,
             self.mlp_ratio,
@@ -143,7 +145,7 @@ class DualTrackSEDD(nn.Module):
         )
 
     def _cross(self, name):
-        return CrossAttention(
+        return remat_block(CrossAttention, self.remat)(
             self.hidden, self.n_heads, self.dropout, DTYPES[self.dtype], name=name
         )
 
@@ -296,4 +298,5 @@ def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb
         absorb=absorb,
         dtype=model_config.dtype,
         cross_attention=model_config.cross_attention,
+        remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
     )

@@ -10,6 +10,7 @@ gradient of a [B, L, d] dense markedly slower than the same matmul on [N, d].
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import flax.linen as nn
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 
 FREQUENCY_DIM = 256
 NEG_INF = -1e30
+REMAT = ("none", "block")
 
 
 def torch_uniform(fan_in: int):
@@ -99,11 +101,14 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 def attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     """Bidirectional softmax(q k^T / sqrt(Dh)) v per sequence, pad keys excluded.
 
-    q, k, v [B, L, H, Dh]; key_valid [B, L] bool or None -> [B, L, H, Dh]. With an
-    all-true mask the result equals the unmasked computation exactly.
+    q, k, v [B, L, H, Dh]; key_valid [B, L] bool or None -> [B, L, H, Dh]. Logits and
+    softmax in float32 whatever the compute dtype. With an all-true mask the result equals
+    the unmasked computation exactly.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    # accumulate and return q k^T in float32: a half-precision result would round the
+    # logits (bfloat16) or overflow past 65504 (float16) before the float32 softmax
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     if key_valid is not None:
         logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -192,3 +197,20 @@ class OutputLayer(nn.Module):
             name="linear",
         )(h)
         return logits.reshape(batch, length, self.vocab_size).astype(jnp.float32)
+
+
+def remat_block(module_class, remat: str):
+    """`module_class` as is (`remat="none"`) or under `nn.remat` (`"block"`).
+
+    With `"block"` the backward pass recomputes each block's activations from its input
+    instead of storing them: activation memory per block falls from all its intermediates
+    (the [B, H, L, L] attention weights, the [B L, 4 d] MLP hidden) to its [B, L, d] input,
+    for about one more forward pass of compute. Parameter names are unchanged (the lifted
+    module keeps its scope). `deterministic`, a Python bool, is a static argument.
+    """
+    if remat not in REMAT:
+        raise ValueError(f"model.remat={remat!r}; choose one of {REMAT}")
+    if remat == "none":
+        return module_class
+    arguments = list(inspect.signature(module_class.__call__).parameters)  # self is 0
+    return nn.remat(module_class, static_argnums=(arguments.index("deterministic"),))

@@ -26,6 +26,7 @@ from sedd_jax.models.layers import (
     DDiTBlock,
     OutputLayer,
     TimestepEmbedder,
+    remat_block,
     rotary_cos_sin,
     torch_uniform,
 )
@@ -77,6 +78,7 @@ class SEDD(nn.Module):
     scale_by_sigma: bool = True
     absorb: bool = True
     dtype: str = "float32"
+    remat: str = "none"  # none | block: recompute each block in the backward pass
 
     @nn.compact
     def __call__(self, x, sigma, valid=None, deterministic: bool = True):
@@ -94,8 +96,9 @@ class SEDD(nn.Module):
         if variant.silu_condition:
             c = nn.silu(c)
         rotary = rotary_cos_sin(x.shape[1], self.hidden // self.n_heads)
+        block = remat_block(DDiTBlock, self.remat)
         for i in range(self.n_blocks):
-            h = DDiTBlock(
+            h = block(
                 self.hidden,
                 self.n_heads,
                 self.mlp_ratio,
@@ -144,4 +147,5 @@ def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
         scale_by_sigma=model_config.scale_by_sigma,
         absorb=absorb,
         dtype=model_config.dtype,
+        remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
     )

@@ -4,7 +4,8 @@
    optimizer;
 2. create the state, or resume it from the newest readable checkpoint;
 3. run pmapped train steps; periodic hooks log, evaluate and checkpoint;
-4. on the last step (or SIGTERM, or `stop_after_steps`) save; at the very end sample
+4. on the last step (or SIGTERM / SIGUSR1, `training/preemption.py`, or
+   `stop_after_steps`) save; at the very end sample
    with the EMA weights (FASTA for proteins, CSV for pairs).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 
 import jax
 import numpy as np
@@ -22,6 +22,7 @@ from sedd_jax.models.sedd import count_parameters
 from sedd_jax.training import checkpoint
 from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+from sedd_jax.training.preemption import Preemption
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import make_pmap_train_step, replicate, unreplicate
 from sedd_jax.training.tasks import build_task
@@ -31,21 +32,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """Training met a NaN/inf loss; the last good checkpoint is kept on disk."""
-
-
-class Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step (then it saves and exits)."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            pass
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
 
 
 def split_for_devices(batch: dict, num_devices: int, accum: int) -> dict:
@@ -80,7 +66,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log.info("resumed from step %d", int(state.step))
     start = int(state.step)
     meta = task.meta()
-    logger = MetricsLogger(workdir, config, enabled=jax.process_index() == 0)
+    logger = MetricsLogger(workdir, config, enabled=jax.process_index() == 0, start_step=start)
 
     def evaluate(step, params_state):
         metrics = {}
@@ -105,7 +91,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ema=tc.ema,
     )
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
-    preemption = Preemption()
+    preemption = Preemption(tc.preemption_check_every).install()
     rstate = replicate(state, num_devices)
     pending = []
     bar = tqdm(
@@ -119,7 +105,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         rstate, metrics = p_step(rstate, batch)
         pending.append(metrics)
         done = step + 1
-        if done % tc.log_every == 0 or done == end:
+        stop = preemption.should_stop(done)
+        if done % tc.log_every == 0 or done == end or stop:
             rows = jax.device_get(pending)
             pending = []
             if not all(row["finite"][0] for row in rows):
@@ -132,15 +119,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
             bar.set_postfix(loss=f"{mean['loss']:.4f}")
         if done % tc.eval_every == 0 and done != end:
             evaluate(done, unreplicate(rstate))
-        if done % tc.checkpoint_every == 0 or done == end or preemption.requested:
+        if done % tc.checkpoint_every == 0 or done == end or stop:
             checkpoint.save(manager, done, unreplicate(rstate), meta)
-        if preemption.requested:
-            log.warning("SIGTERM: saved step %d, exiting", done)
+        if stop:
+            logger.event(done, "preempted", signal=preemption.signal_name)
+            log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
             break
     manager.wait_until_finished()
+    preemption.uninstall()
     state = unreplicate(rstate)
     summary = {"step": int(state.step)}
-    if int(state.step) >= tc.n_steps and not preemption.requested:
+    if int(state.step) >= tc.n_steps and not preemption.stopping:
         summary.update(evaluate(int(state.step), state))
         summary.update(task.write_samples(state.ema_params, workdir, int(state.step)))
     logger.close()

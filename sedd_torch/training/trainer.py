@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pipeline import load_protein_data, make_batcher
-from sedd_jax.training.loop import NonFiniteLossError, Preemption
+from sedd_jax.training.loop import NonFiniteLossError
 from sedd_jax.training.metrics_log import MetricsLogger
+from sedd_jax.training.preemption import Preemption
 from sedd_torch.device import resolve_device
 from sedd_torch.diffusion.graphs import get_graph
 from sedd_torch.diffusion.noise import absorbing_schedule_warning, get_noise
@@ -76,7 +77,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "protein_vocab_size": data.tokenizer.vocab_size,
         "length_distribution": data.lengths.tolist(),
     }
-    logger = MetricsLogger(workdir, config)
+    logger = MetricsLogger(workdir, config, start_step=start)
     if start == 0:
         logger.write(0, {"parameters": count_parameters(model)})
 
@@ -113,7 +114,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=device), graph)
         logger.write(0, {"loss_unigram": val_loss(lambda valid: oracle)}, "val/")
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
-    preemption = Preemption()
+    preemption = Preemption().install()
     pending = []
     bar = tqdm(
         range(start, end), initial=start, total=tc.n_steps, disable=not config.logging.progress_bar
@@ -139,20 +140,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
             )
         pending.append(metrics)
         done = step + 1
-        if done % tc.log_every == 0 or done == end:
+        stop = preemption.should_stop(done)
+        if done % tc.log_every == 0 or done == end or stop:
             mean = {k: float(np.mean([row[k] for row in pending])) for k in pending[0]}
             pending = []
             logger.write(done, mean, prefix="train/")
             bar.set_postfix(loss=f"{mean['loss']:.4f}")
         if done % tc.eval_every == 0 and done != end:
             evaluate(done)
-        if done % tc.checkpoint_every == 0 or done == end or preemption.requested:
+        if done % tc.checkpoint_every == 0 or done == end or stop:
             save()
-        if preemption.requested:
-            log.warning("SIGTERM: saved step %d, exiting", done)
+        if stop:
+            logger.event(done, "preempted", signal=preemption.signal_name)
+            log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
             break
+    preemption.uninstall()
     summary = {"step": state.step}
-    if state.step >= tc.n_steps and not preemption.requested:
+    if state.step >= tc.n_steps and not preemption.stopping:
         summary.update(evaluate(state.step))
         summary["samples"] = write_samples(config, workdir, graph, noise, data, state, device)
     logger.close()
