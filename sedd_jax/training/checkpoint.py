@@ -28,7 +28,11 @@ def make_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.Checkp
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False):
-    """Save the (unreplicated) state and its metadata at `step`."""
+    """Save the state (global arrays, `parallel.Wrapper.host_state`) and metadata at `step`.
+
+    Every process calls this; orbax writes each array shard once and coordinates the
+    processes.
+    """
     return manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -36,9 +40,21 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
     )
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-    """Restore (state, meta) at `step`, shaped and typed like `abstract_state`."""
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings=None):
+    """Restore (state, meta) at `step`, shaped and typed like `abstract_state`.
+
+    `shardings` (a tree like the state, e.g. a parallel wrapper's `state_shardings`) lays
+    the restored arrays out on the run's mesh, whatever mesh or number of hosts wrote
+    them: checkpoints hold the logical (global) arrays.
+    """
+    if shardings is None:
+        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    else:
+        target = jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract_state,
+            shardings,
+        )
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -52,7 +68,7 @@ class CheckpointMismatchError(RuntimeError):
     """Checkpoints exist but none matches the state the config builds."""
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, shardings=None):
     """Newest readable checkpoint as (state, meta), or None when there is none.
 
     A corrupt newest step is reported and the previous one is tried. When checkpoints
@@ -62,7 +78,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
     errors = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return restore(manager, step, abstract_state)
+            return restore(manager, step, abstract_state, shardings)
         except Exception as error:  # orbax raises many types for damaged files
             log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
             errors.append(f"step {step}: {error}")
