@@ -50,7 +50,7 @@ def fresh():
 
 def flat(state):
     leaves = jax.tree_util.tree_leaves((state.params, state.ema_params, state.opt_state))
-    return [np.asarray(x, np.float64) for x in leaves]
+    return [np.asarray(x, np.float64) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
 
 one = jax.jit(lambda s, b: step_fn(s, micro_batches(b, 1), axis_name=None))
 state, reference = jax.device_put(fresh(), jax.devices()[0]), []

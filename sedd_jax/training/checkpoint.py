@@ -102,9 +102,16 @@ def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
 
 
 def restore_raw_state(workdir: str, step: int) -> dict:
-    """The saved TrainState of `step` as a nested dict of arrays (no target needed)."""
+    """The saved TrainState of `step` as a nested dict of arrays (no target needed).
+
+    Arrays written on another topology (more devices or hosts) land on this process's
+    first device.
+    """
     manager = make_manager(workdir, keep=1_000_000, async_save=False)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fallback_sharding=here))
+    )
     return restored.state
 
 
