@@ -124,6 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             rows = jax.device_get(pending)
             pending = []
             if any(row["stop"] for row in rows):
+                manager.wait_until_finished()  # the last good checkpoint lands on disk
                 raise NonFiniteLossError(
                     f"non-finite loss or gradient before step {done} ({_scale_note(rows[-1])}); "
                     f"stopping. The last good checkpoint is kept in {manager.directory}"
