@@ -28,7 +28,8 @@ OVERRIDES = [
     "--config.model.cond_dim=16",
     "--config.model.dropout=0.1",
     "--config.training.batch_size=8",
-    "--config.training.n_steps=4",
+    # 4 of 5 steps per run: no final evaluation and sampling, which this test does not need
+    "--config.training.n_steps=5",
     "--config.optim.warmup=1",
     "--config.training.log_every=1",
     "--config.training.eval_every=1000",
@@ -105,8 +106,8 @@ def _resume_copy(src, dst, step):
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_checkpoints_cross_topologies(tmp_path):
     two, one = str(tmp_path / "two_hosts"), str(tmp_path / "one_host")
-    _train(two, processes=2, devices=2)
-    _train(one, processes=1, devices=4)
+    _train(two, 2, 2, "--config.training.stop_after_steps=4")
+    _train(one, 1, 4, "--config.training.stop_after_steps=4")
 
     final_two, final_one = _state(two, 4), _state(one, 4)
     error = _error(final_two, final_one)
@@ -127,9 +128,9 @@ def test_two_processes_train_like_one_and_checkpoints_cross_topologies(tmp_path)
     # 2 processes -> 1 process with 1 device, and 1 process (4 devices) -> 2 processes
     to_one, to_two = str(tmp_path / "to_one"), str(tmp_path / "to_two")
     _resume_copy(two, to_one, 2)
-    _train(to_one, processes=1, devices=1)
+    _train(to_one, 1, 1, "--config.training.stop_after_steps=2")
     _resume_copy(one, to_two, 2)
-    _train(to_two, processes=2, devices=2)
+    _train(to_two, 2, 2, "--config.training.stop_after_steps=2")
     for name, workdir in (("2 proc -> 1 device", to_one), ("1 proc -> 2 proc", to_two)):
         resumed_error = _error(_state(workdir, 4), final_one)
         print(f"resumed {name}: max|d|/(1+max) vs straight run = {resumed_error:.3e}")
