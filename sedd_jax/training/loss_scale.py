@@ -1,7 +1,9 @@
 """Dynamic loss scaling for float16 compute (params stay float32).
 
-float16 gradients underflow below 6e-8 and overflow above 65504. The step multiplies
-the loss by `scale` before differentiating and divides the gradients by it afterwards.
+float16 gradients underflow below 6e-8 and overflow above 65504. The step
+differentiates `scale` x (each micro-batch's token-mean loss) and multiplies the
+gradients back by (tokens / scale) before summing the micro-batches, so the update is
+that of the unscaled loss.
 When the unscaled gradients are not finite the update is skipped (params, EMA and
 optimizer state kept), the scale is halved and `skipped` counts the step; after
 `growth_interval` finite steps in a row the scale doubles. A run whose steps stay
