@@ -10,7 +10,10 @@ import sys
 import pytest
 
 # max |p_mode - p_1device| / (1 + max |p_1device|) over params, EMA and Adam moments,
-# after STEPS steps; float32 summation order is the only difference
+# after 3 steps at lr 1e-2 (params move by up to 2e-2); float32 summation order is the
+# only difference. Measured 1.1e-6 to 2.4e-6, worst in blocks_0/mlp/fc2 (behind the
+# zero-initialised adaLN gate its gradients sit near Adam's eps, which amplifies order
+# differences); the losses agree to 1e-7 relative.
 PARAM_TOL = 1e-5
 LOSS_RTOL = 1e-5
 
@@ -29,6 +32,7 @@ from sedd_jax.training.tasks import single_track_objective
 
 STEPS = 3
 optim = base_config().optim
+optim.lr, optim.warmup = 1e-2, 1  # steps that move the parameters visibly
 graph, noise = Absorbing(25), LogLinearNoise()
 model = SEDD(graph.dim, hidden=32, n_blocks=1, n_heads=2, cond_dim=16, dropout=0.1)
 tx = make_optimizer(optim, 10)
@@ -63,7 +67,7 @@ moved = max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
     jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(fresh().params)))
 
 out = {"devices": jax.device_count(), "reference": reference, "moved": float(moved), "cases": {}}
-for name, mode, fsdp, accum in [("pmap", "pmap", 1, 2), ("shard_map", "shard_map", 1, 1),
+for name, mode, fsdp, accum in [("pmap", "pmap", 1, 2), ("shard_map", "shard_map", 1, 4),
                                 ("jit", "jit", 1, 2), ("jit_fsdp2x2", "jit", 2, 1)]:
     config = base_config().parallel
     config.mode, config.fsdp = mode, fsdp
