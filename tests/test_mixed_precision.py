@@ -2,6 +2,7 @@
 baseline; an overflow is skipped (scale halved, step counted) and training goes on; a run
 that stays non-finite stops with the last good checkpoint kept."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -107,3 +108,26 @@ def test_float16_run_that_stays_non_finite_stops_and_keeps_the_last_checkpoint(t
         train_and_evaluate(config, str(tmp_path))
     assert "before step 4" in str(error.value)
     assert make_manager(str(tmp_path), keep=10, async_save=False).all_steps() == [2]
+
+
+def test_checkpoint_from_before_loss_scaling_restores_with_a_fresh_scale(tmp_path):
+    import dataclasses
+
+    import optax
+
+    from sedd_jax.training import checkpoint
+    from sedd_jax.training.state import create_train_state
+
+    scaler = LossScaler(True, initial=64.0)
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    tx = optax.adam(1e-3)
+    state = create_train_state(lambda k: params, tx, jax.random.key(0), scaler)
+    old = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    del old["loss_scale"]  # the TrainState of earlier rounds
+    old["params"] = {"w": params["w"] + 1.0}
+    manager = checkpoint.make_manager(str(tmp_path), 3, async_save=False)
+    checkpoint.save(manager, 5, old, {"note": "old"})
+    restored, meta = checkpoint.restore_latest(manager, state)
+    assert meta == {"note": "old"}
+    assert float(restored.params["w"][1, 2]) == 6.0
+    assert float(restored.loss_scale.scale) == 64.0

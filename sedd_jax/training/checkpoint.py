@@ -45,7 +45,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
 
     `shardings` (a tree like the state, e.g. a parallel wrapper's `state_shardings`) lays
     the restored arrays out on the run's mesh, whatever mesh or number of hosts wrote
-    them: checkpoints hold the logical (global) arrays.
+    them: checkpoints hold the logical (global) arrays. A checkpoint written before the
+    TrainState had `loss_scale` restores the rest and keeps `abstract_state.loss_scale`
+    (which must then hold values, as a fresh state does).
     """
     if shardings is None:
         target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
@@ -55,13 +57,33 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
             abstract_state,
             shardings,
         )
-    restored = manager.restore(
+    try:
+        restored = _restore_item(manager, step, target)
+    except Exception:
+        if not hasattr(target, "loss_scale"):
+            raise
+        try:
+            legacy = {k: getattr(target, k) for k in LEGACY_FIELDS}
+            restored = _restore_item(manager, step, legacy)
+        except Exception:
+            pass
+        else:
+            log.warning("step %d predates loss scaling: the loss scale starts afresh", step)
+            return abstract_state.replace(**restored.state), restored.meta
+        raise
+    return restored.state, restored.meta
+
+
+LEGACY_FIELDS = ("step", "params", "ema_params", "opt_state", "rng")  # before `loss_scale`
+
+
+def _restore_item(manager, step, target):
+    return manager.restore(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
         ),
     )
-    return restored.state, restored.meta
 
 
 class CheckpointMismatchError(RuntimeError):
