@@ -103,8 +103,10 @@ def train_step(
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-    def apply(s):
-        updates, opt_state = tx.update(grads, s.opt_state, s.params, grad_norm=grad_norm)
+    def apply(s):  # the clip of `optim.make_optimizer` reuses grad_norm; others ignore it
+        updates, opt_state = optax.with_extra_args_support(tx).update(
+            grads, s.opt_state, s.params, grad_norm=grad_norm
+        )
         params = optax.apply_updates(s.params, updates)
         ema_params = update_ema(s.ema_params, params, ema_decay(ema, s.step + 1))
         return s.replace(params=params, ema_params=ema_params, opt_state=opt_state)
