@@ -10,12 +10,13 @@ from twin_helpers import ReplayRand, example_inputs, t, twin_pair
 
 from sedd_jax import conversion
 from sedd_jax.defaults import base_config
+from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.state import TrainState
-from sedd_jax.training.step import make_pmap_train_step, replicate, unreplicate
+from sedd_jax.training.step import micro_batches, step_keys, train_step
 from sedd_jax.training.tasks import single_track_objective
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
@@ -25,7 +26,11 @@ from sedd_torch.training.step import train_step as torch_train_step
 
 STEPS = 3
 EPS = 1e-3
-TOL = 2e-6  # max |p_torch - p_jax| / (1 + max |p_jax|), params and EMA
+# max |p_torch - p_jax| / (1 + max |p_jax|), params and EMA. Data-dependent: Adam's
+# update of an embedding row with a tiny gradient amplifies float32 summation order
+# (keys 1, 2, 3, 7 of the per-example draws: 2.8e-6, 3.9e-7, 9.0e-7, 3.8e-6; the loss and
+# the gradient norm agree to 1e-5 and 1e-4 on every step)
+TOL = 5e-6
 
 
 def optim_config():
@@ -36,12 +41,13 @@ def optim_config():
 
 
 def jax_step_draws(rng, step, shape):
-    """The uniforms one micro-batch of sedd_jax's train_step draws (device 0, micro 0)."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
-    key = jax.random.fold_in(jax.random.fold_in(key, 0), 0)
-    loss_key, _ = jax.random.split(key)
-    time_key, noise_key = jax.random.split(loss_key)
-    return [jax.random.uniform(time_key, (shape[0],)), uniform(noise_key, shape)]
+    """The uniforms sedd_jax's train_step draws for rows 0..B-1: row i's times and
+    corruption come from split(fold_in(example_root, i)) (`step.step_keys`)."""
+    root, _ = step_keys(TrainState(jnp.int32(step), {}, {}, (), rng))
+    time_key, noise_key = keys.split(keys.example_keys(root, jnp.arange(shape[0])))
+    t = jax.vmap(lambda k: jax.random.uniform(k, (1,))[0])(time_key)
+    u = jax.vmap(lambda k: uniform(k, (1, shape[1]))[0])(noise_key)
+    return [t, u]
 
 
 def max_error(a: dict, b: dict) -> float:
@@ -58,16 +64,25 @@ def test_optimizer_steps_leave_equal_params_and_ema(record):
     rng = jax.random.key_data(jax.random.key(7))
     state = TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params), rng)
     objective, step_metrics = single_track_objective(model, Absorbing(25), LogLinearNoise(), EPS)
-    p_step = make_pmap_train_step(
-        objective=objective, step_metrics=step_metrics, tx=tx, lr_schedule=schedule, ema=ema
+    j_step = jax.jit(
+        lambda s, b: train_step(
+            s,
+            micro_batches(b, 1),
+            objective=objective,
+            step_metrics=step_metrics,
+            tx=tx,
+            lr_schedule=schedule,
+            ema=ema,
+            axis_name=None,
+        )
     )
-    rstate = replicate(state, 1)
-    batch_j = {"tokens": x0[None, None], "valid": valid[None, None]}
+    ids = np.arange(x0.shape[0], dtype=np.int32)
+    batch_j = {"tokens": x0, "valid": valid, "example_id": ids}
 
     torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
     batch_t = {"tokens": t(x0)[None], "valid": t(valid)[None]}
     for step in range(STEPS):
-        rstate, metrics_j = p_step(rstate, batch_j)
+        state, metrics_j = j_step(state, batch_j)
         metrics_t = torch_train_step(
             torch_state,
             batch_t,
@@ -80,12 +95,12 @@ def test_optimizer_steps_leave_equal_params_and_ema(record):
             seed=0,
             rand=ReplayRand(*jax_step_draws(rng, step, x0.shape)),
         )
-        assert np.isclose(float(metrics_j["loss"][0]), metrics_t["loss"], rtol=1e-5)
-        assert np.isclose(float(metrics_j["grad_norm"][0]), metrics_t["grad_norm"], rtol=1e-4)
-        assert np.isclose(float(metrics_j["learning_rate"][0]), metrics_t["learning_rate"])
+        assert np.isclose(float(metrics_j["loss"]), metrics_t["loss"], rtol=1e-5)
+        assert np.isclose(float(metrics_j["grad_norm"]), metrics_t["grad_norm"], rtol=1e-4)
+        assert np.isclose(float(metrics_j["learning_rate"]), metrics_t["learning_rate"])
         assert metrics_t["grad_norm"] > oc.grad_clip  # clipping is exercised
 
-    final = unreplicate(rstate)
+    final = state
     assert int(final.step) == torch_state.step == STEPS
     for name, tree, module in (
         ("params", final.params, torch_state.model),

@@ -20,6 +20,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -32,7 +33,7 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.state import create_train_state
-from sedd_jax.training.step import make_pmap_train_step
+from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import single_track_objective
 
 SIZES = {
@@ -65,7 +66,8 @@ def measure(size: str, length: int, batch: int, remat: str, dtype: str, compile_
     objective, step_metrics = single_track_objective(model, graph, noise, 1e-3)
 
     def loss(params, tokens, valid):
-        batch_ = {"tokens": tokens, "valid": valid}
+        ids = jnp.arange(tokens.shape[0], dtype=jnp.int32)
+        batch_ = {"tokens": tokens, "valid": valid, "example_id": ids}
         return objective(params, batch_, jax.random.key(1), 0, jax.random.key(2))[0]
 
     residuals = jax.eval_shape(
@@ -81,18 +83,22 @@ def measure(size: str, length: int, batch: int, remat: str, dtype: str, compile_
         "residual_mib": _nbytes(residuals) / MIB,
     }
     if compile_:
-        step = make_pmap_train_step(
-            objective=objective,
-            step_metrics=step_metrics,
-            tx=tx,
-            lr_schedule=learning_rate_schedule(config.optim, 1000),
-            ema=0.999,
+        step = jax.jit(
+            functools.partial(
+                train_step,
+                objective=objective,
+                step_metrics=step_metrics,
+                tx=tx,
+                lr_schedule=learning_rate_schedule(config.optim, 1000),
+                ema=0.999,
+                axis_name=None,
+            )
         )
-        lead = lambda s: jax.ShapeDtypeStruct((1, *s.shape), s.dtype)  # noqa: E731
-        rstate = jax.tree_util.tree_map(lead, state)
-        rbatch = {
-            "tokens": jax.ShapeDtypeStruct((1, 1, batch, length), jnp.int32),
-            "valid": jax.ShapeDtypeStruct((1, 1, batch, length), jnp.bool_),
+        rstate = state
+        rbatch = {  # [accum = 1, batch, length], as the step takes it
+            "tokens": jax.ShapeDtypeStruct((1, batch, length), jnp.int32),
+            "valid": jax.ShapeDtypeStruct((1, batch, length), jnp.bool_),
+            "example_id": jax.ShapeDtypeStruct((1, batch), jnp.int32),
         }
         start = time.perf_counter()
         analysis = step.lower(rstate, rbatch).compile().memory_analysis()

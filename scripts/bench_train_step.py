@@ -1,7 +1,7 @@
 """Benchmark: train-step time and achieved FLOP/s of the JAX SEDD, against the matmul peak.
 
     python scripts/bench_train_step.py [--sizes demo,stable] [--batch 4] [--length 512]
-        [--steps 5] [--dtype float32] [--out bench_train_step.json]
+        [--steps 5] [--dtype float32] [--mode jit] [--out bench_train_step.json]
 
 Prints a table and writes JSON. Model FLOPs per step = 6 x (non-embedding params) x tokens
 + 12 x blocks x B x L^2 x d (attention scores and values, forward + backward).
@@ -10,6 +10,7 @@ Prints a table and writes JSON. Model FLOPs per step = 6 x (non-embedding params
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -23,8 +24,9 @@ from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+from sedd_jax.training.parallel import make_parallel
 from sedd_jax.training.state import create_train_state
-from sedd_jax.training.step import make_pmap_train_step, replicate
+from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import single_track_objective
 
 SIZES = {
@@ -49,7 +51,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench(size: str, batch: int, length: int, steps: int, dtype: str) -> dict:
+def bench(size: str, batch: int, length: int, steps: int, dtype: str, mode: str) -> dict:
     config = base_config()
     for key, value in SIZES[size].items():
         config.model[key] = value
@@ -66,21 +68,30 @@ def bench(size: str, batch: int, length: int, steps: int, dtype: str) -> dict:
         jax.random.key(0),
     )
     objective, step_metrics = single_track_objective(model, graph, noise, 1e-3)
-    step = make_pmap_train_step(
+    step_fn = functools.partial(
+        train_step,
         objective=objective,
         step_metrics=step_metrics,
         tx=tx,
         lr_schedule=learning_rate_schedule(config.optim, 1000),
         ema=0.999,
     )
-    rstate = replicate(state, 1)
-    batch_arrays = {"tokens": tokens[None, None], "valid": valid[None, None]}
-    compile_s = _timed(lambda: jax.block_until_ready(step(rstate, batch_arrays)))
-    rstate = replicate(state, 1)
+    config.parallel.mode = mode
+    wrapper = make_parallel(config.parallel, step_fn, 1, state)
+    host_batch = {
+        "tokens": np.asarray(tokens),
+        "valid": np.asarray(valid),
+        "example_id": np.arange(batch, dtype=np.int32),
+    }
+    batch_arrays = wrapper.shard_batch(host_batch)
+    compile_s = _timed(
+        lambda: jax.block_until_ready(wrapper.step(wrapper.put_state(state), batch_arrays))
+    )
+    dstate = wrapper.put_state(state)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        rstate, metrics = step(rstate, batch_arrays)
+        dstate, metrics = wrapper.step(dstate, batch_arrays)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     params = count_parameters(state.params)
@@ -94,6 +105,7 @@ def bench(size: str, batch: int, length: int, steps: int, dtype: str) -> dict:
         "batch": batch,
         "length": length,
         "dtype": dtype,
+        "mode": mode,
         "compile_s": compile_s,
         "step_s": median,
         "gflops": flops / median / 1e9,
@@ -107,12 +119,14 @@ def main():
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--mode", default="jit", help="parallel.mode: jit | shard_map | pmap")
     parser.add_argument("--out", default="bench_train_step.json")
     args = parser.parse_args()
     device = jax.devices()[0]
     peak = matmul_peak()
     rows = [
-        bench(s, args.batch, args.length, args.steps, args.dtype) for s in args.sizes.split(",")
+        bench(s, args.batch, args.length, args.steps, args.dtype, args.mode)
+        for s in args.sizes.split(",")
     ]
     print(
         f"device: {device.device_kind} ({platform.processor() or platform.machine()}), "

@@ -52,7 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.noise.eps = 1e-3
 
     c.training = ml_collections.ConfigDict()
-    c.training.batch_size = 32  # global, per optimizer step (all devices, all micro-batches)
+    # global, per optimizer step (all devices and hosts, all micro-batches), unless
+    # parallel.batch_per_device is set
+    c.training.batch_size = 32
     c.training.accum = 1  # micro-batches per optimizer step
     c.training.n_steps = 1000  # optimizer steps
     c.training.stop_after_steps = 0  # >0: leave this invocation early (resume later)
@@ -65,6 +67,26 @@ def base_config() -> ml_collections.ConfigDict:
     # multi-process runs agree on SIGTERM/SIGUSR1 every k steps (a collective; one
     # process checks every step for free): training/preemption.py, docs/scaling.md
     c.training.preemption_check_every = 10
+    # float16 only (model.dtype): dynamic loss scaling, see training/loss_scale.py
+    c.training.loss_scale = ml_collections.ConfigDict()
+    c.training.loss_scale.initial = 2.0**15  # multiplies each micro-batch's token-mean loss
+    c.training.loss_scale.growth_interval = 2000  # finite steps in a row before x2
+    c.training.loss_scale.min_scale = 1.0  # below it the run stops
+    c.training.loss_scale.max_consecutive_skips = 20  # non-finite steps in a row -> stop
+
+    # how the one train step runs on the devices (training/parallel.py)
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mode = "jit"  # jit (NamedSharding) | shard_map | pmap
+    c.parallel.fsdp = 1  # jit only: params/EMA/optimizer sharded over this many devices
+    c.parallel.batch_per_device = 0  # >0: global batch = this x all devices of all hosts
+
+    # multi-host runs (training/distributed.py): jax.distributed.initialize()
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.initialize = "auto"  # auto (SLURM / Open MPI / PBS mpiexec) | never
+    c.distributed.coordinator_address = ""  # host:port; set -> the two keys below are used
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.port = 12355  # coordinator port when the address comes from PBS
 
     c.curriculum = ml_collections.ConfigDict()
     c.curriculum.type = "none"  # none | time_bias | sigma_scale

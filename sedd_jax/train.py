@@ -61,6 +61,9 @@ def _backend(config):
         import jax
 
         jax.config.update("jax_platforms", JAX_PLATFORMS[config.device])
+    from sedd_jax.training import distributed
+
+    distributed.initialize(config)  # before any JAX computation
     from sedd_jax.training.checkpoint import CheckpointMismatchError
     from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.losses import sample_times
 from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
@@ -118,9 +119,16 @@ class TaskMixture:
 
 
 def draw_tasks(key: jax.Array, mixture: TaskMixture, batch: int) -> jax.Array:
-    """Task ids [B] int32 (indices into TASKS), i.i.d. from the mixture."""
+    """Task ids [B] int32 (indices into TASKS), i.i.d. from the mixture.
+
+    `key` is one key or per-example keys [B] (`diffusion/keys.py`).
+    """
     logits = jnp.log(jnp.asarray(mixture.probs, jnp.float32))
-    return jax.random.categorical(key, logits, shape=(batch,)).astype(jnp.int32)
+
+    def categorical(k, n):
+        return jax.random.categorical(k, logits, shape=(n,)).astype(jnp.int32)
+
+    return keys.draw(categorical, key, batch)
 
 
 def task_roles(task_ids: jax.Array) -> Roles:
@@ -145,7 +153,8 @@ def joint_per_token_loss(
 
     batch: protein, protein_valid [B, Lp]; ligand, ligand_valid [B, Ll]. Generated tracks
     are corrupted with `protein_key, ligand_key = jax.random.split(key)` exactly as
-    `graph.sample_transition` does for a single track; context tracks stay clean.
+    `graph.sample_transition` does for a single track (per-example keys [B] split and
+    corrupt row by row, `diffusion/keys.py`); context tracks stay clean.
     `mode` is the network mode: `joint` serves any tasks; a single task's own mode
     skips the computation it does not need. sigma' = sigma_scale * sigma_bar(t) and
     dsigma' = sigma_scale * dsigma(t), as in `losses.per_token_loss` (curriculum).
@@ -154,14 +163,18 @@ def joint_per_token_loss(
     ligand_scored [B, Ll]); *_scored are the valid tokens of generated tracks.
     """
     roles = task_roles(task_ids)
-    protein_key, ligand_key = jax.random.split(key)
+    protein_key, ligand_key = keys.split(key)
     sigma, dsigma = noise(t)
     sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
     p_scored = p_valid & roles.protein_generated[:, None]
     l_scored = l_valid & roles.ligand_generated[:, None]
-    p_t = graphs.protein.sample_transition(protein_key, batch["protein"], sigma, p_scored)
-    l_t = graphs.ligand.sample_transition(ligand_key, batch["ligand"], sigma, l_scored)
+    p_t = keys.rowwise(
+        graphs.protein.sample_transition, protein_key, batch["protein"], sigma, p_scored
+    )
+    l_t = keys.rowwise(
+        graphs.ligand.sample_transition, ligand_key, batch["ligand"], sigma, l_scored
+    )
     p_seen = p_valid & roles.protein_visible[:, None]
     l_seen = l_valid & roles.ligand_visible[:, None]
     p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)

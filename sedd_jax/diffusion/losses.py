@@ -12,6 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.curriculum import (
     sample_curriculum_times,
     sample_times,
@@ -26,9 +27,17 @@ __all__ = ["LogScoreFn", "loss_times", "per_token_loss", "sample_times", "score_
 def loss_times(
     key: jax.Array, batch: int, sampling_eps: float, step: jax.Array | int = 0, curriculum=None
 ) -> tuple[jax.Array, jax.Array]:
-    """Split a loss key into the times t [B] (curriculum-aware) and the corruption key."""
-    time_key, noise_key = jax.random.split(key)
-    return sample_curriculum_times(time_key, batch, step, curriculum, sampling_eps), noise_key
+    """Split a loss key into the times t [B] (curriculum-aware) and the corruption key.
+
+    `key` is one key or per-example keys [B] (`diffusion/keys.py`); the corruption key
+    comes back in the same form.
+    """
+    time_key, noise_key = keys.split(key)
+
+    def times(k, n):
+        return sample_curriculum_times(k, n, step, curriculum, sampling_eps)
+
+    return keys.draw(times, time_key, batch), noise_key
 
 
 def per_token_loss(
@@ -48,14 +57,15 @@ def per_token_loss(
     sigma' = sigma_scale * sigma_bar(t) and dsigma' = sigma_scale * dsigma(t) (a scaled
     schedule, see `curriculum`). The sigma' that corrupts x0 is the sigma' that
     conditions the network and sets the target ratio (the reference's curriculum broke
-    this; defect B3). x0 is corrupted with `key`, unless the corrupted tokens x_t [B, L]
-    are given (then `key` is unused): that makes the loss a deterministic function of
-    (x0, valid, t, x_t), e.g. to compare a padded batch with its sequences one by one.
+    this; defect B3). x0 is corrupted with `key` (one key, or per-example keys [B]),
+    unless the corrupted tokens x_t [B, L] are given (then `key` is unused): that makes
+    the loss a deterministic function of (x0, valid, t, x_t), e.g. to compare a padded
+    batch with its sequences one by one.
     """
     sigma, dsigma = noise(t)
     sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     if x_t is None:
-        x_t = graph.sample_transition(key, x0, sigma, valid)
+        x_t = keys.rowwise(graph.sample_transition, key, x0, sigma, valid)
     log_score = log_score_fn(x_t, sigma).astype(jnp.float32)
     # pads never reach an exponential (NaN-safe gradients; see `Absorbing.score_entropy`)
     entropy = graph.score_entropy(jnp.where(valid[..., None], log_score, 0.0), sigma, x_t, x0)

@@ -59,6 +59,7 @@ from sedd_jax.models.layers import (
     FREQUENCY_DIM,
     DDiTBlock,
     Dense,
+    Dropout,
     LayerNorm,
     OutputLayer,
     TimestepEmbedder,
@@ -92,7 +93,7 @@ class CrossAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, context, c, context_valid, deterministic: bool = True):
+    def __call__(self, x, context, c, context_valid, deterministic: bool = True, example_ids=None):
         batch, q_len, d = x.shape
         k_len = context.shape[1]
         heads, head_dim = self.n_heads, d // self.n_heads
@@ -110,7 +111,7 @@ class CrossAttention(nn.Module):
         out = out.reshape(batch, q_len, d).astype(jnp.float32)
         if context_valid is not None:
             out = jnp.where(context_valid.any(axis=-1)[:, None, None], out, 0.0)
-        return x + gate * nn.Dropout(self.dropout, deterministic=deterministic)(out)
+        return x + gate * Dropout(self.dropout)(out, deterministic, example_ids)
 
 
 class DualTrackSEDD(nn.Module):
@@ -170,8 +171,10 @@ class DualTrackSEDD(nn.Module):
         ligand_valid=None,
         mode: str = "joint",
         deterministic: bool = True,
+        example_ids=None,
     ):
-        """protein [B, Lp] int, ligand [B, Ll] int, sigma [B], *_valid [B, L] bool or None.
+        """protein [B, Lp] int, ligand [B, Ll] int, sigma [B], *_valid [B, L] bool or None;
+        example_ids [B] int (optional) key each row's dropout masks (`layers.Dropout`).
 
         Returns (protein log-scores [B, Lp, Vp] or None, ligand log-scores [B, Ll, Vl] or
         None); a head is None where `mode` does not produce it (see the module docstring).
@@ -212,20 +215,20 @@ class DualTrackSEDD(nn.Module):
                 new_p, new_l = h_p, h_l
                 if act_p:
                     new_p = self._cross(f"cross_protein_{k}")(
-                        h_p, h_l, c, ligand_valid, deterministic
+                        h_p, h_l, c, ligand_valid, deterministic, example_ids
                     )
                 if act_l:
                     new_l = self._cross(f"cross_ligand_{k}")(
-                        h_l, h_p, c, protein_valid, deterministic
+                        h_l, h_p, c, protein_valid, deterministic, example_ids
                     )
                 h_p, h_l = new_p, new_l
             if act_p:
                 h_p = self._block(f"blocks_protein_{i_p}")(
-                    h_p, c, rot_p, protein_valid, deterministic
+                    h_p, c, rot_p, protein_valid, deterministic, example_ids
                 )
             if act_l:
                 h_l = self._block(f"blocks_ligand_{i_l}")(
-                    h_l, c, rot_l, ligand_valid, deterministic
+                    h_l, c, rot_l, ligand_valid, deterministic, example_ids
                 )
 
         protein_scores = ligand_scores = None

@@ -115,6 +115,33 @@ def attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask of row b depends only on that row's example id.
+
+    x [B, ...] -> x * mask / (1 - rate). With example_ids [B] int, row b's mask is drawn
+    from fold_in(k, example_ids[b]), k = this layer's `dropout` rng (one per step and
+    layer, the same on every device), so masks do not depend on which device or
+    micro-batch holds the row. Without example_ids the whole mask comes from k (as
+    flax's `nn.Dropout`). No parameters.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool, example_ids: jax.Array | None = None):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        key = self.make_rng("dropout")
+        if example_ids is None:
+            mask = jax.random.bernoulli(key, keep, x.shape)
+        else:
+            mask = jax.vmap(
+                lambda i: jax.random.bernoulli(jax.random.fold_in(key, i), keep, x.shape[1:])
+            )(example_ids)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
 def modulate(x, shift, scale):
     """adaLN: x (1 + scale) + shift."""
     return x * (1.0 + scale) + shift
@@ -140,6 +167,7 @@ class DDiTBlock(nn.Module):
 
     x [B, L, d], c [B, cond] -> [B, L, d]. adaLN_modulation gives (shift, scale, gate) for
     attention and for the MLP, zero-initialised, so a new block is the identity.
+    example_ids [B] (optional) key the dropout masks per example (`Dropout`).
     """
 
     hidden: int
@@ -150,12 +178,15 @@ class DDiTBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, c, rotary, valid, deterministic: bool = True):
+    def __call__(self, x, c, rotary, valid, deterministic: bool = True, example_ids=None):
         batch, length, d = x.shape
         heads, head_dim = self.n_heads, d // self.n_heads
         mod = Dense(6 * d, zero_init=True, name="adaLN_modulation")(c)[:, None, :]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, -1)
-        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+        dropout = Dropout(self.dropout)
+
+        def drop(y):
+            return dropout(y, deterministic, example_ids)
 
         h = modulate(LayerNorm(name="norm1")(x), shift_msa, scale_msa)
         qkv = Dense(3 * d, use_bias=False, dtype=self.dtype, name="attn_qkv")(

@@ -81,8 +81,11 @@ class SEDD(nn.Module):
     remat: str = "none"  # none | block: recompute each block in the backward pass
 
     @nn.compact
-    def __call__(self, x, sigma, valid=None, deterministic: bool = True):
-        """x [B, L] int, sigma [B] float, valid [B, L] bool or None -> log-scores [B, L, V]."""
+    def __call__(self, x, sigma, valid=None, deterministic: bool = True, example_ids=None):
+        """x [B, L] int, sigma [B] float, valid [B, L] bool or None -> log-scores [B, L, V].
+
+        example_ids [B] int (optional) key each row's dropout masks (`layers.Dropout`).
+        """
         variant = VARIANTS[self.variant]
         dtype = DTYPES[self.dtype]
         table = self.param(
@@ -106,7 +109,7 @@ class SEDD(nn.Module):
                 variant.approximate_gelu,
                 dtype,
                 name=f"blocks_{i}",
-            )(h, c, rotary, valid, deterministic)
+            )(h, c, rotary, valid, deterministic, example_ids)
         logits = OutputLayer(
             self.vocab_size,
             variant.output_bias,

@@ -28,7 +28,11 @@ def make_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.Checkp
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False):
-    """Save the (unreplicated) state and its metadata at `step`."""
+    """Save the state (global arrays, `parallel.Wrapper.host_state`) and metadata at `step`.
+
+    Every process calls this; orbax writes each array shard once and coordinates the
+    processes.
+    """
     return manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -36,23 +40,57 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
     )
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-    """Restore (state, meta) at `step`, shaped and typed like `abstract_state`."""
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    restored = manager.restore(
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings=None):
+    """Restore (state, meta) at `step`, shaped and typed like `abstract_state`.
+
+    `shardings` (a tree like the state, e.g. a parallel wrapper's `state_shardings`) lays
+    the restored arrays out on the run's mesh, whatever mesh or number of hosts wrote
+    them: checkpoints hold the logical (global) arrays. A checkpoint written before the
+    TrainState had `loss_scale` restores the rest and keeps `abstract_state.loss_scale`
+    (which must then hold values, as a fresh state does).
+    """
+    if shardings is None:
+        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    else:
+        target = jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract_state,
+            shardings,
+        )
+    try:
+        restored = _restore_item(manager, step, target)
+    except Exception:
+        if not hasattr(target, "loss_scale"):
+            raise
+        try:
+            legacy = {k: getattr(target, k) for k in LEGACY_FIELDS}
+            restored = _restore_item(manager, step, legacy)
+        except Exception:
+            pass
+        else:
+            log.warning("step %d predates loss scaling: the loss scale starts afresh", step)
+            return abstract_state.replace(**restored.state), restored.meta
+        raise
+    return restored.state, restored.meta
+
+
+LEGACY_FIELDS = ("step", "params", "ema_params", "opt_state", "rng")  # before `loss_scale`
+
+
+def _restore_item(manager, step, target):
+    return manager.restore(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
         ),
     )
-    return restored.state, restored.meta
 
 
 class CheckpointMismatchError(RuntimeError):
     """Checkpoints exist but none matches the state the config builds."""
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, shardings=None):
     """Newest readable checkpoint as (state, meta), or None when there is none.
 
     A corrupt newest step is reported and the previous one is tried. When checkpoints
@@ -62,7 +100,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
     errors = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return restore(manager, step, abstract_state)
+            return restore(manager, step, abstract_state, shardings)
         except Exception as error:  # orbax raises many types for damaged files
             log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
             errors.append(f"step {step}: {error}")
@@ -86,9 +124,16 @@ def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
 
 
 def restore_raw_state(workdir: str, step: int) -> dict:
-    """The saved TrainState of `step` as a nested dict of arrays (no target needed)."""
+    """The saved TrainState of `step` as a nested dict of arrays (no target needed).
+
+    Arrays written on another topology (more devices or hosts) land on this process's
+    first device.
+    """
     manager = make_manager(workdir, keep=1_000_000, async_save=False)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fallback_sharding=here))
+    )
     return restored.state
 
 

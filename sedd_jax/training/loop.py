@@ -3,7 +3,8 @@
 1. build the task adapter (data, graphs, schedule, model; `training/tasks.py`) and the
    optimizer;
 2. create the state, or resume it from the newest readable checkpoint;
-3. run pmapped train steps; periodic hooks log, evaluate and checkpoint;
+3. run train steps through the `parallel.mode` wrapper (`training/parallel.py`);
+   periodic hooks log, evaluate and checkpoint;
 4. on the last step (or SIGTERM / SIGUSR1, `training/preemption.py`, or
    `stop_after_steps`) save; at the very end sample
    with the EMA weights (FASTA for proteins, CSV for pairs).
@@ -11,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 
@@ -20,11 +23,13 @@ from tqdm import tqdm
 
 from sedd_jax.models.sedd import count_parameters
 from sedd_jax.training import checkpoint
+from sedd_jax.training.loss_scale import GAUGES, make_loss_scaler
 from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+from sedd_jax.training.parallel import global_batch_size, local_copy, make_parallel
 from sedd_jax.training.preemption import Preemption
 from sedd_jax.training.state import create_train_state
-from sedd_jax.training.step import make_pmap_train_step, replicate, unreplicate
+from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import build_task
 
 log = logging.getLogger(__name__)
@@ -34,19 +39,14 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN/inf loss; the last good checkpoint is kept on disk."""
 
 
-def split_for_devices(batch: dict, num_devices: int, accum: int) -> dict:
-    """[B, L] -> [devices, accum, B / (devices * accum), L]."""
-
-    def reshape(a):
-        b = a.shape[0]
-        if b % (num_devices * accum):
-            raise ValueError(
-                f"training.batch_size={b} must be divisible by devices x training.accum = "
-                f"{num_devices} x {accum}"
-            )
-        return a.reshape(num_devices, accum, b // (num_devices * accum), *a.shape[1:])
-
-    return {k: reshape(v) for k, v in batch.items()}
+def _scale_note(row) -> str:
+    if "loss_scale" not in row:
+        return "bfloat16/float32 stop at the first one"
+    return (
+        f"float16: too many skipped steps in a row or the loss scale fell below "
+        f"training.loss_scale.min_scale; scale {row['loss_scale']:g}, "
+        f"{int(row['skipped_steps'])} steps skipped in all"
+    )
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -58,9 +58,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log.warning(message)
     tx = make_optimizer(config.optim, tc.n_steps)
     lr_schedule = learning_rate_schedule(config.optim, tc.n_steps)
-    state = create_train_state(task.init_params, tx, jax.random.key(config.seed))
+    scaler = make_loss_scaler(config.model, tc.loss_scale)
+    state = create_train_state(task.init_params, tx, jax.random.key(config.seed), scaler)
+    step_fn = functools.partial(
+        train_step,
+        objective=task.objective,
+        step_metrics=task.step_metrics,
+        tx=tx,
+        lr_schedule=lr_schedule,
+        ema=tc.ema,
+        scaler=scaler,
+    )
+    wrapper = make_parallel(config.parallel, step_fn, tc.accum, state)
     manager = checkpoint.make_manager(workdir, tc.keep_checkpoints)
-    restored = checkpoint.restore_latest(manager, state)
+    restored = checkpoint.restore_latest(manager, state, wrapper.state_shardings)
     if restored is not None:
         state = restored[0]
         log.info("resumed from step %d", int(state.step))
@@ -81,57 +92,54 @@ def train_and_evaluate(config, workdir: str) -> dict:
         evaluate(0, state)
         logger.write(0, task.baselines(), prefix="val/")
 
-    num_devices = jax.local_device_count()
-    loader = task.train_loader(tc.batch_size, jax.process_count(), jax.process_index())
-    p_step = make_pmap_train_step(
-        objective=task.objective,
-        step_metrics=task.step_metrics,
-        tx=tx,
-        lr_schedule=lr_schedule,
-        ema=tc.ema,
-    )
+    loader = task.train_loader(global_batch_size(config), jax.process_count(), jax.process_index())
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
     preemption = Preemption(tc.preemption_check_every).install()
-    rstate = replicate(state, num_devices)
+    dstate = wrapper.put_state(state)
     pending = []
     bar = tqdm(
         range(start, end),
         initial=start,
         total=tc.n_steps,
-        disable=not config.logging.progress_bar,
+        disable=not config.logging.progress_bar or jax.process_index() != 0,
     )
-    for step, host_batch in zip(bar, loader.iterate(start), strict=False):
-        batch = split_for_devices(host_batch, num_devices, tc.accum)
-        rstate, metrics = p_step(rstate, batch)
-        pending.append(metrics)
-        done = step + 1
-        stop = preemption.should_stop(done)
-        if done % tc.log_every == 0 or done == end or stop:
-            rows = jax.device_get(pending)
-            pending = []
-            if not all(row["finite"][0] for row in rows):
-                raise NonFiniteLossError(
-                    f"non-finite loss or gradient before step {done}; stopping. The last "
-                    f"good checkpoint is kept in {manager.directory}"
-                )
-            mean = {k: float(np.mean([r[k][0] for r in rows])) for k in rows[0] if k != "finite"}
-            logger.write(done, mean, prefix="train/")
-            bar.set_postfix(loss=f"{mean['loss']:.4f}")
-        if done % tc.eval_every == 0 and done != end:
-            evaluate(done, unreplicate(rstate))
-        if done % tc.checkpoint_every == 0 or done == end or stop:
-            checkpoint.save(manager, done, unreplicate(rstate), meta)
-        if stop:
-            logger.event(done, "preempted", signal=preemption.signal_name)
-            log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
-            break
+    # closing: the loader's worker processes end with the loop
+    with contextlib.closing(loader.iterate(start)) as batches:
+        for step, host_batch in zip(bar, batches, strict=False):
+            dstate, metrics = wrapper.step(dstate, wrapper.shard_batch(host_batch))
+            pending.append(metrics)
+            done = step + 1
+            stop = preemption.should_stop(done)
+            if done % tc.log_every == 0 or done == end or stop:
+                rows = jax.device_get(pending)
+                pending = []
+                if any(row["stop"] for row in rows):
+                    manager.wait_until_finished()  # the last good checkpoint lands on disk
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient before step {done} "
+                        f"({_scale_note(rows[-1])}); stopping. The last good checkpoint is "
+                        f"kept in {manager.directory}"
+                    )
+                mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "stop"}
+                mean.update({k: float(rows[-1][k]) for k in GAUGES if k in rows[-1]})
+                logger.write(done, mean, prefix="train/")
+                bar.set_postfix(loss=f"{mean['loss']:.4f}")
+            if done % tc.eval_every == 0 and done != end:
+                evaluate(done, local_copy(wrapper.host_state(dstate)))
+            if done % tc.checkpoint_every == 0 or done == end or stop:
+                checkpoint.save(manager, done, wrapper.host_state(dstate), meta)
+            if stop:
+                logger.event(done, "preempted", signal=preemption.signal_name)
+                log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
+                break
     manager.wait_until_finished()
     preemption.uninstall()
-    state = unreplicate(rstate)
+    state = local_copy(wrapper.host_state(dstate))
     summary = {"step": int(state.step)}
     if int(state.step) >= tc.n_steps and not preemption.stopping:
         summary.update(evaluate(int(state.step), state))
-        summary.update(task.write_samples(state.ema_params, workdir, int(state.step)))
+        if jax.process_index() == 0:
+            summary.update(task.write_samples(state.ema_params, workdir, int(state.step)))
     logger.close()
     manager.close()
     return summary

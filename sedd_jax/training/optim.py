@@ -7,6 +7,7 @@ reference's schedule, fixed: one unit for every count, clamped after the end; de
 
 from __future__ import annotations
 
+import jax
 import optax
 
 
@@ -20,10 +21,27 @@ def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([ramp, decay], [warmup])
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """`optax.clip_by_global_norm` (same formula, same empty state) that takes the norm
+    the step already computed: `tx.update(grads, state, params, grad_norm=norm)`."""
+
+    def update_fn(updates, state, params=None, *, grad_norm=None, **extra):
+        del params, extra
+        norm = optax.global_norm(updates) if grad_norm is None else grad_norm
+        trigger = norm < max_norm
+        clipped = jax.tree_util.tree_map(
+            lambda t: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * max_norm), updates
+        )
+        return clipped, state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
     """Global-norm clipping (if grad_clip > 0) then AdamW with the schedule above.
 
     Weight decay applies to every parameter, as in the reference (one parameter group).
+    Pass the gradients' global norm as `grad_norm=` to `update` to avoid recomputing it.
     """
     if optim_config.optimizer != "adamw":
         raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; only 'adamw' exists")
@@ -35,5 +53,5 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
         weight_decay=optim_config.weight_decay,
     )
     if optim_config.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(optim_config.grad_clip), adamw)
-    return adamw
+        return optax.chain(clip_by_global_norm(optim_config.grad_clip), adamw)
+    return optax.with_extra_args_support(adamw)

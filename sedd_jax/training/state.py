@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sedd_jax.training.loss_scale import LossScaler, LossScaleState
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -17,9 +19,13 @@ class TrainState:
     ema_params: dict
     opt_state: optax.OptState
     rng: jax.Array  # [2] uint32 raw key data; per-step keys are fold_in(rng, step)
+    # float16 loss scaling (`training/loss_scale.py`); scale 1 for bfloat16/float32
+    loss_scale: LossScaleState = flax.struct.field(default_factory=lambda: LossScaler().init())
 
 
-def create_train_state(init_params, tx, rng: jax.Array) -> TrainState:
+def create_train_state(
+    init_params, tx, rng: jax.Array, scaler: LossScaler | None = None
+) -> TrainState:
     """A fresh state; init_params(key) returns the network's parameters."""
     init_key, state_key = jax.random.split(rng)
     params = init_params(init_key)
@@ -29,6 +35,7 @@ def create_train_state(init_params, tx, rng: jax.Array) -> TrainState:
         ema_params=jax.tree_util.tree_map(jnp.copy, params),
         opt_state=tx.init(params),
         rng=jax.random.key_data(state_key),
+        loss_scale=(scaler or LossScaler()).init(),
     )
 
 

@@ -2,9 +2,11 @@
 
 An adapter owns the data, the graph(s), the network and everything that depends on their
 shapes:
-  * `objective(params, batch, key, step, dropout)` -> (loss_sum, count, aux): the sum of
-    dsigma-weighted score entropies over scored tokens of one micro-batch, their number,
-    and auxiliary sums (averaged like the loss);
+  * `objective(params, batch, keys, step, dropout_key)` -> (loss_sum, count, aux): the
+    sum of dsigma-weighted score entropies over scored tokens of one micro-batch, their
+    number, and auxiliary sums (averaged like the loss). `keys` [b] holds one key per row
+    and `batch["example_id"]` [b] keys the dropout masks, so every draw follows the
+    example, not the device (`training/step.py`);
   * `step_metrics(aux, step)` -> metrics derived from the summed aux;
   * `evaluate(params)` -> validation metrics with fixed randomness; `baselines()`;
   * `write_samples(params, workdir, step)` -> files written at the end of a run;
@@ -30,6 +32,7 @@ from sedd_jax.data.pair_pipeline import encode_pairs
 from sedd_jax.data.pairs import PairTable
 from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.data.track_data import load_pair_track, load_single_track
+from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
 from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.joint import (
@@ -94,6 +97,7 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
                 valid,
                 deterministic=False,
                 rngs={"dropout": dropout_key},
+                example_ids=batch["example_id"],
             )
 
         t, noise_key = loss_times(key, tokens.shape[0], sampling_eps, step, curriculum)
@@ -255,16 +259,22 @@ class PairTrack:
     def init_params(self, key):
         return init_dual_params(self.model, key)
 
-    def _score_fn(self, params, dropout_key=None):
+    def _score_fn(self, params, dropout_key=None, example_ids=None):
         rngs = None if dropout_key is None else {"dropout": dropout_key}
         return functools.partial(
-            self.model.apply, {"params": params}, deterministic=dropout_key is None, rngs=rngs
+            self.model.apply,
+            {"params": params},
+            deterministic=dropout_key is None,
+            rngs=rngs,
+            example_ids=example_ids,
         )
 
     def _losses(self, score_fn, batch, key, task_ids):
-        time_key, noise_key = jax.random.split(key)
+        """key: one key, or per-example keys [B] (`diffusion/keys.py`)."""
+        time_key, noise_key = keys.split(key)
         size = batch["protein"].shape[0]
-        t = sample_times(time_key, size, self.config.training.sampling_eps)
+        eps = self.config.training.sampling_eps
+        t = keys.draw(lambda k, n: sample_times(k, n, eps), time_key, size)
         p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
             score_fn, self.graphs, self.noise, batch, t, task_ids, noise_key, self.mixture.mode
         )
@@ -278,10 +288,11 @@ class PairTrack:
 
     def objective(self, params, batch, key, step, dropout_key):
         del step
-        task_key, loss_key = jax.random.split(key)
+        task_key, loss_key = keys.split(key)
         size = batch["protein"].shape[0]
         task_ids = draw_tasks(task_key, self.mixture, size)
-        sums, t = self._losses(self._score_fn(params, dropout_key), batch, loss_key, task_ids)
+        score_fn = self._score_fn(params, dropout_key, batch["example_id"])
+        sums, t = self._losses(score_fn, batch, loss_key, task_ids)
         aux = dict(sums, t_sum=t.sum(), sequences=jnp.float32(size))
         loss_sum = sums["protein_sum"] + sums["ligand_sum"]
         return loss_sum, sums["protein_count"] + sums["ligand_count"], aux

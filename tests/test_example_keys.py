@@ -1,0 +1,106 @@
+"""Every draw of the train step follows the example, not the batch it sits in: a row gets
+the same times, corruption, task and dropout masks in the whole batch and in any slice."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sedd_jax.diffusion import keys
+from sedd_jax.diffusion.graphs import Absorbing
+from sedd_jax.diffusion.joint import PairGraphs, TaskMixture, draw_tasks, joint_per_token_loss
+from sedd_jax.diffusion.losses import loss_times, per_token_loss
+from sedd_jax.diffusion.noise import LogLinearNoise
+from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
+from sedd_jax.models.sedd import SEDD
+
+ROOT = jax.random.key(11)
+IDS = jnp.arange(8, dtype=jnp.int32) + 100
+
+
+def halves(fn):
+    """fn(rows) on rows 0..7 at once, and on rows 0..2 and 3..7 separately, concatenated."""
+    whole = fn(slice(0, 8))
+    parts = [fn(slice(0, 3)), fn(slice(3, 8))]
+    return whole, jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
+
+
+def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
+    graph, noise = Absorbing(25), LogLinearNoise()
+    model = SEDD(graph.dim, hidden=32, n_blocks=1, n_heads=2, cond_dim=16, dropout=0.5)
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(5, 25, (8, 12)), jnp.int32)
+    valid = jnp.ones((8, 12), bool)
+    params = model.init(jax.random.key(0), tokens[:1], jnp.ones((1,)), valid[:1])["params"]
+    dropout_key = jax.random.key(5)
+
+    def losses(rows):
+        ids = IDS[rows]
+
+        def score(x, sigma):
+            return model.apply(
+                {"params": params},
+                x,
+                sigma,
+                valid[rows],
+                deterministic=False,
+                rngs={"dropout": dropout_key},
+                example_ids=ids,
+            )
+
+        row_keys = keys.example_keys(ROOT, ids)
+        t, noise_key = loss_times(row_keys, len(ids), 1e-3)
+        return t, per_token_loss(score, graph, noise, tokens[rows], valid[rows], t, noise_key)
+
+    (t, whole), (t_parts, parts) = halves(losses)
+    np.testing.assert_array_equal(t, t_parts)
+    np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-6)
+    assert float(whole.sum()) > 0
+
+
+def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_batch():
+    graphs = PairGraphs(Absorbing(25), Absorbing(12))
+    model = DualTrackSEDD(
+        26,
+        13,
+        hidden=32,
+        n_blocks_protein=1,
+        n_blocks_ligand=1,
+        n_heads=2,
+        cond_dim=16,
+        dropout=0.5,
+    )
+    params = init_dual_params(model, jax.random.key(0))
+    rng = np.random.default_rng(1)
+    batch = {
+        "protein": jnp.asarray(rng.integers(5, 25, (8, 10)), jnp.int32),
+        "protein_valid": jnp.ones((8, 10), bool),
+        "ligand": jnp.asarray(rng.integers(0, 11, (8, 6)), jnp.int32),
+        "ligand_valid": jnp.ones((8, 6), bool),
+    }
+    mixture = TaskMixture.parse({"joint": 1.0, "ligand_given_protein": 1.0, "protein_only": 1.0})
+
+    def losses(rows):
+        ids = IDS[rows]
+        part = {k: v[rows] for k, v in batch.items()}
+        task_key, loss_key = keys.split(keys.example_keys(ROOT, ids))
+        tasks = draw_tasks(task_key, mixture, len(ids))
+        score = functools.partial(
+            model.apply,
+            {"params": params},
+            deterministic=False,
+            rngs={"dropout": jax.random.key(5)},
+            example_ids=ids,
+        )
+        t = jnp.linspace(0.2, 0.9, 8)[rows]
+        p, lig, _, _ = joint_per_token_loss(
+            score, graphs, LogLinearNoise(), part, t, tasks, loss_key
+        )
+        return tasks, p, lig
+
+    (tasks, p, lig), (tasks_parts, p_parts, l_parts) = halves(losses)
+    np.testing.assert_array_equal(tasks, tasks_parts)
+    assert len(set(np.asarray(tasks).tolist())) > 1  # a real mixture of tasks
+    np.testing.assert_allclose(p, p_parts, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lig, l_parts, rtol=1e-5, atol=1e-6)
