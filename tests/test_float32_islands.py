@@ -52,7 +52,11 @@ def single_setup(dtype):
 
     def loss(p):
         total, count, _ = objective(
-            p, {"tokens": x, "valid": valid}, jax.random.key(2), 0, jax.random.key(3)
+            p,
+            {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])},
+            jax.random.key(2),
+            0,
+            jax.random.key(3),
         )
         return total / count
 

@@ -31,7 +31,11 @@ def single_loss_and_grads(remat, length=12):
 
     def loss(p):
         total, count, _ = objective(
-            p, {"tokens": x, "valid": valid}, jax.random.key(2), 0, jax.random.key(3)
+            p,
+            {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])},
+            jax.random.key(2),
+            0,
+            jax.random.key(3),
         )
         return total / count
 
@@ -113,7 +117,7 @@ def test_remat_keeps_only_block_inputs_for_the_backward_pass():
         objective, _ = single_track_objective(model, graph, noise, 1e-3)
 
         def loss(p):
-            batch = {"tokens": x, "valid": valid}
+            batch = {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])}
             return objective(p, batch, jax.random.key(2), 0, jax.random.key(3))[0]
 
         vjp = jax.eval_shape(lambda p: jax.vjp(loss, p)[1], params)
