@@ -131,3 +131,37 @@ def test_proteins_for_a_smiles_file_echo_the_ligand(joint_run, tmp_path):
     assert all(r["sequence"] for r in rows)
     missing = run_sample(f"--workdir={workdir}", "--task=protein_given_ligand")
     assert missing.returncode != 0 and "needs --smiles or --ligands" in missing.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_scores_pair_runs_per_task_and_track(joint_run, tmp_path):
+    workdir, _ = joint_run
+    out = tmp_path / "pairs.json"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sedd_jax.evaluate",
+            f"--workdir={workdir}",
+            "--time_samples=2",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    tasks = report["tasks"]
+    # the mixture trains joint, ligand_given_protein and protein_given_ligand (defaults)
+    assert set(tasks) == {"joint", "ligand_given_protein", "protein_given_ligand"}
+    assert set(tasks["joint"]) == {"protein", "ligand"}
+    assert set(tasks["ligand_given_protein"]) == {"ligand"}
+    assert set(tasks["protein_given_ligand"]) == {"protein"}
+    for tracks in tasks.values():
+        for r in tracks.values():
+            assert r["nats_per_token"] > 0 and 0 < r["nats_per_token_se"] < r["nats_per_token"]
