@@ -1,5 +1,7 @@
-"""Likelihood bound of a trained single-track checkpoint on held-out proteins, or a
-sample-quality report of a sample file.
+"""Likelihood bound of a trained checkpoint on held-out data, or a sample-quality report
+of a sample file. Pair (DualTrackSEDD) runs are scored per task and track on their
+validation pairs: -log p(protein, ligand), -log p(ligand | protein), ..., and, where the
+run trained the single-track modes too, how much the context lowers each bound.
 
     python -m sedd_jax.evaluate --workdir=runs/demo [--fasta=proteins.fasta]
         [--time_samples=128] [--method=stratified|antithetic] [--weights=ema|params]
