@@ -49,6 +49,14 @@ def _scale_note(row) -> str:
     )
 
 
+def _finite_mean(values) -> float:
+    """Mean over the finite values (float16 steps skipped for overflow report inf; they
+    are counted by `skipped_steps`), inf when none is finite."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("inf")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train per `config`, writing checkpoints, metrics.jsonl and samples under `workdir`."""
     os.makedirs(workdir, exist_ok=True)
@@ -120,7 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         f"({_scale_note(rows[-1])}); stopping. The last good checkpoint is "
                         f"kept in {manager.directory}"
                     )
-                mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "stop"}
+                mean = {k: _finite_mean([r[k] for r in rows]) for k in rows[0] if k != "stop"}
                 mean.update({k: float(rows[-1][k]) for k in GAUGES if k in rows[-1]})
                 logger.write(done, mean, prefix="train/")
                 bar.set_postfix(loss=f"{mean['loss']:.4f}")
