@@ -45,7 +45,9 @@ def main():
 
     _, meta = read_meta(args.workdir, None)
     config = ConfigDict(meta["config"])
-    sequences = list(dict.fromkeys(load_pair_track(config.data).val_sequences))[: args.proteins]
+    whole = dict.fromkeys(load_pair_track(config.data).val_sequences)
+    # the model's protein window (as training crops)
+    sequences = [s[: config.data.max_protein_len] for s in whole][: args.proteins]
     tmp = tempfile.mkdtemp(prefix="guidance-")
     fasta = os.path.join(tmp, "proteins.fasta")
     write_fasta(fasta, [FastaRecord(f"P{i}", "", s) for i, s in enumerate(sequences)])
