@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_jax.training.generation import draw_lengths, initial_tokens
+from sedd_jax.common.generation import draw_lengths, initial_tokens
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 
