@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ("jax", "jaxlib", "flax", "optax", "orbax")
@@ -51,8 +52,8 @@ print(json.dumps({{"summary": summary, "loaded": loaded, "losses": losses}}))
 """
 
 
-def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
-    workdir = str(tmp_path / "twin")
+def twin_run(workdir: str) -> dict:
+    """Train two twin steps in a subprocess with the JAX stack blocked; its JSON report."""
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(blocked=BLOCKED), workdir],
@@ -63,7 +64,12 @@ def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
+    workdir = str(tmp_path / "twin")
+    out = twin_run(workdir)
     assert out["loaded"] == []
     assert out["summary"]["step"] == 2
     assert len(out["losses"]) == 2 and all(np.isfinite(out["losses"]))
@@ -79,7 +85,15 @@ def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
 
     params, meta, step = checkpoint.load_params(workdir)
     assert step == 2 and meta["config"]["backend"] == "torch"
+    assert params["vocab_embed"].shape == (26, 32)
     assert not os.path.isdir(os.path.join(workdir, "checkpoints", "2"))  # nothing written
+
+
+@pytest.mark.slow
+def test_sedd_jax_sample_and_evaluate_run_on_a_twin_workdir(tmp_path):
+    workdir = str(tmp_path / "twin")
+    twin_run(workdir)
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     for command in (
         ["sedd_jax.sample", "--num=2", "--steps=4", f"--out={tmp_path / 's.fasta'}"],
         ["sedd_jax.evaluate", "--time_samples=2", f"--out={tmp_path / 'e.json'}"],
