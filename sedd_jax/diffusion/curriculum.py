@@ -47,8 +47,6 @@ from sedd_jax.common.curriculum import (  # noqa: F401  (re-exported)
     check_curriculum,
 )
 
-_EXP_RATE = EXP_RATE
-
 
 def _linear(p):
     return p
@@ -59,7 +57,7 @@ def _cosine(p):
 
 
 def _exponential(p):
-    return -jnp.expm1(-_EXP_RATE * p) / -math.expm1(-_EXP_RATE)
+    return -jnp.expm1(-EXP_RATE * p) / -math.expm1(-EXP_RATE)
 
 
 RAMPS = {"linear": _linear, "exponential": _exponential, "cosine": _cosine}
