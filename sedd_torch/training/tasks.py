@@ -267,8 +267,7 @@ class PairTrack:
                     p_loss, l_loss, p_n, l_n = joint_per_token_loss(
                         model, self.graphs, self.noise, batch, t, task_ids, rand, task
                     )
-                    sums += [float(p_loss.sum()), float(p_n.sum()), float(l_loss.sum()), 0.0]
-                    sums[3] += float(l_n.sum())
+                    sums += [float(x.sum()) for x in (p_loss, p_n, l_loss, l_n)]
             for track, (s, n) in (("protein", sums[:2]), ("ligand", sums[2:])):
                 if n > 0:
                     metrics[f"{task}/loss_{track}"] = s / n
