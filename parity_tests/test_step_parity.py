@@ -23,6 +23,7 @@ from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
 from sedd_torch.training import optim as torch_optim
 from sedd_torch.training.state import create_train_state
 from sedd_torch.training.step import train_step as torch_train_step
+from sedd_torch.training.tasks import single_track_objective as torch_single_objective
 
 STEPS = 3
 EPS = 1e-3
@@ -80,18 +81,18 @@ def test_optimizer_steps_leave_equal_params_and_ema(record):
     batch_j = {"tokens": x0, "valid": valid, "example_id": ids}
 
     torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
+    t_objective, t_step_metrics = torch_single_objective(TorchAbsorbing(25), TorchLogLinear(), EPS)
     batch_t = {"tokens": t(x0)[None], "valid": t(valid)[None]}
     for step in range(STEPS):
         state, metrics_j = j_step(state, batch_j)
         metrics_t = torch_train_step(
             torch_state,
             batch_t,
-            graph=TorchAbsorbing(25),
-            noise=TorchLogLinear(),
+            objective=t_objective,
+            step_metrics=t_step_metrics,
             lr_schedule=torch_optim.learning_rate_schedule(oc, total),
             ema=ema,
             grad_clip=oc.grad_clip,
-            sampling_eps=EPS,
             seed=0,
             rand=ReplayRand(*jax_step_draws(rng, step, x0.shape)),
         )

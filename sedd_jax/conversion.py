@@ -220,7 +220,10 @@ class Weights:
 
 
 def read_orbax(workdir: str, step: int | None = None) -> Weights:
-    """params and EMA of `<workdir>/checkpoints/<step>` (the newest when step is None)."""
+    """params and EMA of `<workdir>/checkpoints/<step>` (the newest when step is None); of
+    a torch-backend run's `torch_checkpoints/*.pt` when the workdir has no orbax one."""
+    if (twin := checkpoint.twin_weights(workdir, step)) is not None:
+        return twin
     step, meta = checkpoint.read_meta(workdir, step)
     state = checkpoint.restore_raw_state(workdir, step)
     to_numpy = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731

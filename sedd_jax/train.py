@@ -44,9 +44,7 @@ def _backend(config):
     from sedd_jax.data.prepare import USER_ERRORS  # bad data: one line, no traceback
 
     if config.backend == "torch":
-        if config.model.kind != "single":
-            sys.exit("config.backend='torch' trains single-track models only")
-        from sedd_jax.training.loop import NonFiniteLossError
+        from sedd_jax.common.errors import NonFiniteLossError
         from sedd_torch.training.trainer import train_and_evaluate
 
         return train_and_evaluate, (NonFiniteLossError, *USER_ERRORS)

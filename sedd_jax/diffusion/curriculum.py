@@ -32,14 +32,20 @@ attributes (a ConfigDict or a `Curriculum`); `None` means no curriculum.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
-_EXP_RATE = 3.0
-MIN_SIGMA_MULTIPLIER = 0.1
+from sedd_jax.common.curriculum import (  # noqa: F401  (re-exported)
+    EXP_RATE,
+    MIN_SIGMA_MULTIPLIER,
+    NO_CURRICULUM,
+    RAMP_NAMES,
+    TYPES,
+    Curriculum,
+    check_curriculum,
+)
 
 
 def _linear(p):
@@ -51,38 +57,10 @@ def _cosine(p):
 
 
 def _exponential(p):
-    return -jnp.expm1(-_EXP_RATE * p) / -math.expm1(-_EXP_RATE)
+    return -jnp.expm1(-EXP_RATE * p) / -math.expm1(-EXP_RATE)
 
 
 RAMPS = {"linear": _linear, "exponential": _exponential, "cosine": _cosine}
-TYPES = ("none", "time_bias", "sigma_scale")
-
-
-@dataclasses.dataclass(frozen=True)
-class Curriculum:
-    type: str = "none"
-    ramp: str = "linear"
-    preschool_steps: int = 5000
-    bias_strength: float = 2.0
-
-
-NO_CURRICULUM = Curriculum()
-
-
-def check_curriculum(cfg) -> Curriculum:
-    """A validated `Curriculum` from a config block (None: no curriculum)."""
-    if cfg is None:
-        return NO_CURRICULUM
-    c = Curriculum(cfg.type, cfg.ramp, int(cfg.preschool_steps), float(cfg.bias_strength))
-    if c.type not in TYPES:
-        raise ValueError(f"curriculum.type={c.type!r}; choose one of {list(TYPES)}")
-    if c.ramp not in RAMPS:
-        raise ValueError(f"curriculum.ramp={c.ramp!r}; choose one of {sorted(RAMPS)}")
-    if c.preschool_steps < 0:
-        raise ValueError(f"curriculum.preschool_steps={c.preschool_steps} must be >= 0")
-    if c.bias_strength < 0:
-        raise ValueError(f"curriculum.bias_strength={c.bias_strength} must be >= 0")
-    return c
 
 
 def progress(step, cfg) -> jax.Array:

@@ -25,97 +25,25 @@ a task name (`DualTrackSEDD` modes), `joint` serving any mixture. Bind parameter
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
+    TASK_ROLES,
+    TASKS,
+    JointLoss,
+    PairGraphs,
+    Roles,
+    TaskMixture,
+)
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.losses import sample_times
 from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
-
-# task -> (protein generated, ligand generated, protein visible, ligand visible)
-TASK_ROLES = {
-    "joint": (True, True, True, True),
-    "ligand_given_protein": (False, True, True, True),
-    "protein_given_ligand": (True, False, True, True),
-    "protein_only": (True, False, True, False),
-    "ligand_only": (False, True, False, True),
-}
-TASKS = tuple(TASK_ROLES)
-
-
-class PairGraphs(NamedTuple):
-    protein: object
-    ligand: object
-
-
-class Roles(NamedTuple):
-    """Per-pair booleans [B]: which track is generated and which is visible."""
-
-    protein_generated: jax.Array
-    ligand_generated: jax.Array
-    protein_visible: jax.Array
-    ligand_visible: jax.Array
-
-
-class JointLoss(NamedTuple):
-    """Per-track sums of dsigma-weighted score entropy and their valid-token counts.
-
-    A pytree: average over devices or micro-batches with the sums, then divide.
-    """
-
-    protein_sum: jax.Array
-    protein_count: jax.Array
-    ligand_sum: jax.Array
-    ligand_count: jax.Array
-
-    @property
-    def total_sum(self) -> jax.Array:
-        return self.protein_sum + self.ligand_sum
-
-    @property
-    def total_count(self) -> jax.Array:
-        return self.protein_count + self.ligand_count
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskMixture:
-    """Probabilities over `TASKS` (in that order); hashable, so usable as a static arg."""
-
-    probs: tuple[float, ...]
-
-    def __post_init__(self):
-        if len(self.probs) != len(TASKS) or min(self.probs) < 0 or sum(self.probs) <= 0:
-            raise ValueError(f"task probabilities {self.probs} must be >= 0 over {TASKS}")
-
-    @classmethod
-    def parse(cls, spec) -> TaskMixture:
-        """A task name, or a mapping task -> weight (normalised; unknown names rejected)."""
-        weights = {spec: 1.0} if isinstance(spec, str) else dict(spec.items())
-        unknown = sorted(set(weights) - set(TASKS))
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-        total = float(sum(weights.values()))
-        if total <= 0 or min(weights.values()) < 0:
-            raise ValueError(f"task weights {weights} must be >= 0 with a positive sum")
-        return cls(tuple(float(weights.get(t, 0.0)) / total for t in TASKS))
-
-    @property
-    def single(self) -> str | None:
-        """The only task with non-zero probability, or None for a real mixture."""
-        used = [t for t, p in zip(TASKS, self.probs, strict=True) if p > 0]
-        return used[0] if len(used) == 1 else None
-
-    @property
-    def mode(self) -> str:
-        """The network mode that serves every task of the mixture."""
-        return self.single or "joint"
 
 
 def draw_tasks(key: jax.Array, mixture: TaskMixture, batch: int) -> jax.Array:

@@ -51,12 +51,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sedd_jax.common.likelihood import T_MIN, summarize  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.joint import TASKS, joint_per_token_loss, task_roles
 from sedd_jax.diffusion.losses import per_token_loss
-
-T_MIN = 1e-6  # times are clipped to [T_MIN, 1]: sigma_bar(0) = 0 makes the ratio 1 / 0
 
 
 def _stratified(key, time_samples, batch):
@@ -167,17 +166,6 @@ def sequence_elbo(
 
     _, terms = jax.lax.scan(term, None, (t, jnp.arange(time_samples)))
     return _bound(terms, graph, noise, valid)
-
-
-def summarize(nll_sum: float, tokens: float) -> dict:
-    """nats/token, bits/token and perplexity = exp(NLL bound / tokens)."""
-    nats = float(nll_sum) / max(float(tokens), 1.0)
-    return {
-        "nats_per_token": nats,
-        "bits_per_token": nats / math.log(2.0),
-        "perplexity": math.exp(nats),
-        "tokens": float(tokens),
-    }
 
 
 def ratio_standard_error(nll: np.ndarray, tokens: np.ndarray) -> float:

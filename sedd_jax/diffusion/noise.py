@@ -16,6 +16,8 @@ import math
 
 import jax.numpy as jnp
 
+from sedd_jax.common.noise import absorbing_schedule_warning  # noqa: F401  (re-exported)
+
 
 @dataclasses.dataclass(frozen=True)
 class LogLinearNoise:
@@ -93,20 +95,3 @@ def get_noise(config):
     cls = NOISES[config.type]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in config.items() if k in fields})
-
-
-def absorbing_schedule_warning(noise) -> str | None:
-    """A message when the absorbing chain does not reach (near) full masking at t = 1.
-
-    Sampling starts from the all-mask state, so a schedule with P(mask | t=1) < 0.99 trains
-    on inputs unlike the ones the sampler starts from (the reference's cosine schedule,
-    defect B2).
-    """
-    p = noise.mask_probability_at_one()
-    if p >= 0.99:
-        return None
-    return (
-        f"noise schedule {noise} masks only a fraction P(mask | t=1) = {p:.2f} of tokens "
-        "(< 0.99), but sampling starts from the all-mask state: training never sees the "
-        "sampler's starting point. Prefer noise.type='loglinear'."
-    )

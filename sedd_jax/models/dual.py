@@ -55,6 +55,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.tasks import MODES
 from sedd_jax.models.layers import (
     FREQUENCY_DIM,
     DDiTBlock,
@@ -69,15 +70,6 @@ from sedd_jax.models.layers import (
     rotary_cos_sin,
 )
 from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
-
-# mode -> (protein head, ligand head, both tracks see each other)
-MODES = {
-    "joint": (True, True, True),
-    "ligand_given_protein": (False, True, True),
-    "protein_given_ligand": (True, False, True),
-    "protein_only": (True, False, False),
-    "ligand_only": (False, True, False),
-}
 
 
 class CrossAttention(nn.Module):

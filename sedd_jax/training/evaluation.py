@@ -8,8 +8,8 @@ It estimates the diffusion ELBO in nats per valid token (without the prior term)
 from __future__ import annotations
 
 import jax
-import numpy as np
 
+from sedd_jax.common.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
 
@@ -96,9 +96,3 @@ def validation_loss(
         seed=seed,
     )
     return totals["sum"] / max(totals["count"], 1.0)
-
-
-def unigram_log_probs(tokens: np.ndarray, valid: np.ndarray, num_tokens: int) -> np.ndarray:
-    """log p [num_tokens] of the tokens at valid positions, add-1/2 smoothed."""
-    counts = np.bincount(tokens[valid], minlength=num_tokens)[:num_tokens] + 0.5
-    return np.log(counts / counts.sum()).astype(np.float32)

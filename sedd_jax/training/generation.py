@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedd_jax.data.batching import sample_lengths
+from sedd_jax.common.generation import draw_lengths, initial_tokens  # noqa: F401
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.sampling import pc_sample
@@ -77,24 +77,6 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
         )
 
     return sample
-
-
-def initial_tokens(lengths: np.ndarray, max_len: int, mask_id: int | None, pad_id: int):
-    """Rows of the given lengths, padded: (x_init [B, L] int32, valid [B, L] bool).
-
-    Valid positions hold the mask id (pad for graphs without one); samplers replace
-    every unclamped valid position by a draw from the graph's limit anyway.
-    """
-    valid = np.arange(max_len)[None, :] < np.asarray(lengths)[:, None]
-    fill = pad_id if mask_id is None else mask_id
-    return np.where(valid, fill, pad_id).astype(np.int32), valid
-
-
-def draw_lengths(num: int, length: int, max_len: int, length_dist, rng) -> np.ndarray:
-    """[num] lengths: `length` when > 0, else draws from the training distribution."""
-    if length > 0:
-        return np.full(num, min(length, max_len), np.int32)
-    return np.maximum(sample_lengths(np.asarray(length_dist), num, rng), 1)
 
 
 def generate(

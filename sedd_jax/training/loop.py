@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from sedd_jax.common.errors import NonFiniteLossError  # noqa: F401  (re-exported)
 from sedd_jax.models.sedd import count_parameters
 from sedd_jax.training import checkpoint
 from sedd_jax.training.loss_scale import GAUGES, make_loss_scaler
@@ -33,10 +34,6 @@ from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import build_task
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training met a NaN/inf loss; the last good checkpoint is kept on disk."""
 
 
 def _scale_note(row) -> str:

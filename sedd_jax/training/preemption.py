@@ -16,18 +16,17 @@ of one agreement is one tiny collective plus a host-device sync: the host waits 
 step it has dispatched to finish before it goes on (docs/scaling.md gives the measured
 cost). With one process the flag is read directly at every step, at no cost.
 
-Importing this module installs nothing; `install()` does, and `uninstall()` restores the
-previous handlers.
+The signal handling itself (one process) is `sedd_jax.common.preemption.SignalFlag`,
+numpy-free and shared with the torch twin; this module adds the agreement. Importing it
+installs nothing; `install()` does, and `uninstall()` restores the previous handlers.
 """
 
 from __future__ import annotations
 
-import signal
-
 import jax
 import numpy as np
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+from sedd_jax.common.preemption import SIGNALS, SignalFlag  # noqa: F401  (re-exported)
 
 
 def any_process(flag: bool) -> bool:
@@ -44,47 +43,14 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(flags))
 
 
-class Preemption:
+class Preemption(SignalFlag):
     """Records SIGTERM / SIGUSR1 and tells the loop, consistently across hosts, when to stop."""
 
     def __init__(self, check_every: int = 1, signals=SIGNALS):
         if check_every < 1:
             raise ValueError(f"training.preemption_check_every={check_every}; must be >= 1")
+        super().__init__(signals)
         self.check_every = check_every
-        self.signals = tuple(signals)
-        self.received: int | None = None  # the last signal this process got
-        self.stopping = False  # agreed by all processes: stop at this boundary
-        self._previous: dict = {}
-
-    def install(self) -> Preemption:
-        """Route the signals to this object (main thread only; elsewhere a no-op)."""
-        for signum in self.signals:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: signals cannot be handled here
-                break
-        return self
-
-    def uninstall(self):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def __enter__(self) -> Preemption:
-        return self.install()
-
-    def __exit__(self, *exc):
-        self.uninstall()
-
-    def _handle(self, signum, frame):
-        del frame
-        self.received = signum
-
-    @property
-    def signal_name(self) -> str:
-        if self.received is not None:
-            return signal.Signals(self.received).name
-        return "another process's signal" if self.stopping else "none"
 
     def should_stop(self, step: int) -> bool:
         """Whether to save and stop after `step`; the same answer on every process.

@@ -123,6 +123,62 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
     return objective, step_metrics
 
 
+def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the pair loss, for `train_step`.
+
+    Per pair (per-example keys): `task_key, loss_key = split(key)`, a task from the
+    mixture, then `loss_times(loss_key)`: the (curriculum-biased) time and the corruption
+    key. The curriculum is that of `single_track_objective`: with `sigma_scale` the scaled
+    sigma corrupts both tracks, conditions the network and sets the targets, and its rate
+    weights the loss (`joint_per_token_loss(sigma_scale=...)`).
+    """
+    curriculum = check_curriculum(curriculum)
+
+    def objective(params, batch, key, step, dropout_key):
+        task_key, loss_key = keys.split(key)
+        size = batch["protein"].shape[0]
+        task_ids = draw_tasks(task_key, mixture, size)
+        score_fn = functools.partial(
+            model.apply,
+            {"params": params},
+            deterministic=False,
+            rngs={"dropout": dropout_key},
+            example_ids=batch["example_id"],
+        )
+        t, noise_key = loss_times(loss_key, size, sampling_eps, step, curriculum)
+        p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
+            score_fn,
+            graphs,
+            noise,
+            batch,
+            t,
+            task_ids,
+            noise_key,
+            mixture.mode,
+            sigma_scale=sigma_multiplier(step, curriculum),
+        )
+        aux = {
+            "protein_sum": p_loss.sum(),
+            "protein_count": p_scored.sum().astype(jnp.float32),
+            "ligand_sum": l_loss.sum(),
+            "ligand_count": l_scored.sum().astype(jnp.float32),
+            "t_sum": t.sum(),
+            "sequences": jnp.float32(size),
+        }
+        loss_sum = aux["protein_sum"] + aux["ligand_sum"]
+        return loss_sum, aux["protein_count"] + aux["ligand_count"], aux
+
+    def step_metrics(aux, step):
+        return {
+            "loss_protein": aux["protein_sum"] / jnp.maximum(aux["protein_count"], 1.0),
+            "loss_ligand": aux["ligand_sum"] / jnp.maximum(aux["ligand_count"], 1.0),
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": progress(step, curriculum),
+        }
+
+    return objective, step_metrics
+
+
 class SingleTrack:
     """Unconditional SEDD over one track (`config.model.kind = "single"`): proteins, or
     SMILES when the data are SMILES (e.g. `configs/ligand_moses.py`)."""
@@ -227,11 +283,6 @@ class PairTrack:
 
     def __init__(self, config):
         self.config = config
-        if config.curriculum.type != "none":
-            raise ValueError(
-                "curriculum.type must be 'none' for model.kind='dual' (the joint loss has no "
-                "curriculum yet)"
-            )
         self.data = load_pair_track(config.data, _max_val_rows(config.eval))
         self.graphs = PairGraphs(
             get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
@@ -246,6 +297,14 @@ class PairTrack:
             self.graphs.protein.dim,
             self.graphs.ligand.dim,
             self.graphs.protein.absorb,
+        )
+        self.objective, self.step_metrics = pair_track_objective(
+            self.model,
+            self.graphs,
+            self.noise,
+            self.mixture,
+            config.training.sampling_eps,
+            config.curriculum,
         )
         self._eval = jax.jit(self._eval_sums)
 
@@ -285,25 +344,6 @@ class PairTrack:
             "ligand_count": l_scored.sum().astype(jnp.float32),
         }
         return sums, t
-
-    def objective(self, params, batch, key, step, dropout_key):
-        del step
-        task_key, loss_key = keys.split(key)
-        size = batch["protein"].shape[0]
-        task_ids = draw_tasks(task_key, self.mixture, size)
-        score_fn = self._score_fn(params, dropout_key, batch["example_id"])
-        sums, t = self._losses(score_fn, batch, loss_key, task_ids)
-        aux = dict(sums, t_sum=t.sum(), sequences=jnp.float32(size))
-        loss_sum = sums["protein_sum"] + sums["ligand_sum"]
-        return loss_sum, sums["protein_count"] + sums["ligand_count"], aux
-
-    def step_metrics(self, aux, step):
-        del step
-        return {
-            "loss_protein": aux["protein_sum"] / jnp.maximum(aux["protein_count"], 1.0),
-            "loss_ligand": aux["ligand_sum"] / jnp.maximum(aux["ligand_count"], 1.0),
-            "mean_t": aux["t_sum"] / aux["sequences"],
-        }
 
     def _eval_sums(self, params, batch, key, task_index):
         task_ids = jnp.full((batch["protein"].shape[0],), task_index, jnp.int32)

@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from sedd_jax.diffusion.curriculum import (  # noqa: F401  (re-exported)
-    _EXP_RATE,
+from sedd_jax.common.curriculum import (  # noqa: F401  (re-exported)
+    EXP_RATE,
     MIN_SIGMA_MULTIPLIER,
     NO_CURRICULUM,
     TYPES,
@@ -35,7 +35,7 @@ def _cosine(p):
 
 
 def _exponential(p):
-    return -torch.expm1(-_EXP_RATE * p) / -math.expm1(-_EXP_RATE)
+    return -torch.expm1(-EXP_RATE * p) / -math.expm1(-EXP_RATE)
 
 
 RAMPS = {"linear": _linear, "exponential": _exponential, "cosine": _cosine}

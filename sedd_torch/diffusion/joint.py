@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from sedd_jax.diffusion.joint import (  # noqa: F401  (re-exported)
+from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
     TASK_ROLES,
     TASKS,
     JointLoss,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sedd_jax.diffusion.likelihood import T_MIN, summarize  # noqa: F401  (re-exported)
+from sedd_jax.common.likelihood import T_MIN, summarize  # noqa: F401  (re-exported)
 from sedd_torch.diffusion.losses import per_token_loss
 
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from sedd_jax.diffusion.noise import absorbing_schedule_warning  # noqa: F401  (re-export)
+from sedd_jax.common.noise import absorbing_schedule_warning  # noqa: F401  (re-export)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sedd_jax.models.dual import MODES
+from sedd_jax.common.tasks import MODES
 from sedd_torch.models.layers import (
     DDiTBlock,
     Float32Linear,

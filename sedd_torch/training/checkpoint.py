@@ -7,33 +7,25 @@ it: `model_state_dict`, `ema_state_dict` (`decay`, `num_updates`, `shadow_params
 a plain dict) and `meta` (vocabulary size, length distribution). Everything is a tensor or
 a plain Python value, so `torch.load(..., weights_only=True)` reads it. A write goes to a
 temporary file first; `restore_latest` falls back to an older step when the newest is
-unreadable.
+unreadable. `sedd_jax.sample` / `sedd_jax.evaluate --workdir` read these files directly
+(`sedd_jax.training.checkpoint.load_params` converts them on the fly).
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 
 import torch
 
+from sedd_jax.common.torch_layout import (  # noqa: F401  (re-exported)
+    DIRECTORY,
+    all_steps,
+    checkpoint_path,
+)
 from sedd_torch.training.state import TrainState
 
 log = logging.getLogger(__name__)
-
-DIRECTORY = "torch_checkpoints"
-_NAME = re.compile(r"checkpoint_step_(\d+)\.pt$")
-
-
-def checkpoint_path(workdir: str, step: int) -> str:
-    return os.path.join(workdir, DIRECTORY, f"checkpoint_step_{step}.pt")
-
-
-def all_steps(workdir: str) -> list[int]:
-    paths = glob.glob(os.path.join(workdir, DIRECTORY, "checkpoint_step_*.pt"))
-    return sorted(int(m.group(1)) for p in paths if (m := _NAME.search(p)))
 
 
 def state_payload(state: TrainState, ema: float, config: dict, meta: dict) -> dict:

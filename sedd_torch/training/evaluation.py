@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sedd_jax.common.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
-from sedd_jax.training.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.losses import score_entropy_loss
 

@@ -1,7 +1,7 @@
 """Generation with a trained single-track twin (twin of sedd_jax/training/generation.py).
 
-`initial_tokens` and `draw_lengths` are sedd_jax's (numpy); the pair samplers are not
-translated (the twin has no joint diffusion yet).
+`initial_tokens` and `draw_lengths` are shared with sedd_jax (`sedd_jax.common`); pairs
+are sampled with `diffusion/joint.sample_pairs` (`training/tasks.PairTrack`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_jax.training.generation import draw_lengths, initial_tokens
+from sedd_jax.common.generation import draw_lengths, initial_tokens
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 

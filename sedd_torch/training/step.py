@@ -1,10 +1,12 @@
 """The train step (twin of sedd_jax/training/step.py), on one device.
 
-`train_step(state, batch)` takes tokens/valid [A, B, L] with A micro-batches accumulated
-inside the step (one optimizer step per call). The loss is the sum of token losses over
-all micro-batches divided by the number of valid tokens, as in sedd_jax. The curriculum
-(`config.curriculum`) is a pure function of `state.step`. A non-finite loss or gradient
-leaves the parameters, the EMA and the step unchanged and reports `finite = 0`.
+`train_step(state, batch)` takes arrays [A, B, ...] with A micro-batches accumulated
+inside the step (one optimizer step per call); what is optimised is a task adapter's
+objective (`training/tasks.py`: one track or pairs). The loss is the sum of token losses
+over all micro-batches divided by the number of scored tokens, as in sedd_jax. The
+curriculum is a pure function of `state.step`, applied inside the objective. A
+non-finite loss or gradient leaves the parameters, the EMA and the step unchanged and
+reports `finite = 0`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import numpy as np
 import torch
 
 from sedd_torch.diffusion.catsample import generator_rand
-from sedd_torch.diffusion.curriculum import check_curriculum, progress, sigma_multiplier
-from sedd_torch.diffusion.losses import loss_times, per_token_loss
 from sedd_torch.training.optim import clip_by_global_norm_, global_norm
 from sedd_torch.training.state import TrainState, ema_decay, update_ema
 
@@ -56,47 +56,41 @@ def train_step(
     state: TrainState,
     batch: dict,
     *,
-    graph,
-    noise,
+    objective,
+    step_metrics,
     lr_schedule,
     ema: float,
     grad_clip: float,
-    sampling_eps: float,
     seed: int,
-    curriculum=None,
     rand=None,
 ):
-    """One optimizer step on batch tokens/valid [A, B, L] (tensors on the model's device).
+    """One optimizer step on a batch whose arrays are [A, b, ...] (tensors on the model's
+    device), A micro-batches accumulated.
 
-    The step's draws come from `rand` (default: a generator seeded by (seed, step)), in
-    sedd_jax's order: per micro-batch the times, then the corruption.
+    objective(model, micro_batch, rand, step) -> (loss_sum, count, aux) of one micro-batch
+    (a task adapter's, `sedd_torch.training.tasks`); step_metrics(aux, step) turns the
+    summed aux into metrics. As sedd_jax, the gradient is that of the summed loss divided
+    by the summed count. The draws come from `rand` (default: a generator seeded by
+    (seed, step)), in the objective's order per micro-batch.
     """
     model = state.model.train()
-    curriculum = check_curriculum(curriculum)
-    sigma_scale = sigma_multiplier(state.step, curriculum)
     if rand is None:
-        rand = generator_rand(step_generator(seed, state.step), batch["tokens"].device)
-    count = torch.clamp_min(batch["valid"].sum().float(), 1.0)
-    loss_sum = torch.zeros((), device=count.device)
-    t_sum = 0.0
-    for tokens, valid in zip(batch["tokens"], batch["valid"], strict=True):
-
-        def log_score_fn(x, sigma, valid=valid):
-            return model(x, sigma, valid)
-
-        t = loss_times(rand, tokens.shape[0], sampling_eps, state.step, curriculum)
-        losses = per_token_loss(
-            log_score_fn, graph, noise, tokens, valid, t, rand, sigma_scale=sigma_scale
-        )
-        micro_sum = losses.sum()
-        (micro_sum / count).backward()
+        device = next(iter(batch.values())).device
+        rand = generator_rand(step_generator(seed, state.step), device)
+    loss_sum, count, aux = 0.0, 0.0, {}
+    accum = next(iter(batch.values())).shape[0]
+    for micro in ({k: v[a] for k, v in batch.items()} for a in range(accum)):
+        micro_sum, micro_count, micro_aux = objective(model, micro, rand, state.step)
+        micro_sum.backward()
         loss_sum = loss_sum + micro_sum.detach()
-        t_sum += float(t.mean())
-    metrics = {
-        "curriculum_progress": float(progress(state.step, curriculum)),
-        "mean_t": t_sum / batch["tokens"].shape[0],
-        "tokens": float(count),
-    }
+        count += float(micro_count)
+        for k, v in micro_aux.items():
+            aux[k] = aux.get(k, 0.0) + v
+    count = max(count, 1.0)
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.div_(count)
+    metrics = dict(step_metrics(aux, state.step), tokens=count)
     metrics.update(
         apply_gradients(
             state, loss_sum / count, lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip
