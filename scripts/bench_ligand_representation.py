@@ -58,7 +58,18 @@ def measure(workdir: str, time_samples: int) -> dict:
         out[f"{name}/samples"] = len(smiles)
         for k, v in ligand_metrics(smiles, task._reference).items():
             out[f"{name}/{k}"] = v
+        out[f"{name}/heavy_atoms"] = mean_heavy_atoms(smiles)
+    out["val_heavy_atoms"] = mean_heavy_atoms(task.data.val_smiles)
     return out
+
+
+def mean_heavy_atoms(smiles: list[str]) -> float:
+    """Mean heavy-atom count of the valid molecules (SELFIES makes every string one, so
+    size tells whether samples resemble the training ligands)."""
+    from sedd_jax.metrics.ligand import to_mol
+
+    mols = [m for m in map(to_mol, smiles) if m is not None]
+    return float(np.mean([m.GetNumHeavyAtoms() for m in mols])) if mols else float("nan")
 
 
 def main():
@@ -70,9 +81,9 @@ def main():
     rows = [measure(w, args.time_samples) for w in args.workdirs]
     print(
         "| run | ligands | task | samples | validity | uniqueness | novelty | "
-        "nats/token | tokens/molecule | bits/molecule |"
+        "heavy atoms (val) | nats/token | tokens/molecule | bits/molecule |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rep = r["representation"] + (" + random SMILES" if r["randomize_smiles"] else "")
         for name in SAMPLE_FILES:
@@ -80,6 +91,7 @@ def main():
                 f"| {os.path.basename(r['workdir'].rstrip('/'))} | {rep} | {name} | "
                 f"{r[f'{name}/samples']} | {r[f'{name}/ligand_validity']:.3f} | "
                 f"{r[f'{name}/ligand_uniqueness']:.3f} | {r[f'{name}/ligand_novelty']:.3f} | "
+                f"{r[f'{name}/heavy_atoms']:.1f} ({r['val_heavy_atoms']:.1f}) | "
                 f"{r[f'{name}/nats_per_token']:.3f} | {r['tokens_per_molecule']:.1f} | "
                 f"{r[f'{name}/bits_per_molecule']:.1f} |"
             )
