@@ -23,7 +23,8 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from sedd_jax.training import checkpoint
-from sedd_jax.training.tasks import PairTrack, ligand_metrics
+from sedd_jax.training.ligand_samples import ligand_metrics
+from sedd_jax.training.tasks import PairTrack
 
 SAMPLE_FILES = {
     "joint": ("samples_joint.csv", "smiles"),

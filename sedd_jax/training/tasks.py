@@ -30,7 +30,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from sedd_jax.data.batching import sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
@@ -51,7 +50,7 @@ from sedd_jax.diffusion.joint import (
 from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
 from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
-from sedd_jax.metrics.headline import headline_metrics, prepare_reference
+from sedd_jax.metrics.headline import prepare_reference
 from sedd_jax.models.dual import build_dual_model, init_dual_params
 from sedd_jax.models.sedd import build_model
 from sedd_jax.training.evaluation import (
@@ -66,11 +65,14 @@ from sedd_jax.training.generation import (
     make_pair_sampler,
     make_sampler,
 )
-from sedd_jax.training.metrics_log import MetricsLogger
-
-SAMPLE_METRICS_SEED = 0x5A3  # fixed keys of the in-training samples (added to config.seed)
-# which task the in-training ligand samples come from: the first one the mixture trains
-SAMPLE_METRICS_TASKS = ("ligand_given_protein", "joint", "ligand_only")
+from sedd_jax.training.ligand_samples import (
+    SAMPLE_METRICS_SEED,
+    SAMPLE_METRICS_TASKS,
+    ligand_metrics,
+    log_sample_metrics,
+    sample_metrics_num,
+    selfies_of,
+)
 
 
 def _warn_schedule(graph, noise, warnings: list[str]):
@@ -87,40 +89,6 @@ def _unigram_log_p(counts: np.ndarray) -> np.ndarray:
     """log p [n] of token counts [n], add-1/2 smoothed (as `unigram_log_probs`)."""
     counts = counts.astype(np.float64) + 0.5
     return np.log(counts / counts.sum()).astype(np.float32)
-
-
-def _sample_metrics_num(config, tokenizer, warnings: list[str]) -> int:
-    """Ligands to sample per evaluation (0 for proteins, or without RDKit, with a warning)."""
-    n = config.eval.get("sample_metrics_num", 0)
-    if not n or not isinstance(tokenizer, SmilesTokenizer):
-        return 0
-    if importlib.util.find_spec("rdkit") is None:
-        warnings.append(f"eval.sample_metrics_num={n} needs RDKit (pip install rdkit); skipped")
-        return 0
-    return n
-
-
-def ligand_metrics(smiles, reference) -> dict:
-    """`ligand_validity`, `ligand_uniqueness`, `ligand_novelty` of sampled SMILES."""
-    return {f"ligand_{k}": v for k, v in headline_metrics("ligand", smiles, reference).items()}
-
-
-def _selfies_of(tokenizer, tokens, valid) -> list[str] | None:
-    """The SELFIES strings of sampled rows, for SELFIES tokenizers (None for SMILES)."""
-    if getattr(tokenizer, "representation", "smiles") != "selfies":
-        return None
-    tokens, valid = np.asarray(tokens), np.asarray(valid)
-    return [tokenizer.decode_selfies(row[v]) for row, v in zip(tokens, valid, strict=True)]
-
-
-def _log_sample_metrics(workdir: str, step: int, metrics: dict) -> None:
-    """Appends end-of-run sample metrics to metrics.jsonl (the loop's logger has written
-    its last row; wandb holds the same numbers of the final evaluation)."""
-    if metrics:
-        MetricsLogger(workdir, _NO_WANDB).write(step, metrics, prefix="samples/")
-
-
-_NO_WANDB = ConfigDict({"logging": {"wandb": "disabled"}})
 
 
 def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
@@ -189,7 +157,7 @@ class SingleTrack:
         self.eval_step = make_eval_step(
             self.model, self.graph, self.noise, config.training.sampling_eps
         )
-        self.sample_metrics_num = _sample_metrics_num(config, self.tokenizer, self.warnings)
+        self.sample_metrics_num = sample_metrics_num(config, self.tokenizer, self.warnings)
         self._sampler = None
 
     def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
@@ -246,9 +214,7 @@ class SingleTrack:
             length_dist=self.lengths,
             seed=self.config.seed + seed_offset,
         )
-        return self.tokenizer.decode_batch(tokens, valid), _selfies_of(
-            self.tokenizer, tokens, valid
-        )
+        return self.tokenizer.decode_batch(tokens, valid), selfies_of(self.tokenizer, tokens, valid)
 
     def baselines(self) -> dict:
         """The best position-independent predictor (training unigram) under the same loss."""
@@ -286,7 +252,7 @@ class SingleTrack:
                     f"ligand_only/{k}": v
                     for k, v in ligand_metrics(sequences, self._reference).items()
                 }
-                _log_sample_metrics(workdir, step, metrics)
+                log_sample_metrics(workdir, step, metrics)
                 out.update({f"samples/{k}": v for k, v in metrics.items()})
             return out
         path = os.path.join(workdir, "samples.fasta")
@@ -325,7 +291,7 @@ class PairTrack:
         )
         self._eval = jax.jit(self._eval_sums)
         self._samplers: dict = {}
-        self.sample_metrics_num = _sample_metrics_num(
+        self.sample_metrics_num = sample_metrics_num(
             config, self.data.ligand_tokenizer, self.warnings
         )
         trained = [t for t in SAMPLE_METRICS_TASKS if self.mixture.probs[TASKS.index(t)] > 0]
@@ -497,7 +463,7 @@ class PairTrack:
         p, l = self._sampler(task)(params, protein, ligand, p_valid, l_valid, jax.random.key(seed))
         out["sequence"] = p_tok.decode_batch(np.asarray(p), p_valid)
         out["smiles"] = _decode_ligands(l_tok, l, l_valid)
-        out["selfies"] = _selfies_of(l_tok, l, l_valid)
+        out["selfies"] = selfies_of(l_tok, l, l_valid)
         return out
 
     def write_samples(self, params, workdir: str, step: int) -> dict:
@@ -525,7 +491,7 @@ class PairTrack:
             if importlib.util.find_spec("rdkit") is not None:
                 for k, v in ligand_metrics(samples["smiles"], self._reference).items():
                     metrics[f"{task}/{k}"] = v
-        _log_sample_metrics(workdir, step, metrics)
+        log_sample_metrics(workdir, step, metrics)
         out.update({f"samples/{k}": v for k, v in metrics.items()})
         return out
 
