@@ -8,6 +8,8 @@ used (a cut SMILES is no molecule); nothing is cropped.
     python -m sedd_jax.data.prepare --source=moses --out=data/moses/shards --val_fraction=0.01
     python -m sedd_jax.train --config=configs/ligand_moses.py
 (`--config.data.source=moses` prepares on the fly into the cache instead.)
+SELFIES twin: `configs/ligand_moses_selfies.py`; randomised SMILES:
+`--config.data.randomize_smiles=True` (prepare with `--vocab_random_forms=2`).
 """
 
 from sedd_jax.defaults import base_config
@@ -38,6 +40,7 @@ def get_config():
     c.optim.warmup = 2000
     c.eval.batch_size = 256
     c.eval.max_batches = 16
+    c.eval.sample_metrics_num = 64  # val/ligand_validity etc. at every evaluation
     c.sampling.steps = 128
     c.sampling.num_samples = 64
     return c

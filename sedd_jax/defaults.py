@@ -30,6 +30,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 0  # grain worker processes (0: batches built in the training process)
     c.data.prefetch = 4  # batches buffered ahead (per worker)
     c.data.verify_shards = True  # check every shard's sha256 against the manifest at start
+    # SMILES data (ligand-only runs, and the ligand track of pairs): smiles (atom-level
+    # tokens) | selfies (SELFIES symbols: every symbol string is a molecule)
+    c.data.ligand_representation = "smiles"
+    # a random SMILES of each molecule per (seed, epoch, record) at load time; the
+    # vocabulary then also counts two random forms per training SMILES
+    c.data.randomize_smiles = False
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "single"  # single (SEDD) | dual (DualTrackSEDD, pair data)
@@ -112,6 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_batches = 0  # 0: the whole validation split
     c.eval.likelihood_time_samples = 128  # K times per sequence for the ELBO / perplexity
     c.eval.likelihood_method = "stratified"  # stratified | antithetic (K even)
+    # ligands sampled at each evaluation for val/ligand_{validity,uniqueness,novelty}
+    # (SMILES data only; 0: none)
+    c.eval.sample_metrics_num = 0
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.predictor = "euler"
@@ -151,6 +160,9 @@ def dual_base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 0
     c.data.prefetch = 4
     c.data.verify_shards = True
+    c.data.ligand_representation = "smiles"  # smiles | selfies (see base_config)
+    c.data.randomize_smiles = False
+    c.eval.sample_metrics_num = 16
 
     del c.model["n_blocks"]
     c.model.kind = "dual"

@@ -9,7 +9,9 @@ and these batches are put in an order drawn from (seed, epoch, window); each bat
 padded to the smallest multiple of `pad_multiple` that holds its longest row, so short
 records do not carry `max_len` of padding (a few distinct shapes, each compiled once).
 
-Per example: a record longer than `max_len` is cropped to a window that starts at 0
+Per example: with `FieldSpec.augment` (randomised SMILES), the ids are those of a new
+writing of the record's stored text, drawn from `default_rng([seed, epoch, record, 1])`;
+a record longer than `max_len` is cropped to a window that starts at 0
 (`crop="start"`) or at an offset drawn from `np.random.default_rng([seed, epoch, record])`
 (`crop="random"`), or it is never used (`crop="drop"`: a cut SMILES is no molecule);
 ids become int32, padded with the field's pad id, with a bool validity mask.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -37,6 +40,7 @@ from sedd_jax.data.shards import DataError, ShardSource
 
 Batch = dict[str, np.ndarray]
 CROPS = ("start", "random", "drop")
+AUGMENT_STREAM = 1  # rng [seed, epoch, record, 1]: independent of the crop's [seed, epoch, record]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +53,18 @@ class FieldSpec:
     max_len: int
     pad_id: int
     crop: str = "start"
+    # augmentation: augment(text of `text_field`, rng, max length) -> ids, or None to keep
+    # the stored ids (`smiles.RandomizedSmiles`); rng from (seed, epoch, record)
+    text_field: str = ""
+    augment: Any = None
 
     def __post_init__(self):
         if self.crop not in CROPS:
             raise DataError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+        if self.augment is not None and not self.text_field:
+            raise ValueError(f"field {self.field!r}: augment needs text_field")
 
 
 def eligible_records(source: ShardSource, specs: Sequence[FieldSpec]) -> np.ndarray | None:
@@ -74,6 +84,18 @@ def window_start(length: int, spec: FieldSpec, seed: int, epoch: int, record: in
         return 0
     rng = np.random.default_rng([seed, epoch, record])
     return int(rng.integers(0, length - spec.max_len + 1))
+
+
+def augmented_ids(stored: dict, spec: FieldSpec, seed: int, epoch: int, record: int, length: int):
+    """The ids of `spec.field` for this (seed, epoch, record): an augmented form of the
+    record when `spec.augment` gives one within `length`, else the stored ids."""
+    ids = stored[spec.field]
+    if spec.augment is None:
+        return ids
+    text = stored[spec.text_field].tobytes().decode("utf-8")
+    rng = np.random.default_rng([seed, epoch, record, AUGMENT_STREAM])
+    new = spec.augment(text, rng, min(length, spec.max_len))
+    return ids if new is None else new
 
 
 def pad_example(ids: np.ndarray, spec: FieldSpec, start: int, length: int):
@@ -181,9 +203,9 @@ class _Example(grain.transforms.Map):
         stored = self.source[record]
         out = {}
         for i, spec in enumerate(self.specs):
-            ids_i = stored[spec.field]
-            start = window_start(len(ids_i), spec, self.seed, epoch, record)
             length = bucket_len if i == 0 else spec.max_len
+            ids_i = augmented_ids(stored, spec, self.seed, epoch, record, length)
+            start = window_start(len(ids_i), spec, self.seed, epoch, record)
             out[spec.out], out[spec.valid] = pad_example(ids_i, spec, start, length)
         out[EXAMPLE_ID] = np.int32(row)
         return out

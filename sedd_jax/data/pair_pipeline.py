@@ -4,7 +4,12 @@ Arrays: protein [N, Lp] int32, protein_valid [N, Lp] bool, ligand [N, Ll] int32,
 ligand_valid [N, Ll] bool. The split is by protein (validation proteins are unseen in
 training); pairs whose SMILES is longer than `max_ligand_len` tokens are dropped (a
 truncated SMILES is no molecule), proteins are cropped; the SMILES vocabulary is built
-from the training SMILES only, and saved with every checkpoint.
+from the training SMILES only, and saved with every checkpoint. Ligands are SMILES tokens
+or SELFIES symbols by `data.ligand_representation` (lengths count those; ligands SELFIES
+cannot encode are dropped and counted as `no_selfies`).
+
+This in-memory path is what `sedd_jax.evaluate` rebuilds a run's reference set with;
+training reads shards (`track_data.py`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,18 @@ from sedd_jax.data.pairs import (
     split_pairs_by_protein,
 )
 from sedd_jax.data.protein import ProteinTokenizer
-from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, tokenize
+from sedd_jax.data.smiles import SmilesTokenizer, canonicalize
 
 log = logging.getLogger(__name__)
+
+
+def _ligand_class(data_config) -> type[SmilesTokenizer]:
+    representation = data_config.get("ligand_representation", "smiles")
+    if representation == "smiles":
+        return SmilesTokenizer
+    from sedd_jax.data.selfies import ligand_tokenizer_class
+
+    return ligand_tokenizer_class(representation)
 
 
 def _demo(data_config) -> PairTable:
@@ -71,9 +85,17 @@ def load_pair_table(data_config) -> PairTable:
             if canonical is not None:
                 pairs.append((seq, canonical))
         table = deduplicate(pairs)
-    keep = [len(tokenize(smi)) <= data_config.max_ligand_len for smi in table.smiles]
+    split = _ligand_class(data_config).split
+    lengths = []
+    for smi in table.smiles:
+        try:
+            lengths.append(len(split(smi)))
+        except ValueError:  # no SELFIES
+            lengths.append(None)
+    keep = [n is not None and n <= data_config.max_ligand_len for n in lengths]
     if not all(keep):
-        dropped = len(keep) - sum(keep)
+        dropped = sum(n is not None and not k for n, k in zip(lengths, keep, strict=True))
+        no_selfies = lengths.count(None)
         log.info(
             "dropping %d pairs whose SMILES exceed data.max_ligand_len=%d tokens "
             "(a truncated SMILES is not a molecule)",
@@ -83,7 +105,7 @@ def load_pair_table(data_config) -> PairTable:
         table = PairTable(
             [p for p, k in zip(table.sequences, keep, strict=True) if k],
             [s for s, k in zip(table.smiles, keep, strict=True) if k],
-            dict(table.skipped, ligand_too_long=dropped),
+            dict(table.skipped, ligand_too_long=dropped, no_selfies=no_selfies),
         )
     if data_config.max_pairs:
         table = PairTable(
@@ -115,7 +137,9 @@ def load_pair_data(data_config, seed: int) -> PairData:
             "non-empty (check data.val_fraction and data.max_pairs)"
         )
     protein_tok = ProteinTokenizer(data_config.vocab_size)
-    ligand_tok = SmilesTokenizer.build(train.smiles, min_count=data_config.ligand_min_count)
+    ligand_tok = _ligand_class(data_config).build(
+        train.smiles, min_count=data_config.ligand_min_count
+    )
     train_arrays = encode_pairs(train, protein_tok, ligand_tok, data_config)
     val_arrays = encode_pairs(val, protein_tok, ligand_tok, data_config)
     return PairData(

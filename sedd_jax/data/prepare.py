@@ -7,10 +7,15 @@ marked in `DIR/.tmp/`):
    bucket k = hash(key) mod num_shards, the key being the protein (for pairs too), so
    exact duplicates and all pairs of one protein meet in the same bucket;
 2. clean (worker processes, one bucket each): SMILES are tokenized and checked with
-   RDKit, optionally canonicalised; exact duplicates are removed and counted; each
-   record goes to `val` when `batching.is_validation(key, val_fraction, split_seed)`;
-   the training SMILES tokens are counted for the vocabulary;
-3. encode (worker processes): ids are written flat with int64 offsets (`shards.py`).
+   RDKit, optionally canonicalised, and (`ligand_representation="selfies"`) written as
+   SELFIES, those SELFIES cannot encode being counted as `no_selfies` and skipped or
+   failing by `on_error`; exact duplicates are removed and counted; each record goes to
+   `val` when `batching.is_validation(key, val_fraction, split_seed)`; the training
+   SMILES tokens (or SELFIES symbols) are counted for the vocabulary, with those of
+   `vocab_random_forms` random SMILES of each molecule (so that randomised-SMILES
+   augmentation finds its tokens);
+3. encode (worker processes): ids are written flat with int64 offsets (`shards.py`),
+   and the SMILES text beside them.
 
 `manifest.json` is written last and `.tmp/` removed. Rerunning the same command on an
 interrupted directory resumes it; a different command on it is refused.
@@ -31,6 +36,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from sedd_jax.data import corpora
@@ -41,17 +47,19 @@ from sedd_jax.data.shards import (
     FORMAT,
     MANIFEST,
     SPLITS,
+    TEXT_FIELDS,
     VERSION,
     DataError,
     atomic_write_json,
     encode_proteins,
     encode_smiles,
+    encode_text,
     field_specs,
     file_sha256,
     shard_name,
     write_shard,
 )
-from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, tokenize
+from sedd_jax.data.smiles import SmilesTokenizer, canonicalize, randomize, tokenize
 from sedd_jax.data.sources import SourceNotFoundError
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,8 @@ def default_options(**overrides) -> dict[str, Any]:
         "validate_smiles": True,
         "canonicalize": False,
         "ligand_min_count": 1,
+        "ligand_representation": "smiles",
+        "vocab_random_forms": 0,
         "sequence_column": "aa_sequence",
         "smiles_column": "smiles",
     }
@@ -91,7 +101,12 @@ def default_options(**overrides) -> dict[str, Any]:
         raise DataError(f"on_error must be 'fail' or 'skip', got {options['on_error']!r}")
     if not 0.0 <= options["val_fraction"] < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {options['val_fraction']}")
-    if options["num_shards"] < 1 or options["min_len"] < 1:
+    if options["ligand_representation"] not in ("smiles", "selfies"):
+        raise DataError(
+            f"ligand_representation must be 'smiles' or 'selfies', got "
+            f"{options['ligand_representation']!r}"
+        )
+    if options["num_shards"] < 1 or options["min_len"] < 1 or options["vocab_random_forms"] < 0:
         raise DataError("num_shards and min_len must be >= 1")
     return options
 
@@ -185,19 +200,46 @@ def _read_pass(out: str, corpus: corpora.Corpus, options: dict, progress: bool) 
     return stats
 
 
-def _check_smiles(smiles: str, options: dict, rdkit_parses) -> str | None:
-    """The SMILES to store (canonical if asked), or None when it is invalid."""
+def _ligand_class(options: dict) -> type[SmilesTokenizer]:
+    if options["ligand_representation"] == "smiles":
+        return SmilesTokenizer
+    from sedd_jax.data.selfies import ligand_tokenizer_class  # needs the selfies package
+
+    return ligand_tokenizer_class(options["ligand_representation"])
+
+
+def _check_smiles(smiles: str, options: dict, rdkit_parses, tokenizer_class):
+    """(SMILES to store (canonical if asked), its tokens) or (None, problem)."""
     if options["canonicalize"]:
         smiles = canonicalize(smiles)
         if smiles is None:
-            return None
+            return None, "invalid_smiles"
     try:
-        tokenize(smiles)
+        tokens = tokenize(smiles)
     except ValueError:
-        return None
+        return None, "invalid_smiles"
     if rdkit_parses is not None and not options["canonicalize"] and not rdkit_parses(smiles):
-        return None
-    return smiles
+        return None, "invalid_smiles"
+    if tokenizer_class is not SmilesTokenizer:
+        try:
+            tokens = tokenizer_class.split(smiles)
+        except ValueError:  # SelfiesEncodeError
+            return None, "no_selfies"
+    return smiles, tokens
+
+
+def _random_form_tokens(smiles: str, forms: int, tokenizer_class) -> list[str]:
+    """The tokens of `forms` random SMILES of `smiles` (drawn from its hash), for the
+    vocabulary; forms that cannot be written are left out."""
+    seed = int.from_bytes(hashlib.blake2b(smiles.encode(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng(seed)
+    tokens = []
+    for _ in range(forms):
+        try:
+            tokens += tokenizer_class.split(randomize(smiles, rng))
+        except ValueError:
+            continue
+    return tokens
 
 
 def clean_bucket(out: str, job: dict, k: int) -> dict:
@@ -208,6 +250,7 @@ def clean_bucket(out: str, job: dict, k: int) -> dict:
             return json.load(f)
     options, kind, files = job["options"], job["kind"], job["files"]
     rdkit_parses = pair_io.rdkit_parser() if options["validate_smiles"] else None
+    tokenizer_class = _ligand_class(options) if kind != "protein" else None
     seen: set[str] = set()
     skipped: Counter = Counter()
     vocab: Counter = Counter()
@@ -224,15 +267,19 @@ def clean_bucket(out: str, job: dict, k: int) -> dict:
                     if kind == "pairs":
                         problem = pair_io.record_problem(protein or None, smiles, None)
                         protein = protein.upper()
-                    checked = None if problem else _check_smiles(smiles, options, rdkit_parses)
+                    checked, tokens = None, problem
+                    if not problem:
+                        checked, tokens = _check_smiles(
+                            smiles, options, rdkit_parses, tokenizer_class
+                        )
                     if checked is None:
+                        problem = tokens
                         if options["on_error"] == "fail":
                             where = f"{files[int(file_index)]['path']}:{ref}"
                             raise DataError(
-                                f"{where}: {(problem or 'invalid_smiles').replace('_', ' ')}: "
-                                f"{payload[:80]!r}"
+                                f"{where}: {problem.replace('_', ' ')}: {payload[:80]!r}"
                             )
-                        skipped[problem or "invalid_smiles"] += 1
+                        skipped[problem] += 1
                         continue
                     payload = f"{protein}\t{checked}" if kind == "pairs" else checked
                 if payload in seen:
@@ -247,7 +294,13 @@ def clean_bucket(out: str, job: dict, k: int) -> dict:
                 )
                 splits[split] += 1
                 if kind != "protein" and split == "train":
-                    vocab.update(tokenize(payload.rsplit("\t", 1)[-1]))
+                    vocab.update(tokens)
+                    if options["vocab_random_forms"]:
+                        vocab.update(
+                            _random_form_tokens(
+                                checked, options["vocab_random_forms"], tokenizer_class
+                            )
+                        )
                 dst.write(f"{split}\t{payload}\n")
     os.replace(target + ".tmp", target)
     stats = {
@@ -267,7 +320,7 @@ def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> 
         with open(done) as f:
             return json.load(f)
     kind = job["kind"]
-    tokenizer = SmilesTokenizer(vocabulary) if vocabulary is not None else None
+    tokenizer = _ligand_class(job["options"])(vocabulary) if vocabulary is not None else None
     rows: dict[str, list[str]] = {split: [] for split in SPLITS}
     with open(_tmp(out, f"clean-{k:05d}.tsv"), encoding="utf-8") as f:
         for line in f:
@@ -278,7 +331,7 @@ def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> 
         if kind == "protein":
             fields = {"tokens": encode_proteins(payloads)}
         elif kind == "smiles":
-            fields = {"tokens": encode_smiles(payloads, tokenizer)}
+            fields = {"tokens": encode_smiles(payloads, tokenizer), "smiles": encode_text(payloads)}
         else:
             split_rows = [p.split("\t") for p in payloads]
             proteins = [row[0] for row in split_rows]
@@ -286,6 +339,7 @@ def encode_bucket(out: str, job: dict, k: int, vocabulary: list[str] | None) -> 
             fields = {
                 "protein": encode_proteins(proteins),
                 "ligand": encode_smiles(ligands, tokenizer),
+                TEXT_FIELDS["pairs"]: encode_text(ligands),
             }
         entries[split] = write_shard(out, shard_name(split, k), fields)
     atomic_write_json(done, entries)
@@ -350,7 +404,7 @@ def prepare(
     for stats in cleaned:
         skipped.update(stats["skipped"])
     shards = {split: [e[split] for e in encoded] for split in SPLITS}
-    fields = field_specs(corpus.kind, vocabulary)
+    fields = field_specs(corpus.kind, vocabulary, options["ligand_representation"])
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -362,7 +416,16 @@ def prepare(
         ],
         "fields": fields,
         "filters": {k: options[k] for k in ("min_len", "max_records", "on_error")}
-        | {k: options[k] for k in ("validate_smiles", "canonicalize", "ligand_min_count")},
+        | {
+            k: options[k]
+            for k in (
+                "validate_smiles",
+                "canonicalize",
+                "ligand_min_count",
+                "ligand_representation",
+                "vocab_random_forms",
+            )
+        },
         "split": {
             "rule": SPLIT_RULE,
             "key": "protein" if corpus.kind != "smiles" else "smiles",
@@ -423,6 +486,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--validate_smiles", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--canonicalize", action="store_true")
     parser.add_argument("--ligand_min_count", type=int, default=d["ligand_min_count"])
+    parser.add_argument("--ligand_representation", choices=("smiles", "selfies"), default="smiles")
+    parser.add_argument(
+        "--vocab_random_forms",
+        type=int,
+        default=0,
+        help="random SMILES per training molecule counted into the vocabulary "
+        "(for data.randomize_smiles)",
+    )
     parser.add_argument("--sequence_column", default=d["sequence_column"])
     parser.add_argument("--smiles_column", default=d["smiles_column"])
     parser.add_argument("--overwrite", action="store_true")

@@ -6,6 +6,11 @@ A prepared directory holds, per split (`train`, `val`) and shard k, for each fie
     {split}-{k:05d}.{field}.npy           flat token ids [T] (uint8 / uint16 / uint32)
     {split}-{k:05d}.{field}.offsets.npy   int64 [n + 1]; record i is tokens[off[i]:off[i+1]]
 
+SMILES data also store each record's SMILES as UTF-8 bytes (field `smiles` beside
+`tokens`, `ligand_smiles` beside `ligand`), what randomised-SMILES augmentation writes
+anew at load. The ligand ids are atom-level SMILES tokens or SELFIES symbols
+(`data.ligand_representation`), named by the field's tokenizer.
+
 and `manifest.json`, written last: the source files and their sha256, the counts
 (read, skipped, duplicates, train, val), the tokenizer and vocabulary of each field, the
 filters, the split rule and the sha256 of every shard file. Every file is written under a
@@ -34,8 +39,12 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 PROTEIN_TOKENIZER = "protein"
 SMILES_TOKENIZER = "smiles"
+SELFIES_TOKENIZER = "selfies"
+TEXT_TOKENIZER = "utf8"
 SINGLE_FIELDS = ("tokens",)
 PAIR_FIELDS = ("protein", "ligand")
+# the field holding the SMILES text of the records, per kind of data
+TEXT_FIELDS = {"smiles": "smiles", "pairs": "ligand_smiles"}
 
 
 class DataError(ValueError):
@@ -52,8 +61,21 @@ def protein_tokenizer_spec() -> dict[str, Any]:
 
 
 def smiles_tokenizer_spec(tokenizer: SmilesTokenizer) -> dict[str, Any]:
-    """The SMILES tokenizer as stored in a manifest: vocabulary and the splitting regex."""
+    """The ligand tokenizer as stored in a manifest: vocabulary, and the splitting regex
+    (SMILES) or the selfies version (SELFIES)."""
+    if tokenizer.representation == SELFIES_TOKENIZER:
+        import selfies
+
+        return {"name": SELFIES_TOKENIZER, "selfies": selfies.__version__, **tokenizer.to_dict()}
     return {"name": SMILES_TOKENIZER, "regex": SMILES_REGEX.pattern, **tokenizer.to_dict()}
+
+
+def ligand_tokenizer(spec: Mapping[str, Any], source: str = "<manifest>") -> SmilesTokenizer:
+    """The SMILES or SELFIES tokenizer of a manifest field's tokenizer spec."""
+    from sedd_jax.data.selfies import ligand_tokenizer_from_dict
+
+    data = {k: v for k, v in spec.items() if k not in ("name", "regex", "selfies")}
+    return ligand_tokenizer_from_dict(data, source)
 
 
 def smallest_uint(num_ids: int) -> np.dtype:
@@ -127,17 +149,31 @@ def encode_smiles(smiles: list[str], tokenizer: SmilesTokenizer) -> tuple[np.nda
     return flat, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
 
-def field_specs(kind: str, vocabulary: list[str] | None) -> dict[str, dict]:
+def encode_text(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of `strings` as (flat uint8 [T], lengths [n])."""
+    data = [s.encode("utf-8") for s in strings]
+    flat = np.frombuffer(b"".join(data), dtype=np.uint8)
+    return flat, np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+
+
+def field_specs(
+    kind: str, vocabulary: list[str] | None, representation: str = SMILES_TOKENIZER
+) -> dict[str, dict]:
     """The manifest's `fields` entry: tokenizer and dtype of each stored field."""
     protein = {"tokenizer": protein_tokenizer_spec(), "dtype": "uint8"}
     if kind == "protein":
         return {"tokens": protein}
-    smiles_tok = SmilesTokenizer(vocabulary)
-    smiles = {
-        "tokenizer": smiles_tokenizer_spec(smiles_tok),
-        "dtype": smallest_uint(smiles_tok.vocab_size).name,
+    from sedd_jax.data.selfies import ligand_tokenizer_class
+
+    ligand_tok = ligand_tokenizer_class(representation)(vocabulary)
+    ligand = {
+        "tokenizer": smiles_tokenizer_spec(ligand_tok),
+        "dtype": smallest_uint(ligand_tok.vocab_size).name,
     }
-    return {"tokens": smiles} if kind == "smiles" else {"protein": protein, "ligand": smiles}
+    text = {TEXT_FIELDS[kind]: {"tokenizer": {"name": TEXT_TOKENIZER}, "dtype": "uint8"}}
+    if kind == "smiles":
+        return {"tokens": ligand, **text}
+    return {"protein": protein, "ligand": ligand, **text}
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
@@ -185,7 +221,12 @@ def check_tokenizer(manifest: Mapping, field: str, path: str) -> None:
                 f"{spec.get('regex')!r}; prepare the data again"
             )
         SmilesTokenizer.from_dict({k: v for k, v in spec.items() if k not in ("name", "regex")})
-    else:
+    elif name == SELFIES_TOKENIZER:
+        try:
+            ligand_tokenizer(spec, path)
+        except ValueError as e:
+            raise DataError(f"{path}: field {field!r}: {e}") from e
+    elif name != TEXT_TOKENIZER:
         raise DataError(f"{path}: field {field!r} has unknown tokenizer {name!r}")
 
 
@@ -261,6 +302,20 @@ class ShardSource:
         parts = [np.diff(maps[name, field][1]) for name in self.shards]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
+    def texts(self, field: str, max_records: int = 0) -> list[str]:
+        """The UTF-8 strings of a text field (`smiles`, `ligand_smiles`): all records, or
+        at most `max_records` taken proportionally from the start of every shard."""
+        maps = self._open()
+        fraction = min(1.0, max_records / max(len(self), 1)) if max_records else 1.0
+        out = []
+        for name in self.shards:
+            flat, offsets = maps[name, field]
+            take = int(np.ceil((len(offsets) - 1) * fraction))
+            data = bytes(flat[: offsets[take]])
+            bounds = offsets[: take + 1].tolist()
+            out += [data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return out
+
     def token_counts(self, field: str, num_ids: int, max_tokens: int = 1 << 24) -> np.ndarray:
         """Counts `[num_ids]` of the ids of `field`, over at most `max_tokens` tokens taken
         proportionally from the start of every shard (bounded time and memory)."""
@@ -300,7 +355,17 @@ class ShardSet:
         return self.manifest["fields"][field]["tokenizer"]
 
     def smiles_tokenizer(self, field: str) -> SmilesTokenizer:
-        spec = self.tokenizer_spec(field)
-        return SmilesTokenizer.from_dict(
-            {k: v for k, v in spec.items() if k not in ("name", "regex")}
-        )
+        """The ligand tokenizer of `field` (SMILES tokens or SELFIES symbols)."""
+        return ligand_tokenizer(self.tokenizer_spec(field), os.path.join(self.directory, MANIFEST))
+
+    @property
+    def ligand_representation(self) -> str | None:
+        """`smiles` or `selfies` for SMILES data and pairs; None for proteins."""
+        field = {"smiles": "tokens", "pairs": "ligand"}.get(self.kind)
+        return self.tokenizer_spec(field)["name"] if field else None
+
+    @property
+    def text_field(self) -> str | None:
+        """The field with the records' SMILES text, or None (proteins; older shards)."""
+        field = TEXT_FIELDS.get(self.kind)
+        return field if field in self.manifest["fields"] else None

@@ -230,3 +230,26 @@ def randomize(smiles: str, rng: np.random.Generator) -> str:
         raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
     order = rng.permutation(mol.GetNumAtoms()).tolist()
     return Chem.MolToSmiles(Chem.RenumberAtoms(mol, order), canonical=False)
+
+
+class RandomizedSmiles:
+    """Augmentation of one stored molecule: the ids of a random SMILES of it (or None).
+
+    `__call__(smiles, rng, max_len)` writes `randomize(smiles, rng)` with `tokenizer`
+    (for SELFIES: the SELFIES of the random SMILES). It returns None, so the caller keeps
+    the stored ids, when that form is longer than `max_len` (a cut ligand is no molecule),
+    holds a token outside the vocabulary (`<unk>` would change the molecule), or cannot be
+    written (RDKit or SELFIES refuses it). Picklable: it runs in grain worker processes.
+    """
+
+    def __init__(self, tokenizer: SmilesTokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, smiles: str, rng: np.random.Generator, max_len: int) -> np.ndarray | None:
+        try:
+            ids = self.tokenizer.encode(randomize(smiles, rng))
+        except ValueError:  # unparsable, or no SELFIES (SelfiesEncodeError is a ValueError)
+            return None
+        if len(ids) > max_len or (ids == self.tokenizer.unk_id).any():
+            return None
+        return ids

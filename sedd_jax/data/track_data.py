@@ -7,6 +7,13 @@ source (`demo`, `fasta`, `mmseqs_examples`, `uniref50`, `moses`, `smiles`, `demo
 `pair_table`) is prepared on the fly into a cache (`$SEDD_DATA_CACHE`, default
 `~/.cache/sedd/shards`), keyed by the source files (path, size, mtime) and the options,
 so both paths train from the same shards and loader.
+
+Ligands (SMILES data and the ligand track of pairs) are atom-level SMILES tokens or
+SELFIES symbols, by `data.ligand_representation`; the manifest names which, and a
+directory of the other one is refused. `data.randomize_smiles` writes every training
+ligand anew per (seed, epoch, record) from the SMILES text stored in the shards
+(`smiles.RandomizedSmiles`); its vocabulary then also counts `VOCAB_RANDOM_FORMS` random
+forms per training molecule.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 from sedd_jax.data import corpora, prepare
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.shards import MANIFEST, VERSION, DataError, ShardSet
-from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.smiles import RandomizedSmiles, SmilesTokenizer
 
 CACHE_ENV = "SEDD_DATA_CACHE"
 ON_THE_FLY_SHARDS = 4
@@ -45,6 +52,8 @@ SINGLE_SOURCES = {
     "smiles": (None, True),
 }
 PAIR_SOURCES = {"demo_pairs": ("demo_pairs", False), "pair_table": (None, True)}
+VOCAB_RANDOM_FORMS = 2  # random SMILES per training molecule in the vocabulary (augmentation)
+NOVELTY_REFERENCE = 1 << 18  # training SMILES at most in the novelty reference
 
 
 def cache_root() -> str:
@@ -79,6 +88,8 @@ def _cached(source: str, path: str | None, kind: str, options: dict) -> str:
 def _check_agrees(shards: ShardSet, expected: dict, hint: str) -> None:
     m = shards.manifest
     found = {**m["filters"], "val_fraction": m["split"]["val_fraction"], "kind": m["kind"]}
+    if shards.ligand_representation is not None:  # older manifests hold SMILES tokens
+        found["ligand_representation"] = shards.ligand_representation
     for key, value in expected.items():
         if key in found and found[key] != value:
             raise DataError(
@@ -132,6 +143,15 @@ def open_shards(data_config, *, kind: str | tuple[str, ...], options: dict) -> S
     return shards
 
 
+def ligand_options(data_config) -> dict:
+    """The preparation options of the ligand representation (SMILES data and pairs)."""
+    randomize = data_config.get("randomize_smiles", False)
+    return {
+        "ligand_representation": data_config.get("ligand_representation", "smiles"),
+        "vocab_random_forms": VOCAB_RANDOM_FORMS if randomize else 0,
+    }
+
+
 def single_options(data_config) -> dict:
     return {
         "min_len": data_config.min_len,
@@ -139,6 +159,7 @@ def single_options(data_config) -> dict:
         "on_error": data_config.on_error,
         "val_fraction": data_config.val_fraction,
         "num_shards": ON_THE_FLY_SHARDS,
+        **ligand_options(data_config),
     }
 
 
@@ -153,12 +174,13 @@ def pair_options(data_config) -> dict:
         "sequence_column": data_config.sequence_column,
         "smiles_column": data_config.smiles_column,
         "num_shards": ON_THE_FLY_SHARDS,
+        **ligand_options(data_config),
     }
 
 
 def _agreeing(options: dict) -> dict:
     """The options a `shards` directory's manifest must match (the others only shape it)."""
-    drop = {"num_shards", "on_error", "sequence_column", "smiles_column"}
+    drop = {"num_shards", "on_error", "sequence_column", "smiles_column", "vocab_random_forms"}
     return {k: v for k, v in options.items() if k not in drop}
 
 
@@ -209,6 +231,13 @@ class TrackData:
     def ligand_lengths(self) -> np.ndarray:
         return self.lengths["ligand"]
 
+    def _smiles_of(self, record: dict, field: str) -> str:
+        """The SMILES of a record: its stored text, else its decoded ids (older shards)."""
+        text = self.shards.text_field
+        if text is not None:
+            return record[text].tobytes().decode("utf-8")
+        return self.tokenizers[field].decode(record[field])
+
     @functools.cached_property
     def _val_pairs(self) -> tuple[list[str], list[str]]:
         source = self.shards.source("val")
@@ -217,8 +246,19 @@ class TrackData:
             record = source[i]
             if len(record["ligand"]) <= self.specs[1].max_len:
                 seqs.append(self.protein_tokenizer.decode(record["protein"]))
-                smiles.append(self.ligand_tokenizer.decode(record["ligand"]))
+                smiles.append(self._smiles_of(record, "ligand"))
         return seqs, smiles
+
+    @functools.cached_property
+    def train_smiles(self) -> list[str]:
+        """Training SMILES (at most `NOVELTY_REFERENCE`, from the start of every shard):
+        the reference of the novelty of sampled ligands."""
+        source = self.shards.source("train")
+        if self.shards.text_field is not None:
+            return source.texts(self.shards.text_field, NOVELTY_REFERENCE)
+        field = "ligand" if self.shards.kind == "pairs" else "tokens"
+        n = min(len(source), NOVELTY_REFERENCE)
+        return [self._smiles_of(source[i], field) for i in range(n)]
 
     @property
     def val_sequences(self) -> list[str]:
@@ -236,9 +276,31 @@ def _tokenizer(shards: ShardSet, field: str, vocab_size: int):
     return shards.smiles_tokenizer(field)
 
 
-def _finish(shards, specs, vocab_size, max_val_rows) -> TrackData:
+def _augmented(shards: ShardSet, spec, tokenizer, data_config):
+    """`spec` with randomised-SMILES augmentation when `data.randomize_smiles` is set."""
+    if not data_config.get("randomize_smiles", False):
+        return spec
+    if shards.text_field is None:
+        raise DataError(
+            f"{shards.directory}: data.randomize_smiles needs shards that store the SMILES "
+            "text (written by this version of `python -m sedd_jax.data.prepare`); prepare the "
+            "data again"
+        )
+    return dataclasses.replace(
+        spec, text_field=shards.text_field, augment=RandomizedSmiles(tokenizer)
+    )
+
+
+def _finish(shards, specs, vocab_size, max_val_rows, data_config) -> TrackData:
     from sedd_jax.data.loader import length_distribution, split_arrays
 
+    tokenizers = {s.field: _tokenizer(shards, s.field, vocab_size) for s in specs}
+    specs = [
+        _augmented(shards, s, tokenizers[s.field], data_config)
+        if isinstance(tokenizers[s.field], SmilesTokenizer)
+        else s
+        for s in specs
+    ]
     train, val_source = shards.source("train"), shards.source("val")
     if len(train) == 0 or len(val_source) == 0:
         raise DataError(
@@ -251,7 +313,7 @@ def _finish(shards, specs, vocab_size, max_val_rows) -> TrackData:
     return TrackData(
         shards,
         tuple(specs),
-        {s.field: _tokenizer(shards, s.field, vocab_size) for s in specs},
+        tokenizers,
         val,
         {s.field: length_distribution(train, s) for s in specs},
     )
@@ -278,7 +340,7 @@ def load_single_track(data_config, max_val_rows: int = 0) -> TrackData:
         spec = FieldSpec(
             "tokens", "tokens", "valid", data_config.max_len, SmilesTokenizer.pad_id, "drop"
         )
-    return _finish(shards, [spec], data_config.vocab_size, max_val_rows)
+    return _finish(shards, [spec], data_config.vocab_size, max_val_rows, data_config)
 
 
 def load_pair_track(data_config, max_val_rows: int = 0) -> TrackData:
@@ -307,4 +369,4 @@ def load_pair_track(data_config, max_val_rows: int = 0) -> TrackData:
             "drop",
         ),
     ]
-    return _finish(shards, specs, data_config.vocab_size, max_val_rows)
+    return _finish(shards, specs, data_config.vocab_size, max_val_rows, data_config)

@@ -8,8 +8,12 @@ shapes:
     and `batch["example_id"]` [b] keys the dropout masks, so every draw follows the
     example, not the device (`training/step.py`);
   * `step_metrics(aux, step)` -> metrics derived from the summed aux;
-  * `evaluate(params)` -> validation metrics with fixed randomness; `baselines()`;
-  * `write_samples(params, workdir, step)` -> files written at the end of a run;
+  * `evaluate(params)` -> validation metrics with fixed randomness; `baselines()`; for
+    ligands also `ligand_validity`, `ligand_uniqueness`, `ligand_novelty` of
+    `eval.sample_metrics_num` ligands sampled with fixed keys (`metrics/headline.py`);
+  * `write_samples(params, workdir, step)` -> files written at the end of a run; for
+    ligands the same three numbers of the written samples also go to metrics.jsonl as
+    `samples/<task>/ligand_*` (the SMILES in every file, the SELFIES beside them);
   * `meta()` -> JSON saved with each checkpoint (config, vocabularies, lengths).
 
 `SingleTrack`: proteins (or any FASTA) with `SEDD`. `PairTrack`: protein–ligand pairs with
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.util
 import os
 
 import jax
@@ -45,6 +50,7 @@ from sedd_jax.diffusion.joint import (
 from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
 from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.metrics.headline import prepare_reference
 from sedd_jax.models.dual import build_dual_model, init_dual_params
 from sedd_jax.models.sedd import build_model
 from sedd_jax.training.evaluation import (
@@ -58,6 +64,14 @@ from sedd_jax.training.generation import (
     initial_tokens,
     make_pair_sampler,
     make_sampler,
+)
+from sedd_jax.training.ligand_samples import (
+    SAMPLE_METRICS_SEED,
+    SAMPLE_METRICS_TASKS,
+    ligand_metrics,
+    log_sample_metrics,
+    sample_metrics_num,
+    selfies_of,
 )
 
 
@@ -199,6 +213,8 @@ class SingleTrack:
         self.eval_step = make_eval_step(
             self.model, self.graph, self.noise, config.training.sampling_eps
         )
+        self.sample_metrics_num = sample_metrics_num(config, self.tokenizer, self.warnings)
+        self._sampler = None
 
     def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
         """This host's share of every global training batch (grain over the shards), pure in
@@ -228,7 +244,33 @@ class SingleTrack:
         )
 
     def evaluate(self, params) -> dict:
-        return {"loss": self._val_loss(self.eval_step, params)}
+        metrics = {"loss": self._val_loss(self.eval_step, params)}
+        if self.sample_metrics_num:
+            smiles, _ = self._generate(params, self.sample_metrics_num, SAMPLE_METRICS_SEED)
+            metrics.update(ligand_metrics(smiles, self._reference))
+        return metrics
+
+    @functools.cached_property
+    def _reference(self):
+        return prepare_reference("ligand", self.data.train_smiles)
+
+    def _generate(self, params, num: int, seed_offset: int = 0):
+        """`num` sampled sequences (strings) and, for SELFIES, their SELFIES (else None)."""
+        sc = self.config.sampling
+        if self._sampler is None:
+            self._sampler = make_sampler(self.model, self.graph, self.noise, sc)
+        tokens, valid = generate(
+            self._sampler,
+            params,
+            self.graph,
+            self.tokenizer,
+            num=num,
+            max_len=self.config.data.max_len,
+            length=sc.length,
+            length_dist=self.lengths,
+            seed=self.config.seed + seed_offset,
+        )
+        return self.tokenizer.decode_batch(tokens, valid), selfies_of(self.tokenizer, tokens, valid)
 
     def baselines(self) -> dict:
         """The best position-independent predictor (training unigram) under the same loss."""
@@ -250,25 +292,25 @@ class SingleTrack:
         return meta
 
     def write_samples(self, params, workdir: str, step: int) -> dict:
-        sc = self.config.sampling
-        sampler = make_sampler(self.model, self.graph, self.noise, sc)
-        tokens, valid = generate(
-            sampler,
-            params,
-            self.graph,
-            self.tokenizer,
-            num=sc.num_samples,
-            max_len=self.config.data.max_len,
-            length=sc.length,
-            length_dist=self.lengths,
-            seed=self.config.seed,
-        )
-        sequences = self.tokenizer.decode_batch(tokens, valid)
+        """samples.fasta (proteins), or samples.smi (SMILES, name[, SELFIES]) for ligands."""
+        sequences, selfies = self._generate(params, self.config.sampling.num_samples)
         if isinstance(self.tokenizer, SmilesTokenizer):
             path = os.path.join(workdir, "samples.smi")
+            extra = selfies or [None] * len(sequences)
             with open(path, "w") as f:
-                f.writelines(f"{s}\tsample_{i}\n" for i, s in enumerate(sequences))
-            return {"samples": path}
+                f.writelines(
+                    f"{s}\tsample_{i}" + (f"\t{e}" if e is not None else "") + "\n"
+                    for i, (s, e) in enumerate(zip(sequences, extra, strict=True))
+                )
+            out = {"samples": path}
+            if importlib.util.find_spec("rdkit") is not None:
+                metrics = {
+                    f"ligand_only/{k}": v
+                    for k, v in ligand_metrics(sequences, self._reference).items()
+                }
+                log_sample_metrics(workdir, step, metrics)
+                out.update({f"samples/{k}": v for k, v in metrics.items()})
+            return out
         path = os.path.join(workdir, "samples.fasta")
         records = [
             FastaRecord(f"sample_{i}", f"step={step} len={len(s)}", s)
@@ -307,6 +349,12 @@ class PairTrack:
             config.curriculum,
         )
         self._eval = jax.jit(self._eval_sums)
+        self._samplers: dict = {}
+        self.sample_metrics_num = sample_metrics_num(
+            config, self.data.ligand_tokenizer, self.warnings
+        )
+        trained = [t for t in SAMPLE_METRICS_TASKS if self.mixture.probs[TASKS.index(t)] > 0]
+        self.sample_metrics_task = trained[0] if trained else None
 
     def train_loader(self, batch_size: int, num_shards: int = 1, shard_index: int = 0):
         """This host's share of every global training batch (grain over the shards), pure in
@@ -372,7 +420,17 @@ class PairTrack:
                     metrics[f"{task}/loss_{track}"] = (
                         totals[f"{track}_sum"] / totals[f"{track}_count"]
                     )
+        if self.sample_metrics_num and self.sample_metrics_task is not None:
+            samples = self._sample(
+                params, self.sample_metrics_task, self.sample_metrics_num, SAMPLE_METRICS_SEED
+            )
+            metrics.update(ligand_metrics(samples["smiles"], self._reference))
         return metrics
+
+    @functools.cached_property
+    def _reference(self):
+        """Canonical training SMILES, the novelty reference (built once)."""
+        return prepare_reference("ligand", self.data.train_smiles)
 
     def baselines(self) -> dict:
         """Per-track unigram oracles (each track scored alone, as in its conditional task)."""
@@ -410,51 +468,71 @@ class PairTrack:
         }
 
     def _sampler(self, task):
-        return make_pair_sampler(self.model, self.graphs, self.noise, self.config.sampling, task)
+        """The jitted sampler of `task` (built once: it compiles once per shape)."""
+        if task not in self._samplers:
+            self._samplers[task] = make_pair_sampler(
+                self.model, self.graphs, self.noise, self.config.sampling, task
+            )
+        return self._samplers[task]
 
-    def write_samples(self, params, workdir: str, step: int) -> dict:
-        """Joint samples as CSV, plus ligands for a few validation proteins (and back)."""
-        sc, dc = self.config.sampling, self.config.data
-        rng = np.random.default_rng(self.config.seed)
+    def _sample(self, params, task: str, n: int, seed_offset: int = 0) -> dict:
+        """`n` samples of `task` (`joint`, `ligand_given_protein` on the first validation
+        proteins, `ligand_only`), as strings: `sequence`, `smiles`, `selfies` (SELFIES
+        runs, else None), and for `ligand_given_protein` the `reference_smiles`."""
+        dc = self.config.data
+        seed = self.config.seed + seed_offset
+        rng = np.random.default_rng(seed)
         p_tok, l_tok = self.data.protein_tokenizer, self.data.ligand_tokenizer
-        n = sc.num_samples
         p_len = np.maximum(sample_lengths(self.data.protein_lengths, n, rng), 1)
         l_len = np.maximum(sample_lengths(self.data.ligand_lengths, n, rng), 1)
-        protein, p_valid = initial_tokens(
-            p_len, dc.max_protein_len, self.graphs.protein.mask_id, p_tok.pad_id
-        )
-        ligand, l_valid = initial_tokens(
-            l_len, dc.max_ligand_len, self.graphs.ligand.mask_id, l_tok.pad_id
-        )
-        key = jax.random.key(self.config.seed)
         out = {}
-        if self.mixture.probs[TASKS.index("joint")] > 0:
-            p, l = self._sampler("joint")(params, protein, ligand, p_valid, l_valid, key)
-            rows = zip(
-                p_tok.decode_batch(np.asarray(p), p_valid),
-                _decode_ligands(l_tok, l, l_valid),
-                strict=True,
-            )
-            out["samples_joint"] = _write_csv(
-                workdir, "samples_joint.csv", ("sequence", "smiles"), rows
-            )
-        if self.mixture.probs[TASKS.index("ligand_given_protein")] > 0:
+        if task == "ligand_given_protein":
             k = min(n, len(self.data.val_sequences))
             table = PairTable(self.data.val_sequences[:k], self.data.val_smiles[:k])
             ctx = encode_pairs(table, p_tok, l_tok, dc)
-            ligand_ctx, lv = initial_tokens(
-                l_len[:k], dc.max_ligand_len, self.graphs.ligand.mask_id, 0
+            protein, p_valid = ctx["protein"], ctx["protein_valid"]
+            l_len = l_len[:k]
+            out["reference_smiles"] = list(table.smiles)
+        else:
+            protein, p_valid = initial_tokens(
+                p_len, dc.max_protein_len, self.graphs.protein.mask_id, p_tok.pad_id
             )
-            _, l = self._sampler("ligand_given_protein")(
-                params, ctx["protein"], ligand_ctx, ctx["protein_valid"], lv, key
-            )
-            rows = zip(table.sequences, table.smiles, _decode_ligands(l_tok, l, lv), strict=True)
-            out["samples_ligand_given_protein"] = _write_csv(
-                workdir,
+        ligand, l_valid = initial_tokens(
+            l_len, dc.max_ligand_len, self.graphs.ligand.mask_id, l_tok.pad_id
+        )
+        p, l = self._sampler(task)(params, protein, ligand, p_valid, l_valid, jax.random.key(seed))
+        out["sequence"] = p_tok.decode_batch(np.asarray(p), p_valid)
+        out["smiles"] = _decode_ligands(l_tok, l, l_valid)
+        out["selfies"] = selfies_of(l_tok, l, l_valid)
+        return out
+
+    def write_samples(self, params, workdir: str, step: int) -> dict:
+        """Joint samples as CSV, plus ligands for a few validation proteins; the ligand
+        metrics of each file go to metrics.jsonl (`samples/<task>/ligand_*`)."""
+        n = self.config.sampling.num_samples
+        files = {
+            "joint": ("samples_joint.csv", ("sequence", "smiles"), ("sequence", "smiles")),
+            "ligand_given_protein": (
                 "samples_ligand_given_protein.csv",
                 ("sequence", "reference_smiles", "sampled_smiles"),
-                rows,
-            )
+                ("sequence", "reference_smiles", "smiles"),
+            ),
+        }
+        out, metrics = {}, {}
+        for task, (name, header, fields) in files.items():
+            if self.mixture.probs[TASKS.index(task)] == 0:
+                continue
+            samples = self._sample(params, task, n)
+            columns = [samples[k] for k in fields]
+            if samples["selfies"] is not None:
+                header = (*header, "sampled_selfies" if task != "joint" else "selfies")
+                columns.append(samples["selfies"])
+            out[f"samples_{task}"] = _write_csv(workdir, name, header, zip(*columns, strict=True))
+            if importlib.util.find_spec("rdkit") is not None:
+                for k, v in ligand_metrics(samples["smiles"], self._reference).items():
+                    metrics[f"{task}/{k}"] = v
+        log_sample_metrics(workdir, step, metrics)
+        out.update({f"samples/{k}": v for k, v in metrics.items()})
         return out
 
 
