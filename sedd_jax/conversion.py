@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.selfies import ligand_tokenizer_from_dict
 from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.noise import get_noise
 from sedd_jax.models.dual import build_dual_model
@@ -191,7 +191,8 @@ def model_for(config, meta: dict | None = None):
     if "ligand_tokenizer" not in meta:
         raise ConversionError("a dual-track checkpoint needs meta['ligand_tokenizer']")
     protein = get_graph(config.graph, meta.get("protein_vocab_size", config.data.vocab_size))
-    ligand = get_graph(config.graph, SmilesTokenizer.from_dict(meta["ligand_tokenizer"]).vocab_size)
+    ligand_vocab = ligand_tokenizer_from_dict(meta["ligand_tokenizer"]).vocab_size
+    ligand = get_graph(config.graph, ligand_vocab)
     return build_dual_model(config.model, protein.dim, ligand.dim, protein.absorb)
 
 
