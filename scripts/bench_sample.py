@@ -4,7 +4,8 @@
         [--batch 16] [--length 128] [--lengths 128,512,1024] [--batches 1,4,16,64]
         [--scale-steps 16] [--repeats 5] [--pause 0.5] [--threads 2] [--out bench_sample.json]
 
-The demo model (d 128, 4 blocks, random weights, the same in both frameworks), float32,
+The `--size` model (default demo: d 128, 4 blocks; random weights, the same in both
+frameworks), `--dtype` (default float32),
 all-mask start, every position valid, final denoise on. Part 1: sequences/s for each
 (steps, predictor) at B x L = `--batch` x `--length`. Part 2: seconds per step (a run of
 `--scale-steps` steps + the denoise, divided by steps + 1) against length at `--batch`
@@ -54,7 +55,7 @@ class CompileCounter:
             self.count += 1
 
 
-def samplers(model, twin, params, steps: int, predictor: str):
+def samplers(model, twin, params, steps: int, predictor: str, device: str = "cpu"):
     config = ml_collections.ConfigDict(
         dict(steps=steps, predictor=predictor, eps=1e-5, denoise=True)
     )
@@ -69,9 +70,9 @@ def samplers(model, twin, params, steps: int, predictor: str):
 
     def torch_run(batch, length, seed):
         x, valid = generation.initial_tokens(np.full(batch, length), length, PROTEIN_V - 1, 1)
-        rand = generator_rand(torch.Generator().manual_seed(seed))
-        tensors = [torch.as_tensor(a) for a in (x, valid, np.zeros_like(valid))]
-        return torch_sample(tensors[0].long(), tensors[1], tensors[2], rand).numpy()
+        rand = generator_rand(torch.Generator().manual_seed(seed), device)
+        tensors = [torch.as_tensor(a).to(device) for a in (x, valid, np.zeros_like(valid))]
+        return torch_sample(tensors[0].long(), tensors[1], tensors[2], rand).cpu().numpy()
 
     return {"jax": jax_run, "torch": torch_run}
 
@@ -109,22 +110,25 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--size", default="demo", help="a bench_train size: demo | stable")
+    parser.add_argument("--dtype", default="float32", help="model.dtype of both")
+    parser.add_argument("--torch-device", default="cpu", help="cpu | cuda (the twin's device)")
     parser.add_argument("--out", default="bench_sample.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     counter = CompileCounter()
-    _, _, _, model, params, _, twin = build("demo")
-    twin.eval()
+    _, _, _, model, params, _, twin = build(args.size, dtype=args.dtype)
+    twin.to(args.torch_device).eval()
     load = os.getloadavg()
     throughput, scaling = [], []
     for steps in map(int, args.steps.split(",")):
         for predictor in args.predictors.split(","):
-            runs = samplers(model, twin, params, steps, predictor)
+            runs = samplers(model, twin, params, steps, predictor, args.torch_device)
             row = measure(runs, args.batch, args.length, args, counter)
             row.update(steps=steps, predictor=predictor, batch=args.batch, length=args.length)
             throughput.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("all")}), flush=True)
-    runs = samplers(model, twin, params, args.scale_steps, "euler")
+    runs = samplers(model, twin, params, args.scale_steps, "euler", args.torch_device)
     shapes = [(args.batch, n) for n in map(int, args.lengths.split(","))]
     shapes += [(b, args.length) for b in map(int, args.batches.split(",")) if b != args.batch]
     for batch, length in shapes:
@@ -137,7 +141,10 @@ def main():
         f"{os.cpu_count()} cores, load average {load[0]:.2f} at start, "
         f"{os.getloadavg()[0]:.2f} at end; torch threads {args.threads}"
     )
-    print(f"sampling, demo model, B x L = {args.batch} x {args.length}: sequences/s")
+    print(
+        f"sampling, {args.size} model, {args.dtype}, {jax.devices()[0].device_kind}, "
+        f"B x L = {args.batch} x {args.length}: sequences/s"
+    )
     print(f"{'steps':>6} {'predictor':9} {'JAX seq/s':>10} {'twin seq/s':>11} {'JAX/twin':>9}")
     for r in throughput:
         jax_rate, torch_rate = r["batch"] / r["jax_s"], r["batch"] / r["torch_s"]

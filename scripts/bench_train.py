@@ -139,24 +139,34 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
 
 
-def xla_matmul(n: int = 2048):
-    a = jax.random.normal(jax.random.key(0), (n, n))
+def xla_matmul(dtype: str, n: int = 2048):
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     return lambda: f(a).block_until_ready()
 
 
-def torch_matmul(n: int = 2048):
-    a = torch.randn(n, n)
+def torch_matmul(dtype: str, device: str, n: int = 2048):
+    a = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
     a @ a
-    return lambda: a @ a
+
+    def run():
+        a @ a
+        _sync(device)
+
+    return run
 
 
-def build(size: str, seed: int = 0):
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(size: str, seed: int = 0, dtype: str = "float32"):
     """(kind, fields, config, JAX model, params, batch (numpy), torch twin on those weights)."""
     kind, fields, batch, lengths = SIZES[size]
     config = base_config() if kind == "single" else dual_base_config()
-    config.model.update(dtype="float32", dropout=0.0, **fields)
+    config.model.update(dtype=dtype, dropout=0.0, **fields)
     rng = np.random.default_rng(seed)
     if kind == "single":
         model = build_model(config.model, PROTEIN_V, True)
@@ -236,12 +246,15 @@ def jax_step(kind, config, model, params, host, mode: str):
     return run
 
 
-def torch_step(kind, config, twin, host):
+def torch_step(kind, config, twin, host, device: str = "cpu"):
+    twin.to(device)
     tstate = torch_state(twin, lambda ps: torch_optim.make_optimizer(ps, config.optim))
     schedule = torch_optim.learning_rate_schedule(config.optim, 1000)
     tensors = {k: torch.as_tensor(v)[None] for k, v in host.items() if k != "example_id"}
-    tensors = {k: v.long() if v.dtype == torch.int32 else v for k, v in tensors.items()}
-    rand = generator_rand(torch.Generator().manual_seed(0))
+    tensors = {
+        k: (v.long() if v.dtype == torch.int32 else v).to(device) for k, v in tensors.items()
+    }
+    rand = generator_rand(torch.Generator().manual_seed(0), device)
     if kind == "single":
         kwargs = dict(graph=TorchAbsorbing(PROTEIN_V - 1), noise=TorchLogLinear())
 
@@ -256,6 +269,7 @@ def torch_step(kind, config, twin, host):
                 seed=0,
                 **kwargs,
             )
+            _sync(device)
 
         return run
     graphs = joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
@@ -276,6 +290,7 @@ def torch_step(kind, config, twin, host):
             ema=0.999,
             grad_clip=config.optim.grad_clip,
         )
+        _sync(device)
 
     return run
 
@@ -289,11 +304,13 @@ def timed(fn) -> tuple[float, RssSampler]:
 
 
 def bench_size(size, args, variants_of) -> list[dict]:
-    kind, fields, config, model, params, host, twin = build(size)
+    kind, fields, config, model, params, host, twin = build(size, dtype=args.dtype)
     runs, compile_s = {}, {}
     for name, make in variants_of(kind, config, model, params, host, twin).items():
         runs[name], compile_s[name] = make()  # compiled / warmed up by one step
-    peaks = {"xla": xla_matmul(), "torch": torch_matmul()}
+    peaks = {"xla": xla_matmul(args.dtype)}
+    if not args.no_torch:
+        peaks["torch"] = torch_matmul(args.dtype, args.torch_device)
     samples = {name: [] for name in runs}
     peak_s = {name: [] for name in peaks}
     for _ in range(args.repeats):
@@ -304,6 +321,7 @@ def bench_size(size, args, variants_of) -> list[dict]:
             time.sleep(args.pause)
             samples[name].append(timed(fn))
     peak = {name: 2 * 2048**3 / min(s) / 1e9 for name, s in peak_s.items()}
+    peak.setdefault("torch", float("nan"))
     flops = model_flops(kind, fields, SIZES[size][2], SIZES[size][3])
     tokens = SIZES[size][2] * sum(SIZES[size][3])
     non_embedding = count_parameters(params) - sum(
@@ -353,6 +371,8 @@ def main():
     parser.add_argument("--pause", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--dtype", default="float32", help="model.dtype and the matmul peak's")
+    parser.add_argument("--torch-device", default="cpu", help="cpu | cuda (the twin's device)")
     parser.add_argument("--out", default="bench_train.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -377,7 +397,7 @@ def main():
             )
         if not args.no_torch:
             variants["torch"] = functools.partial(
-                first_step, None, torch_step, kind, config, twin, host
+                first_step, None, torch_step, kind, config, twin, host, args.torch_device
             )
         return variants
 
@@ -386,7 +406,8 @@ def main():
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; torch threads {args.threads}; "
-        f"jax {jax.__version__}, torch {torch.__version__}"
+        f"jax {jax.__version__}, torch {torch.__version__}; {jax.devices()[0].device_kind}, "
+        f"{args.dtype}"
     )
     print(
         f"{'size':7} {'variant':16} {'compile s':>9} {'step s':>8} {'tokens/s':>9} "
@@ -404,7 +425,16 @@ def main():
         )
     print("x torch: JAX step time / twin step time, same run (< 1: JAX faster)")
     with open(args.out, "w") as f:
-        json.dump({"load": [load, os.getloadavg()], "rows": rows}, f, indent=2)
+        json.dump(
+            {
+                "load": [load, os.getloadavg()],
+                "device": jax.devices()[0].device_kind,
+                "dtype": args.dtype,
+                "rows": rows,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
 
 
