@@ -102,13 +102,17 @@ def attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     """Bidirectional softmax(q k^T / sqrt(Dh)) v per sequence, pad keys excluded.
 
     q, k, v [B, L, H, Dh]; key_valid [B, L] bool or None -> [B, L, H, Dh]. Logits and
-    softmax in float32 whatever the compute dtype (`jax.nn.dot_product_attention`
-    accumulates q k^T in float32: a half-precision result would round the logits
-    (bfloat16) or overflow past 65504 (float16)). With an all-true mask the result equals
+    softmax in float32 whatever the compute dtype. With an all-true mask the result equals
     the unmasked computation exactly.
     """
-    mask = None if key_valid is None else key_valid[:, None, None, :]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    # accumulate and return q k^T in float32: a half-precision result would round the
+    # logits (bfloat16) or overflow past 65504 (float16) before the float32 softmax
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if key_valid is not None:
+        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 class Dropout(nn.Module):
