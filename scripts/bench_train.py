@@ -1,7 +1,7 @@
 """Benchmark: train-step throughput of the JAX SEDD (each `parallel.mode`) against the torch twin.
 
     python scripts/bench_train.py [--sizes demo,stable,dual] [--modes jit,pmap,shard_map]
-        [--attention einsum] [--repeats 5] [--pause 1.0] [--threads 2] [--no-torch]
+        [--attention current,dpa] [--repeats 5] [--pause 1.0] [--threads 2] [--no-torch]
         [--out bench_train.json]
 
 One process, one batch, the same weights in both frameworks (`conversion.flax_to_torch`),
