@@ -35,7 +35,7 @@ H100_MFU = 0.40  # assumed model-FLOP utilisation for a d=768 transformer at L=5
 
 
 def step_flops(batch: int, length: int) -> float:
-    """6 x params x tokens + attention (12 x blocks x B x L^2 x d), as bench_train_step.py."""
+    """6 x params x tokens + attention (12 x blocks x B x L^2 x d), as scripts/bench_train.py."""
     return 6 * STABLE_PARAMS * batch * length + 12 * BLOCKS * batch * length**2 * D
 
 
