@@ -59,10 +59,14 @@ def joint_run(tmp_path_factory, missing_data):
 
 
 def run_sample(*args, devices=1):
+    return run_module("sedd_jax.sample", *args, devices=devices)
+
+
+def run_module(module, *args, devices=1):
     env = dict(os.environ, PYTHONPATH=REPO)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return subprocess.run(
-        [sys.executable, "-m", "sedd_jax.sample", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -137,22 +141,8 @@ def test_proteins_for_a_smiles_file_echo_the_ligand(joint_run, tmp_path):
 def test_evaluate_scores_pair_runs_per_task_and_track(joint_run, tmp_path):
     workdir, _ = joint_run
     out = tmp_path / "pairs.json"
-    env = dict(os.environ, PYTHONPATH=REPO)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.evaluate",
-            f"--workdir={workdir}",
-            "--time_samples=2",
-            f"--out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
+    result = run_module(
+        "sedd_jax.evaluate", f"--workdir={workdir}", "--time_samples=2", f"--out={out}"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sedd_jax.common.evaluation import unigram_log_p_from_counts
 from sedd_jax.data.batching import sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pair_pipeline import encode_pairs
@@ -83,12 +84,6 @@ def _warn_schedule(graph, noise, warnings: list[str]):
 def _max_val_rows(eval_config) -> int:
     """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
     return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
-
-
-def _unigram_log_p(counts: np.ndarray) -> np.ndarray:
-    """log p [n] of token counts [n], add-1/2 smoothed (as `unigram_log_probs`)."""
-    counts = counts.astype(np.float64) + 0.5
-    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
@@ -277,7 +272,7 @@ class SingleTrack:
         oracle = make_oracle_eval_step(
             unigram_log_score_fn, self.graph, self.noise, self.config.training.sampling_eps
         )
-        log_p = _unigram_log_p(self.data.unigram_counts("tokens", self.graph.n))
+        log_p = unigram_log_p_from_counts(self.data.unigram_counts("tokens", self.graph.n))
         return {"loss_unigram": self._val_loss(oracle, jnp.asarray(log_p))}
 
     def meta(self) -> dict:
@@ -445,7 +440,7 @@ class PairTrack:
                 unigram_log_score_fn, graph, self.noise, self.config.training.sampling_eps
             )
             arrays = {"tokens": self.data.val[track], "valid": self.data.val[f"{track}_valid"]}
-            log_p = _unigram_log_p(self.data.unigram_counts(track, graph.n))
+            log_p = unigram_log_p_from_counts(self.data.unigram_counts(track, graph.n))
             out[f"loss_unigram_{track}"] = validation_loss(
                 step,
                 jnp.asarray(log_p),
