@@ -29,6 +29,12 @@ SETTINGS = {
     "glibc_thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     # glibc: never mmap, never trim: freed buffers stay mapped in the heap
     "glibc_nommap": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)},
+    # ... and one arena: per-thread arena heaps are unmapped whenever they empty, whatever
+    # the trim threshold, so only the main (sbrk) heap keeps freed pages
+    "glibc_one_arena": {
+        "GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+        f"glibc.malloc.trim_threshold={2**40}"
+    },
     "jemalloc": {"LD_PRELOAD": f"{LIB}/libjemalloc.so.2"},
     "jemalloc_thp": {
         "LD_PRELOAD": f"{LIB}/libjemalloc.so.2",
@@ -36,6 +42,11 @@ SETTINGS = {
     },
     "tcmalloc": {"LD_PRELOAD": f"{LIB}/libtcmalloc_minimal.so.4"},
     "xla_no_ynn": {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="},
+    "xla_vector512": {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=512"},
+    "xla_concurrency_scheduler": {
+        "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    },
+    "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
 }
 
@@ -45,6 +56,7 @@ def run_once(name: str, size: str, repeats: int, workdir: str, index: int) -> di
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_train.py")
     command = ["/usr/bin/time", "-v", sys.executable, script, "--sizes", size, "--modes"]
     command += ["jit", "--no-torch", "--repeats", str(repeats), "--pause", "0.5", "--out", out]
+    command += ["--allocator", "system"]  # the setting's environment, nothing added
     env = dict(os.environ, **SETTINGS[name])
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from sedd_jax import conversion
+from sedd_jax import allocator, conversion
 from sedd_jax.defaults import base_config, dual_base_config
 from sedd_jax.diffusion import joint, keys
 from sedd_jax.diffusion.curriculum import sample_times
@@ -65,6 +65,7 @@ from sedd_torch.training import optim as torch_optim
 from sedd_torch.training.state import create_train_state as torch_state
 from sedd_torch.training.step import apply_gradients
 from sedd_torch.training.step import train_step as torch_train_step
+from sedd_torch.training.tasks import single_track_objective as torch_single_objective
 
 PROTEIN_V, LIGAND_V = 37, 40  # stable: vocab_size 36 + mask; a SMILES vocabulary + mask
 SIZES = {  # kind, model fields, batch, lengths
@@ -88,7 +89,11 @@ def dpa_attention(q, k, v, key_valid):
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
-ATTENTION = {"current": layers.attention, "dpa": dpa_attention}
+ATTENTION = {
+    "current": layers.attention,  # the custom-VJP attention
+    "softmax": layers.softmax_attention,  # its definition, differentiated by autodiff
+    "dpa": dpa_attention,
+}
 
 
 def model_flops(kind: str, fields: dict, batch: int, lengths: tuple[int, ...]) -> float:
@@ -240,6 +245,7 @@ def jax_step(kind, config, model, params, host, mode: str):
         holder[0], out = wrapper.step(holder[0], batch)
         jax.block_until_ready(out)
 
+    run.compiled = lambda: wrapper._step.lower(holder[0], batch).compile()  # profile_step.py
     return run
 
 
@@ -253,18 +259,20 @@ def torch_step(kind, config, twin, host, device: str = "cpu"):
     }
     rand = generator_rand(torch.Generator().manual_seed(0), device)
     if kind == "single":
-        kwargs = dict(graph=TorchAbsorbing(PROTEIN_V - 1), noise=TorchLogLinear())
+        objective, step_metrics = torch_single_objective(
+            TorchAbsorbing(PROTEIN_V - 1), TorchLogLinear(), EPS
+        )
 
         def run():
             torch_train_step(
                 tstate,
                 tensors,
+                objective=objective,
+                step_metrics=step_metrics,
                 lr_schedule=schedule,
                 ema=0.999,
                 grad_clip=config.optim.grad_clip,
-                sampling_eps=EPS,
                 seed=0,
-                **kwargs,
             )
             _sync(device)
 
@@ -361,8 +369,8 @@ def main():
     parser.add_argument(
         "--attention",
         default="current",
-        help="comma list of JAX attention implementations to A/B: current (layers.attention, "
-        "einsum), dpa (jax.nn.dot_product_attention)",
+        help="comma list of JAX attention implementations to A/B: current (layers.attention), "
+        "softmax (layers.softmax_attention, autodiff), dpa (jax.nn.dot_product_attention)",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=1.0)
@@ -371,7 +379,15 @@ def main():
     parser.add_argument("--dtype", default="float32", help="model.dtype and the matmul peak's")
     parser.add_argument("--torch-device", default="cpu", help="cpu | cuda (the twin's device)")
     parser.add_argument("--out", default="bench_train.json")
+    parser.add_argument(
+        "--allocator",
+        default="auto",
+        choices=allocator.CHOICES,
+        help="the C allocator of this process, as config.allocator of a training run (both "
+        "frameworks run under it)",
+    )
     args = parser.parse_args()
+    allocator.restart_if_needed(args.allocator, "auto")
     torch.set_num_threads(args.threads)
     modes, attentions = args.modes.split(","), args.attention.split(",")
 
@@ -404,7 +420,7 @@ def main():
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; torch threads {args.threads}; "
         f"jax {jax.__version__}, torch {torch.__version__}; {jax.devices()[0].device_kind}, "
-        f"{args.dtype}"
+        f"{args.dtype}; C allocator {allocator.running()}"
     )
     print(
         f"{'size':7} {'variant':16} {'compile s':>9} {'step s':>8} {'tokens/s':>9} "
@@ -427,6 +443,7 @@ def main():
                 "load": [load, os.getloadavg()],
                 "device": jax.devices()[0].device_kind,
                 "dtype": args.dtype,
+                "allocator": allocator.running(),
                 "rows": rows,
             },
             f,

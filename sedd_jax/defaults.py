@@ -12,6 +12,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.backend = "jax"  # jax | torch (the PyTorch twin, sedd_torch; single-track only)
     c.device = "auto"  # auto | cpu | cuda (jax and torch) | mps (torch only)
+    # C allocator of the training process (sedd_jax/allocator.py): auto | tcmalloc | glibc |
+    # system; auto keeps freed step buffers mapped on Linux CPU runs (restarts the process once)
+    c.allocator = "auto"
 
     c.data = ml_collections.ConfigDict()
     # demo | mmseqs_examples | moses | fasta | smiles | uniref50 (prepared on the fly into a

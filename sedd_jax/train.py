@@ -13,6 +13,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from sedd_jax import allocator
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file.", lock_config=True
 )
@@ -26,6 +28,11 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         sys.exit("--config is required, e.g. --config=configs/demo.py")
+    try:  # returns here only once the allocator is in place (or left alone)
+        allocator.restart_if_needed(config.allocator, config.device)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    logging.info("C allocator: %s", allocator.running())
     train_and_evaluate, errors = _backend(config)
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or os.path.join(

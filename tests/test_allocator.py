@@ -1,0 +1,85 @@
+"""The training process's C allocator (`sedd_jax/allocator.py`): the policy, a real
+re-exec, and what it is for: a freed large buffer comes back without fresh page faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sedd_jax import allocator
+
+LINUX = sys.platform.startswith("linux")
+LIB = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+# malloc, touch and free 256 MiB, then malloc and touch it again; print the minor page
+# faults of the second touch and the allocator this process runs with (through libc's
+# malloc, as XLA's buffers; numpy would add its own huge-page advice)
+FAULTS = """
+import ctypes, resource, sys
+from sedd_jax import allocator
+allocator.restart_if_needed(sys.argv[1], "cpu")
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 2**28
+p = libc.malloc(size); ctypes.memset(p, 1, size); libc.free(p)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+p = libc.malloc(size); ctypes.memset(p, 1, size)
+print(allocator.running(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_policy():
+    env = {}
+    kw = dict(platform="linux", tcmalloc=LIB, gpu_host=False)
+    assert allocator.environment("auto", "cpu", env, **kw) == {
+        "LD_PRELOAD": LIB,
+        allocator.MARK: "tcmalloc",
+    }
+    glibc = allocator.environment("auto", "auto", env, **{**kw, "tcmalloc": ""})
+    if allocator._is_glibc():
+        assert glibc[allocator.MARK] == "glibc"
+        assert "glibc.malloc.arena_max=1" in glibc["GLIBC_TUNABLES"]
+    # GPU runs, other platforms, the user's own choice, an already restarted process
+    assert allocator.environment("auto", "cuda", env, **kw) is None
+    assert allocator.environment("auto", "auto", env, **{**kw, "gpu_host": True}) is None
+    assert allocator.environment("auto", "cpu", env, **{**kw, "platform": "darwin"}) is None
+    assert allocator.environment("auto", "cpu", {"LD_PRELOAD": "x.so"}, **kw) is None
+    assert allocator.environment("auto", "cpu", {allocator.MARK: "glibc"}, **kw) is None
+    assert allocator.environment("system", "cpu", env, **kw) is None
+    # asked for explicitly: applied even on a GPU host, appended to the user's variables
+    forced = allocator.environment("tcmalloc", "cuda", {"LD_PRELOAD": "x.so"}, **kw)
+    assert forced["LD_PRELOAD"] == f"x.so {LIB}"
+    forced = allocator.environment("glibc", "cpu", {"GLIBC_TUNABLES": "a=1"}, **kw)
+    if allocator._is_glibc():
+        assert forced["GLIBC_TUNABLES"].startswith("a=1:glibc.malloc.arena_max=1")
+    with pytest.raises(ValueError, match="config.allocator='jemalloc'"):
+        allocator.environment("jemalloc", "cpu", env, **kw)
+    with pytest.raises(ValueError, match="libtcmalloc-minimal4"):
+        allocator.environment("tcmalloc", "cpu", env, **{**kw, "tcmalloc": ""})
+
+
+def _faults(choice: str) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    env.pop(allocator.MARK, None)
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS, choice], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
+def test_restart_keeps_freed_memory_mapped():
+    name, system = _faults("system")
+    assert name == "system"
+    assert system > 50_000  # 256 MiB = 65,536 pages, each faulted in again
+    name, glibc = _faults("glibc")
+    assert name == "glibc"  # the re-executed process carries the mark
+    assert glibc < 1_000
+    if allocator.find_tcmalloc():
+        name, tcmalloc = _faults("tcmalloc")
+        assert name == "tcmalloc"
+        assert tcmalloc < 1_000
