@@ -37,7 +37,8 @@ def test_matches_definition_float32(lq, lk, masked):
     ref = jax.jit(lambda *a: _value_and_grads(layers.softmax_attention, *a, valid))(
         q, k, v, d_out
     )
-    for name, a, b in zip(("out", "dq", "dk", "dv"), fast, ref):
+    primal = jax.jit(lambda q, k, v: layers.attention(q, k, v, valid))(q, k, v)  # no vjp
+    for name, a, b in zip(("primal", "out", "dq", "dk", "dv"), (primal, *fast), (ref[0], *ref)):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         scale = float(jnp.abs(b).max())
         assert scale > 0.1, name  # a real signal, not zeros on both sides
@@ -53,7 +54,9 @@ def test_masked_keys_get_no_weight_or_gradient():
     np.testing.assert_allclose(layers.attention(q, k2, v2, valid)[1], out[1], atol=1e-6)
     assert float(jnp.abs(dk[1, 8:]).max()) == 0.0 and float(jnp.abs(dv[1, 8:]).max()) == 0.0
     # row 2 has no valid key: a uniform average of v, as the definition
-    np.testing.assert_allclose(out[2], jnp.broadcast_to(v[2].mean(0), out[2].shape), atol=1e-5)
+    uniform = jnp.broadcast_to(v[2].mean(0), out[2].shape)
+    np.testing.assert_allclose(out[2], uniform, atol=1e-5)
+    np.testing.assert_allclose(layers.attention(q, k, v, valid)[2], uniform, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)])
@@ -62,10 +65,14 @@ def test_half_precision_tracks_float32(dtype, tol):
     q, k, v, d_out, valid = _inputs(32, 32, jnp.float32)
     exact = _value_and_grads(layers.softmax_attention, q, k, v, d_out, valid)
     half = _value_and_grads(layers.attention, *(x.astype(dtype) for x in (q, k, v, d_out)), valid)
+    primal = layers.attention(*(x.astype(dtype) for x in (q, k, v)), valid)
+    half = (primal, *half)
+    exact = (exact[0], *exact)
     ref_half = _value_and_grads(
         layers.softmax_attention, *(x.astype(dtype) for x in (q, k, v, d_out)), valid
     )
-    for name, a, r, e in zip(("out", "dq", "dk", "dv"), half, ref_half, exact):
+    ref_half = (ref_half[0], *ref_half)
+    for name, a, r, e in zip(("primal", "out", "dq", "dk", "dv"), half, ref_half, exact):
         assert a.dtype == dtype, name
         scale = float(jnp.abs(e).max())
         err = float(jnp.abs(a.astype(jnp.float32) - e).max()) / scale
