@@ -26,8 +26,8 @@ import tempfile
 import time
 
 import jax
-
 from bench_train import ATTENTION, SIZES, build, jax_step, model_flops
+
 from sedd_jax.models import dual, layers
 
 SUFFIX = re.compile(r"(\.\d+)+$")
@@ -144,7 +144,7 @@ def main():
                 "per_kind": dict(per_kind),
                 "per_class": dict(per_class),
                 "model_flops": flops,
-                "xla_cost": {k: float(v) for k, v in cost.items() if k in ("flops", "bytes accessed")},
+                "xla_cost": {k: float(cost[k]) for k in ("flops", "bytes accessed") if k in cost},
                 "load": os.getloadavg(),
             },
             f,

@@ -31,6 +31,7 @@ import sys
 from absl import app, flags
 from ml_collections import ConfigDict
 
+from sedd_jax import allocator
 from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.data.pipeline import load_protein_data
@@ -233,4 +234,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    allocator.restart_if_needed("auto", "auto")  # freed sampler buffers stay mapped (CPU)
     app.run(main)

@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
+from sedd_jax import allocator
 from sedd_jax.conditioning import (
     Condition,
     ConditionFileError,
@@ -301,4 +302,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    allocator.restart_if_needed("auto", "auto")  # freed sampler buffers stay mapped (CPU)
     app.run(main)

@@ -34,11 +34,10 @@ def test_matches_definition_float32(lq, lk, masked):
     q, k, v, d_out, valid = _inputs(lq, lk, jnp.float32)
     valid = valid if masked else None
     fast = jax.jit(lambda *a: _value_and_grads(layers.attention, *a, valid))(q, k, v, d_out)
-    ref = jax.jit(lambda *a: _value_and_grads(layers.softmax_attention, *a, valid))(
-        q, k, v, d_out
-    )
+    ref = jax.jit(lambda *a: _value_and_grads(layers.softmax_attention, *a, valid))(q, k, v, d_out)
     primal = jax.jit(lambda q, k, v: layers.attention(q, k, v, valid))(q, k, v)  # no vjp
-    for name, a, b in zip(("primal", "out", "dq", "dk", "dv"), (primal, *fast), (ref[0], *ref)):
+    names = ("primal", "out", "dq", "dk", "dv")
+    for name, a, b in zip(names, (primal, *fast), (ref[0], *ref), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         scale = float(jnp.abs(b).max())
         assert scale > 0.1, name  # a real signal, not zeros on both sides
@@ -72,7 +71,8 @@ def test_half_precision_tracks_float32(dtype, tol):
         layers.softmax_attention, *(x.astype(dtype) for x in (q, k, v, d_out)), valid
     )
     ref_half = (ref_half[0], *ref_half)
-    for name, a, r, e in zip(("primal", "out", "dq", "dk", "dv"), half, ref_half, exact):
+    names = ("primal", "out", "dq", "dk", "dv")
+    for name, a, r, e in zip(names, half, ref_half, exact, strict=True):
         assert a.dtype == dtype, name
         scale = float(jnp.abs(e).max())
         err = float(jnp.abs(a.astype(jnp.float32) - e).max()) / scale
