@@ -89,10 +89,18 @@ def dpa_attention(q, k, v, key_valid):
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
+def cudnn_attention(q, k, v, key_valid):
+    """`jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused (flash)
+    attention; GPU only, bfloat16 / float16 only."""
+    mask = None if key_valid is None else key_valid[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+
+
 ATTENTION = {
     "current": layers.attention,  # the custom-VJP attention
     "softmax": layers.softmax_attention,  # its definition, differentiated by autodiff
     "dpa": dpa_attention,
+    "cudnn": cudnn_attention,
 }
 
 
@@ -370,7 +378,8 @@ def main():
         "--attention",
         default="current",
         help="comma list of JAX attention implementations to A/B: current (layers.attention), "
-        "softmax (layers.softmax_attention, autodiff), dpa (jax.nn.dot_product_attention)",
+        "softmax (layers.softmax_attention, autodiff), dpa (jax.nn.dot_product_attention), "
+        "cudnn (the same with implementation='cudnn'; GPU, half precision)",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=1.0)

@@ -5,7 +5,8 @@
 # 1. bfloat16 and float16 log-scores and loss of the stable-size model (66.7M, B 4 x L 512)
 #    on the GPU against float32 on the CPU, same weights, same inputs;
 # 2. bench_train.py at the stable and dual sizes in bfloat16 (JAX jit / pmap / shard_map
-#    and the torch twin on CUDA), against the same run's bf16 matmul peak;
+#    and the torch twin on CUDA; the attention as layers.attention, its autodiff definition
+#    and cuDNN flash attention), against the same run's bf16 matmul peak;
 # 3. bench_sample.py at the stable size in bfloat16 (128 steps, Euler and analytic).
 # Prints the card's name with every table. Needs jax with a CUDA plugin, flax, optax,
 # torch (the H200 image here has them); the pure-Python packages it may lack travel as
@@ -81,7 +82,8 @@ sys.exit(0 if ok else 1)
 EOF
 
 python3 scripts/bench_train.py --sizes stable,dual --dtype bfloat16 --torch-device cuda \
-  --repeats 10 --pause 0.2 --out "$OUT/bench_train_gpu.json" 2>&1 | tee "$OUT/bench_train.txt"
+  --attention current,softmax,cudnn --repeats 10 --pause 0.2 \
+  --out "$OUT/bench_train_gpu.json" 2>&1 | tee "$OUT/bench_train.txt"
 python3 scripts/bench_sample.py --size stable --dtype bfloat16 --torch-device cuda \
   --steps 128 --batch 16 --length 512 --lengths 512,1024 --batches 64 --repeats 5 \
   --pause 0.2 --out "$OUT/bench_sample_gpu.json" 2>&1 | tee "$OUT/bench_sample.txt"
