@@ -99,11 +99,17 @@ def environment(
     return {"GLIBC_TUNABLES": tunables, MARK: "glibc"}
 
 
+def interactive() -> bool:
+    """An interactive interpreter or a Jupyter kernel: never re-executed."""
+    return hasattr(sys, "ps1") or bool(sys.flags.interactive) or "ipykernel" in sys.modules
+
+
 def restart_if_needed(choice: str, device: str) -> None:
     """Re-execute this process's command line under `choice`'s allocator, if it changes
-    anything; returns only when nothing is to be done (then `running()` says what runs)."""
+    anything; returns only when nothing is to be done (then `running()` says what runs).
+    For command-line entry points; an interactive session is left as it is."""
     extra = environment(choice, device, os.environ)
-    if extra is None:
+    if extra is None or interactive():
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -83,3 +83,15 @@ def test_restart_keeps_freed_memory_mapped():
         name, tcmalloc = _faults("tcmalloc")
         assert name == "tcmalloc"
         assert tcmalloc < 1_000
+
+
+def test_interactive_sessions_are_not_restarted():
+    """`python -i` (as a notebook kernel): the call returns, the process is not replaced."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    env.pop(allocator.MARK, None)
+    code = "from sedd_jax import allocator; allocator.restart_if_needed('glibc', 'cpu')\n"
+    code += "print('still here', allocator.running())\n"
+    out = subprocess.run(
+        [sys.executable, "-i", "-q"], input=code, env=env, capture_output=True, text=True
+    )
+    assert "still here system" in out.stdout, out.stderr
