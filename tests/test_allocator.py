@@ -95,3 +95,27 @@ def test_interactive_sessions_are_not_restarted():
         [sys.executable, "-i", "-q"], input=code, env=env, capture_output=True, text=True
     )
     assert "still here system" in out.stdout, out.stderr
+
+
+def _train_cli(tmp_path, *args):
+    """`python -m sedd_jax.train` on a config that stops at its (missing) data, after the
+    allocator step."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    env.pop(allocator.MARK, None)
+    command = [sys.executable, "-m", "sedd_jax.train", "--config=configs/stable.py"]
+    command += [f"--workdir={tmp_path}", f"--config.data.path={tmp_path}/none", *args]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
+def test_train_cli_restarts_under_the_allocator(tmp_path):
+    expected = "tcmalloc" if allocator.find_tcmalloc() else "glibc"
+    auto = _train_cli(tmp_path, "--config.device=cpu")
+    assert f"C allocator: {expected}" in auto.stderr
+    assert auto.stderr.strip().splitlines()[-1].startswith("error: data.source='shards'")
+    off = _train_cli(tmp_path, "--config.device=cpu", "--config.allocator=system")
+    assert "C allocator: system" in off.stderr
+    bad = _train_cli(tmp_path, "--config.allocator=jemalloc")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: config.allocator='jemalloc'")
