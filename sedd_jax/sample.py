@@ -6,6 +6,10 @@ Proteins (single-track runs), FASTA out:
     python -m sedd_jax.sample --workdir=runs/demo --template='MKT[10]GGSGG[5-20]W' --num=8
     python -m sedd_jax.sample --workdir=runs/demo --templates=scaffolds.fasta --num=8
 
+Ligand-only runs (MOSES, SMILES files; SMILES or SELFIES tokens), .smi out
+(`SMILES<TAB>sample_i[<TAB>SELFIES]`):
+    python -m sedd_jax.sample --workdir=runs/ligand_moses --num=100 --out=ligands.smi
+
 Protein–ligand runs, CSV out keyed to the inputs (`input_id, sample, sequence, smiles`)
 with the settings in `<out>.json`: joint pairs, ligands for given proteins, or proteins
 for given ligands, one string or a file of them:
@@ -58,10 +62,13 @@ from sedd_jax.training.generation import (
     make_pair_sampler,
     make_sampler,
 )
+from sedd_jax.training.ligand_samples import selfies_of, write_smiles_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-_OUT = flags.DEFINE_string("out", None, "Output .fasta (proteins) or .csv (pairs).")
+_OUT = flags.DEFINE_string(
+    "out", None, "Output .fasta (proteins), .smi (ligand-only runs) or .csv (pairs)."
+)
 _NUM = flags.DEFINE_integer("num", 8, "Number of samples.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: the run's).")
 _PREDICTOR = flags.DEFINE_enum("predictor", None, ["euler", "analytic", "none"], "Predictor.")
@@ -148,6 +155,32 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
         records.append(FastaRecord(f"{name}_sample_{counts[t]}", f"template={text}", seq))
         counts[t] += 1
     return records
+
+
+def sample_ligands(params, meta, config):
+    """A ligand-only run (MOSES, SMILES files): SMILES (and SELFIES) lines in a .smi file."""
+    for flag in (_PREFIX, _TEMPLATE, _TEMPLATES):
+        if flag.value:
+            sys.exit(f"--{flag.name} is for proteins; this checkpoint samples ligands")
+    tokenizer = ligand_tokenizer_from_dict(meta["ligand_tokenizer"])
+    graph = get_graph(config.graph, tokenizer.vocab_size)
+    model = build_model(config.model, graph.dim, graph.absorb)
+    sampler = make_sampler(model, graph, get_noise(config.noise), sampling_config(config))
+    tokens, valid = generate(
+        sampler,
+        params,
+        graph,
+        tokenizer,
+        num=_NUM.value,
+        max_len=config.data.max_len,
+        length=_LENGTH.value,
+        length_dist=_length_distribution(meta, "length_distribution"),
+        seed=_SEED.value,
+    )
+    out = _OUT.value or "samples.smi"
+    smiles = tokenizer.decode_batch(tokens, valid)
+    write_smiles_samples(out, smiles, selfies_of(tokenizer, tokens, valid))
+    return out
 
 
 def sample_proteins(params, meta, config):
@@ -296,6 +329,8 @@ def main(argv):
     config = ConfigDict(meta["config"])
     if config.model.get("kind", "single") == "dual":
         out = sample_pairs_cli(params, meta, config, step)
+    elif "ligand_tokenizer" in meta:
+        out = sample_ligands(params, meta, config)
     else:
         out = sample_proteins(params, meta, config)
     print(f"wrote {_NUM.value} samples from step {step} ({_WEIGHTS.value} weights) to {out}")

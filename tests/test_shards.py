@@ -431,6 +431,24 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     samples = (tmp_path / "run" / "samples.smi").read_text().splitlines()
     assert len(samples) == 4 and all(line.endswith(f"sample_{i}") for i, line in enumerate(samples))
+    # the sample CLI reads the ligand tokenizer from the checkpoint: a .smi of 6 samples
+    out = tmp_path / "more.smi"
+    cli = [sys.executable, "-m", "sedd_jax.sample", f"--workdir={tmp_path / 'run'}"]
+    cli += ["--num=6", "--steps=4", f"--out={out}"]
+    sampled = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=REPO, env=ENV)
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert [row[1] for row in rows] == [f"sample_{i}" for i in range(6)]
+    # decoded with the run's SMILES vocabulary: only characters of the training SMILES (an
+    # untrained model also draws the unknown-token id, decoded as <unk>)
+    characters = set("".join(lines))
+    assert all(set(row[0].replace("<unk>", "")) <= characters for row in rows), rows
+    assert sum(len(row[0]) for row in rows) > 0
+    refused = subprocess.run(
+        [*cli[:4], "--num=2", "--prefix=MKT"], capture_output=True, text=True, cwd=REPO, env=ENV
+    )
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].endswith("this checkpoint samples ligands")
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in m for m in metrics)
 

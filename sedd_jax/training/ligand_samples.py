@@ -46,6 +46,16 @@ def selfies_of(tokenizer, tokens, valid) -> list[str] | None:
     return [tokenizer.decode_selfies(row[v]) for row, v in zip(tokens, valid, strict=True)]
 
 
+def write_smiles_samples(path: str, smiles: list[str], selfies: list[str] | None) -> None:
+    """A .smi file of samples: `SMILES<TAB>sample_i[<TAB>SELFIES]` per line."""
+    extra = selfies or [None] * len(smiles)
+    with open(path, "w") as f:
+        f.writelines(
+            f"{s}\tsample_{i}" + (f"\t{e}" if e is not None else "") + "\n"
+            for i, (s, e) in enumerate(zip(smiles, extra, strict=True))
+        )
+
+
 def log_sample_metrics(workdir: str, step: int, metrics: dict) -> None:
     """Appends end-of-run sample metrics to metrics.jsonl (the loop's logger has written
     its last row; wandb holds the same numbers of the final evaluation)."""

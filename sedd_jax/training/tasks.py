@@ -73,6 +73,7 @@ from sedd_jax.training.ligand_samples import (
     log_sample_metrics,
     sample_metrics_num,
     selfies_of,
+    write_smiles_samples,
 )
 
 
@@ -291,12 +292,7 @@ class SingleTrack:
         sequences, selfies = self._generate(params, self.config.sampling.num_samples)
         if isinstance(self.tokenizer, SmilesTokenizer):
             path = os.path.join(workdir, "samples.smi")
-            extra = selfies or [None] * len(sequences)
-            with open(path, "w") as f:
-                f.writelines(
-                    f"{s}\tsample_{i}" + (f"\t{e}" if e is not None else "") + "\n"
-                    for i, (s, e) in enumerate(zip(sequences, extra, strict=True))
-                )
+            write_smiles_samples(path, sequences, selfies)
             out = {"samples": path}
             if importlib.util.find_spec("rdkit") is not None:
                 metrics = {
