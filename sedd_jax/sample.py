@@ -157,15 +157,14 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
     return records
 
 
-def sample_ligands(params, meta, config):
-    """A ligand-only run (MOSES, SMILES files): SMILES (and SELFIES) lines in a .smi file."""
-    for flag in (_PREFIX, _TEMPLATE, _TEMPLATES):
-        if flag.value:
-            sys.exit(f"--{flag.name} is for proteins; this checkpoint samples ligands")
-    tokenizer = ligand_tokenizer_from_dict(meta["ligand_tokenizer"])
+def _single_track(params, meta, config, tokenizer, prefix: str = ""):
+    """(sampler, graph, tokens, valid): `--num` rows of a single-track run, lengths drawn
+    from the run's length distribution unless `--length`."""
     graph = get_graph(config.graph, tokenizer.vocab_size)
     model = build_model(config.model, graph.dim, graph.absorb)
     sampler = make_sampler(model, graph, get_noise(config.noise), sampling_config(config))
+    if _TEMPLATE.value or _TEMPLATES.value:  # the caller samples templates itself
+        return sampler, graph, None, None
     tokens, valid = generate(
         sampler,
         params,
@@ -176,7 +175,18 @@ def sample_ligands(params, meta, config):
         length=_LENGTH.value,
         length_dist=_length_distribution(meta, "length_distribution"),
         seed=_SEED.value,
+        prefix=prefix,
     )
+    return sampler, graph, tokens, valid
+
+
+def sample_ligands(params, meta, config):
+    """A ligand-only run (MOSES, SMILES files): SMILES (and SELFIES) lines in a .smi file."""
+    for flag in (_PREFIX, _TEMPLATE, _TEMPLATES):
+        if flag.value:
+            sys.exit(f"--{flag.name} is for proteins; this checkpoint samples ligands")
+    tokenizer = ligand_tokenizer_from_dict(meta["ligand_tokenizer"])
+    _, _, tokens, valid = _single_track(params, meta, config, tokenizer)
     out = _OUT.value or "samples.smi"
     smiles = tokenizer.decode_batch(tokens, valid)
     write_smiles_samples(out, smiles, selfies_of(tokenizer, tokens, valid))
@@ -185,28 +195,13 @@ def sample_ligands(params, meta, config):
 
 def sample_proteins(params, meta, config):
     tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
-    graph = get_graph(config.graph, tokenizer.vocab_size)
-    noise = get_noise(config.noise)
-    model = build_model(config.model, graph.dim, graph.absorb)
-    sampler = make_sampler(model, graph, noise, sampling_config(config))
+    if (_TEMPLATE.value or _TEMPLATES.value) and _PREFIX.value:
+        sys.exit("--prefix and --template(s) exclude each other (a prefix is MKT[N])")
+    sampler, graph, tokens, valid = _single_track(params, meta, config, tokenizer, _PREFIX.value)
     out = _OUT.value or "samples.fasta"
-    if _TEMPLATE.value or _TEMPLATES.value:
-        if _PREFIX.value:
-            sys.exit("--prefix and --template(s) exclude each other (a prefix is MKT[N])")
+    if tokens is None:
         write_fasta(out, sample_templates(sampler, params, graph, tokenizer, config))
         return out
-    tokens, valid = generate(
-        sampler,
-        params,
-        graph,
-        tokenizer,
-        num=_NUM.value,
-        max_len=config.data.max_len,
-        length=_LENGTH.value,
-        length_dist=_length_distribution(meta, "length_distribution"),
-        seed=_SEED.value,
-        prefix=_PREFIX.value,
-    )
     sequences = tokenizer.decode_batch(tokens, valid)
     records = [FastaRecord(f"sample_{i}", f"len={len(s)}", s) for i, s in enumerate(sequences)]
     write_fasta(out, records)
