@@ -14,7 +14,8 @@ Both settings below keep freed memory mapped for the next step:
 
 `auto` (the default) takes tcmalloc if it is installed, else glibc, on Linux CPU runs only
 (`device=cpu`, or `auto` on a host without /dev/nvidiactl or /dev/kfd), and leaves alone a
-process whose LD_PRELOAD or GLIBC_TUNABLES the user set. `system` changes nothing.
+process whose LD_PRELOAD or GLIBC_TUNABLES the user set. `system` changes nothing;
+`SEDD_ALLOCATOR=system` in the environment does the same for every command.
 
 Neither can be switched on inside a running process (mallopt comes too late: XLA's
 threads already have their arenas), so `restart_if_needed` re-executes the same command
