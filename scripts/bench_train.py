@@ -253,7 +253,7 @@ def jax_step(kind, config, model, params, host, mode: str):
         holder[0], out = wrapper.step(holder[0], batch)
         jax.block_until_ready(out)
 
-    run.compiled = lambda: wrapper._step.lower(holder[0], batch).compile()  # profile_step.py
+    run.compiled = lambda: wrapper.lower(holder[0], batch).compile()  # for profile_step.py
     return run
 
 

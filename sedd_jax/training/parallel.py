@@ -133,6 +133,10 @@ class PmapStep:
         state, metrics = self._step(state, batch)
         return state, {k: v[0] for k, v in metrics.items()}
 
+    def lower(self, state, batch):
+        """The step lowered for these arguments (`.compile()`, `.as_text()`, cost analysis)."""
+        return self._step.lower(state, batch)
+
     def host_state(self, state):
         def to_global(x):
             shards = [s.data.reshape(x.shape[1:]) for s in x.addressable_shards]
@@ -162,6 +166,10 @@ class _MeshStep:
 
     def step(self, state, batch):
         return self._step(state, batch)
+
+    def lower(self, state, batch):
+        """The step lowered for these arguments (`.compile()`, `.as_text()`, cost analysis)."""
+        return self._step.lower(state, batch)
 
     def host_state(self, state):
         return state
