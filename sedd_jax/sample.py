@@ -157,15 +157,16 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
     return records
 
 
-def _single_track(params, meta, config, tokenizer, prefix: str = ""):
-    """(sampler, graph, tokens, valid): `--num` rows of a single-track run, lengths drawn
-    from the run's length distribution unless `--length`."""
+def _single_track_sampler(config, tokenizer):
+    """(sampler, graph) of a single-track run with `tokenizer`'s vocabulary."""
     graph = get_graph(config.graph, tokenizer.vocab_size)
     model = build_model(config.model, graph.dim, graph.absorb)
-    sampler = make_sampler(model, graph, get_noise(config.noise), sampling_config(config))
-    if _TEMPLATE.value or _TEMPLATES.value:  # the caller samples templates itself
-        return sampler, graph, None, None
-    tokens, valid = generate(
+    return make_sampler(model, graph, get_noise(config.noise), sampling_config(config)), graph
+
+
+def _draw(sampler, params, graph, tokenizer, meta, config, prefix: str = ""):
+    """`--num` rows (tokens, valid), lengths from the run's distribution unless `--length`."""
+    return generate(
         sampler,
         params,
         graph,
@@ -177,7 +178,6 @@ def _single_track(params, meta, config, tokenizer, prefix: str = ""):
         seed=_SEED.value,
         prefix=prefix,
     )
-    return sampler, graph, tokens, valid
 
 
 def sample_ligands(params, meta, config):
@@ -186,7 +186,8 @@ def sample_ligands(params, meta, config):
         if flag.value:
             sys.exit(f"--{flag.name} is for proteins; this checkpoint samples ligands")
     tokenizer = ligand_tokenizer_from_dict(meta["ligand_tokenizer"])
-    _, _, tokens, valid = _single_track(params, meta, config, tokenizer)
+    sampler, graph = _single_track_sampler(config, tokenizer)
+    tokens, valid = _draw(sampler, params, graph, tokenizer, meta, config)
     out = _OUT.value or "samples.smi"
     smiles = tokenizer.decode_batch(tokens, valid)
     write_smiles_samples(out, smiles, selfies_of(tokenizer, tokens, valid))
@@ -195,13 +196,14 @@ def sample_ligands(params, meta, config):
 
 def sample_proteins(params, meta, config):
     tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
-    if (_TEMPLATE.value or _TEMPLATES.value) and _PREFIX.value:
-        sys.exit("--prefix and --template(s) exclude each other (a prefix is MKT[N])")
-    sampler, graph, tokens, valid = _single_track(params, meta, config, tokenizer, _PREFIX.value)
+    sampler, graph = _single_track_sampler(config, tokenizer)
     out = _OUT.value or "samples.fasta"
-    if tokens is None:
+    if _TEMPLATE.value or _TEMPLATES.value:
+        if _PREFIX.value:
+            sys.exit("--prefix and --template(s) exclude each other (a prefix is MKT[N])")
         write_fasta(out, sample_templates(sampler, params, graph, tokenizer, config))
         return out
+    tokens, valid = _draw(sampler, params, graph, tokenizer, meta, config, _PREFIX.value)
     sequences = tokenizer.decode_batch(tokens, valid)
     records = [FastaRecord(f"sample_{i}", f"len={len(s)}", s) for i, s in enumerate(sequences)]
     write_fasta(out, records)

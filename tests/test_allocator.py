@@ -62,9 +62,14 @@ def test_policy():
         allocator.environment("tcmalloc", "cpu", env, **{**kw, "tcmalloc": ""})
 
 
+def _plain_env() -> dict:
+    """This environment without any allocator setting (as a fresh shell)."""
+    drop = ("LD_PRELOAD", "GLIBC_TUNABLES", allocator.MARK)
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def _faults(choice: str) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    env.pop(allocator.MARK, None)
+    env = _plain_env()
     out = subprocess.run(
         [sys.executable, "-c", FAULTS, choice], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -87,8 +92,7 @@ def test_restart_keeps_freed_memory_mapped():
 
 def test_interactive_sessions_are_not_restarted():
     """`python -i` (as a notebook kernel): the call returns, the process is not replaced."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    env.pop(allocator.MARK, None)
+    env = _plain_env()
     code = "from sedd_jax import allocator; allocator.restart_if_needed('glibc', 'cpu')\n"
     code += "print('still here', allocator.running())\n"
     out = subprocess.run(
@@ -100,8 +104,7 @@ def test_interactive_sessions_are_not_restarted():
 def _train_cli(tmp_path, *args):
     """`python -m sedd_jax.train` on a config that stops at its (missing) data, after the
     allocator step."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    env.pop(allocator.MARK, None)
+    env = _plain_env()
     command = [sys.executable, "-m", "sedd_jax.train", "--config=configs/stable.py"]
     command += [f"--workdir={tmp_path}", f"--config.data.path={tmp_path}/none", *args]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

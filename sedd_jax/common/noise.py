@@ -18,3 +18,9 @@ def absorbing_schedule_warning(noise) -> str | None:
         "(< 0.99), but sampling starts from the all-mask state: training never sees the "
         "sampler's starting point. Prefer noise.type='loglinear'."
     )
+
+
+def warn_schedule(graph, noise, warnings: list[str]) -> None:
+    """Appends `absorbing_schedule_warning` to `warnings` for an absorbing graph."""
+    if graph.absorb and (message := absorbing_schedule_warning(noise)):
+        warnings.append(message)

@@ -98,6 +98,17 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     )
 
 
+def _masked_logits(spec: str, q, k, key_valid) -> jax.Array:
+    """q k^T / sqrt(Dh) as [B, H, Lq, Lk] float32 (einsum `spec`), pad keys at NEG_INF."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    # accumulate and return q k^T in float32: a half-precision result would round the
+    # logits (bfloat16) or overflow past 65504 (float16) before the float32 softmax
+    logits = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * scale
+    if key_valid is not None:
+        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    return logits
+
+
 def softmax_attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     """The definition: bidirectional softmax(q k^T / sqrt(Dh)) v per sequence, pad keys
     excluded (differentiated by autodiff; `attention` computes the same, faster).
@@ -105,12 +116,7 @@ def softmax_attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     q [B, Lq, H, Dh], k, v [B, Lk, H, Dh]; key_valid [B, Lk] bool or None -> [B, Lq, H, Dh].
     Logits and softmax in float32 whatever the compute dtype.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    # accumulate and return q k^T in float32: a half-precision result would round the
-    # logits (bfloat16) or overflow past 65504 (float16) before the float32 softmax
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if key_valid is not None:
-        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    logits = _masked_logits("bqhd,bkhd->bhqk", q, k, key_valid)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
@@ -118,10 +124,7 @@ def softmax_attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
 def _attention_forward(q, k, v, key_valid):
     """(output, (e, 1/l)): e = exp(logits - rowmax) [B, H, Lq, Lk] float32, never divided;
     the output is (e v) / l with l = rowsum(e), applied per [B, Lq, H] row."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if key_valid is not None:
-        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    logits = _masked_logits("bqhd,bkhd->bhqk", q, k, key_valid)
     e = jnp.exp(logits - logits.max(-1, keepdims=True))
     inv = (1.0 / e.sum(-1)).transpose(0, 2, 1)[..., None]  # [B, Lq, H, 1]
     out = jnp.einsum("bhqk,bkhd->bqhd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
@@ -145,11 +148,8 @@ def attention(q, k, v, key_valid: jax.Array | None) -> jax.Array:
     shapes). As any `custom_vjp`, it supports reverse mode (grad, vjp, remat) but not
     forward mode (`jax.jvp`); use `softmax_attention` for that.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
     qh, kh, vh = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh, preferred_element_type=jnp.float32) * scale
-    if key_valid is not None:
-        logits = jnp.where(key_valid[:, None, None, :], logits, NEG_INF)
+    logits = _masked_logits("bhqd,bhkd->bhqk", qh, kh, key_valid)
     e = jnp.exp(logits - logits.max(-1, keepdims=True))
     out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), vh, preferred_element_type=jnp.float32)
     return (out / e.sum(-1, keepdims=True)).astype(v.dtype).transpose(0, 2, 1, 3)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sedd_jax.common.evaluation import unigram_log_p_from_counts
+from sedd_jax.common.noise import warn_schedule
 from sedd_jax.data.batching import sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.pair_pipeline import encode_pairs
@@ -49,7 +50,7 @@ from sedd_jax.diffusion.joint import (
     joint_per_token_loss,
 )
 from sedd_jax.diffusion.losses import loss_times, per_token_loss, sample_times
-from sedd_jax.diffusion.noise import absorbing_schedule_warning, get_noise
+from sedd_jax.diffusion.noise import get_noise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.metrics.headline import prepare_reference
 from sedd_jax.models.dual import build_dual_model, init_dual_params
@@ -75,11 +76,6 @@ from sedd_jax.training.ligand_samples import (
     selfies_of,
     write_smiles_samples,
 )
-
-
-def _warn_schedule(graph, noise, warnings: list[str]):
-    if graph.absorb and (message := absorbing_schedule_warning(noise)):
-        warnings.append(message)
 
 
 def _max_val_rows(eval_config) -> int:
@@ -201,7 +197,7 @@ class SingleTrack:
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
-        _warn_schedule(self.graph, self.noise, self.warnings)
+        warn_schedule(self.graph, self.noise, self.warnings)
         self.model = build_model(config.model, self.graph.dim, self.graph.absorb)
         self.objective, self.step_metrics = single_track_objective(
             self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
@@ -323,7 +319,7 @@ class PairTrack:
         )
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
-        _warn_schedule(self.graphs.protein, self.noise, self.warnings)
+        warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
         self.model = build_dual_model(
             config.model,

@@ -24,7 +24,7 @@ import torch
 
 from sedd_jax.common.evaluation import unigram_log_probs
 from sedd_jax.common.generation import initial_tokens
-from sedd_jax.common.noise import absorbing_schedule_warning
+from sedd_jax.common.noise import warn_schedule
 from sedd_jax.common.tasks import TASKS, PairGraphs, TaskMixture
 from sedd_jax.data.batching import iter_eval_batches, sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
@@ -46,11 +46,6 @@ from sedd_torch.models.dual import build_dual_model
 from sedd_torch.models.sedd import build_model
 from sedd_torch.training.evaluation import _generator, model_score_fn, validation_loss
 from sedd_torch.training.generation import generate, make_sampler
-
-
-def _warn_schedule(graph, noise, warnings: list[str]):
-    if graph.absorb and (message := absorbing_schedule_warning(noise)):
-        warnings.append(message)
 
 
 def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
@@ -139,7 +134,7 @@ class SingleTrack:
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
-        _warn_schedule(self.graph, self.noise, self.warnings)
+        warn_schedule(self.graph, self.noise, self.warnings)
         self.model = build_model(config.model, self.graph.dim, self.graph.absorb).to(device)
         self.objective, self.step_metrics = single_track_objective(
             self.graph, self.noise, config.training.sampling_eps, config.curriculum
@@ -217,7 +212,7 @@ class PairTrack:
         )
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
-        _warn_schedule(self.graphs.protein, self.noise, self.warnings)
+        warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
         self.model = build_dual_model(
             config.model,
