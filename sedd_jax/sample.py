@@ -34,6 +34,7 @@ from absl import app, flags
 from ml_collections import ConfigDict
 
 from sedd_jax import allocator
+from sedd_jax.common.sample_files import write_smiles_samples
 from sedd_jax.conditioning import (
     Condition,
     ConditionFileError,
@@ -62,7 +63,7 @@ from sedd_jax.training.generation import (
     make_pair_sampler,
     make_sampler,
 )
-from sedd_jax.training.ligand_samples import selfies_of, write_smiles_samples
+from sedd_jax.training.ligand_samples import selfies_of
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")

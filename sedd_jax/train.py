@@ -52,7 +52,7 @@ def _backend(config):
 
     if config.backend == "torch":
         from sedd_jax.common.errors import NonFiniteLossError
-        from sedd_torch.training.trainer import train_and_evaluate
+        from sedd_torch.training.loop import train_and_evaluate
 
         return train_and_evaluate, (NonFiniteLossError, *USER_ERRORS)
     if config.backend != "jax":

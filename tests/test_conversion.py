@@ -399,7 +399,7 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
     from sedd_jax.training.evaluation import make_eval_step, validation_loss
     from sedd_jax.training.generation import generate, make_sampler
     from sedd_jax.training.metrics_log import read_metrics
-    from sedd_torch.training.trainer import train_and_evaluate
+    from sedd_torch.training.loop import train_and_evaluate
 
     config = torch_demo_config()
     workdir = str(tmp_path / "torch_run")

@@ -53,7 +53,7 @@ def biased_mean(u, step):
 
 @pytest.fixture(scope="module")
 def twin_pair_run(tmp_path_factory):
-    from sedd_torch.training.trainer import train_and_evaluate
+    from sedd_torch.training.loop import train_and_evaluate
 
     torch.set_num_threads(1)
     workdir = str(tmp_path_factory.mktemp("twin_pairs"))

@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 import sedd_torch  # noqa: F401
 from sedd_jax.defaults import base_config
 from sedd_jax.training.metrics_log import read_metrics
-from sedd_torch.training.trainer import train_and_evaluate
+from sedd_torch.training.loop import train_and_evaluate
 
 c = base_config()
 c.backend, c.data.source, c.data.max_len = "torch", "demo", 32

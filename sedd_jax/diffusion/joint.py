@@ -26,6 +26,7 @@ a task name (`DualTrackSEDD` modes), `joint` serving any mixture. Bind parameter
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,8 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
 )
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
-from sedd_jax.diffusion.losses import sample_times
+from sedd_jax.diffusion.curriculum import sigma_multiplier
+from sedd_jax.diffusion.losses import loss_times
 from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
@@ -121,30 +123,60 @@ def joint_per_token_loss(
     return p_loss, l_loss, p_scored, l_scored
 
 
+class PairLosses(NamedTuple):
+    """One draw of the pair loss: per-token losses of each track (0 where not scored),
+    the scored tokens (valid tokens of generated tracks), and per pair its time and task."""
+
+    protein: jax.Array  # [B, Lp]
+    ligand: jax.Array  # [B, Ll]
+    protein_scored: jax.Array  # [B, Lp] bool
+    ligand_scored: jax.Array  # [B, Ll] bool
+    t: jax.Array  # [B]
+    task_ids: jax.Array  # [B] int32
+
+    def sums(self) -> JointLoss:
+        """Per-track sums and counts, to average over micro-batches and devices."""
+        return JointLoss(
+            self.protein.sum(),
+            self.protein_scored.sum().astype(jnp.float32),
+            self.ligand.sum(),
+            self.ligand_scored.sum().astype(jnp.float32),
+        )
+
+
 def joint_score_entropy_loss(
     score_fn: DualScoreFn,
     graphs: PairGraphs,
     noise,
     batch: dict,
     key: jax.Array,
-    mixture: TaskMixture,
+    tasks: TaskMixture | jax.Array,
     sampling_eps: float = 1e-3,
     *,
-    sigma_scale: jax.Array | float = 1.0,
-) -> JointLoss:
-    """One t ~ U[eps, 1] and one task per pair; per-track sums over scored tokens.
+    mode: str | None = None,
+    step: jax.Array | int = 0,
+    curriculum=None,
+) -> PairLosses:
+    """The pair loss of training and evaluation: one time and one task per pair.
 
-    Keys: `time_key, task_key, noise_key = jax.random.split(key, 3)`. The optimised loss
-    is `total_sum / total_count` (mean over the scored tokens of both tracks); per-track
-    losses are `protein_sum / protein_count` and `ligand_sum / ligand_count`.
+    `tasks` is a `TaskMixture` (each pair's task drawn from it) or task ids [B] (fixed,
+    e.g. one task per evaluation). Keys (`key`: one key or per-example keys [B]): with a
+    mixture `task_key, key = split(key)` and the tasks come from `task_key`; then
+    `time_key, noise_key = split(key)` give the (curriculum) times and the corruption
+    (`protein_key, ligand_key = split(noise_key)`, `joint_per_token_loss`). With
+    `curriculum` at `step` the times are biased and sigma is scaled for both tracks, as
+    in `losses.score_entropy_loss`. `mode`: the network mode (default: the mixture's, or
+    `joint` for given ids). The optimised loss is `sums().total_sum / sums().total_count`.
     """
-    time_key, task_key, noise_key = jax.random.split(key, 3)
     size = batch["protein"].shape[0]
-    t = sample_times(time_key, size, sampling_eps)
-    if mixture.single is None:
-        task_ids = draw_tasks(task_key, mixture, size)
+    if isinstance(tasks, TaskMixture):
+        task_key, key = keys.split(key)
+        task_ids = draw_tasks(task_key, tasks, size)
+        mode = mode or tasks.mode
     else:
-        task_ids = jnp.full((size,), TASKS.index(mixture.single), jnp.int32)
+        task_ids = jnp.asarray(tasks, jnp.int32)
+        mode = mode or "joint"
+    t, noise_key = loss_times(key, size, sampling_eps, step, curriculum)
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
         score_fn,
         graphs,
@@ -153,15 +185,10 @@ def joint_score_entropy_loss(
         t,
         task_ids,
         noise_key,
-        mixture.mode,
-        sigma_scale=sigma_scale,
+        mode,
+        sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return JointLoss(
-        p_loss.sum(),
-        p_scored.sum().astype(jnp.float32),
-        l_loss.sum(),
-        l_scored.sum().astype(jnp.float32),
-    )
+    return PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
 
 
 def sample_pairs(

@@ -8,6 +8,7 @@ bound and tests (an analytic oracle plugs in the same way).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,22 @@ from sedd_jax.diffusion.curriculum import (
 
 LogScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-__all__ = ["LogScoreFn", "loss_times", "per_token_loss", "sample_times", "score_entropy_loss"]
+__all__ = [
+    "LogScoreFn",
+    "TokenLosses",
+    "loss_times",
+    "per_token_loss",
+    "sample_times",
+    "score_entropy_loss",
+]
+
+
+class TokenLosses(NamedTuple):
+    """One draw of the loss: `losses` [B, L] (dsigma'-weighted score entropy, 0 at pads)
+    and the times `t` [B] it was drawn at."""
+
+    losses: jax.Array
+    t: jax.Array
 
 
 def loss_times(
@@ -83,14 +99,17 @@ def score_entropy_loss(
     *,
     step: jax.Array | int = 0,
     curriculum=None,
-) -> tuple[jax.Array, jax.Array]:
-    """Sum over valid tokens of the weighted score entropy, for one fresh t per sequence.
+) -> TokenLosses:
+    """The single-track loss of training and evaluation: one fresh t per sequence.
 
-    Returns (loss_sum [], num_valid []) so that callers can average across devices or
-    micro-batches exactly: loss = loss_sum / num_valid. Without a curriculum its
-    expectation over t is the diffusion ELBO in nats per token (up to the prior term and
-    the [0, eps] sliver; `likelihood` computes the full bound). With `curriculum` (a
-    `config.curriculum` block) the times and the sigma multiplier follow it at `step`.
+    Keys: `time_key, noise_key = split(key)` (`loss_times`), `key` being one key or
+    per-example keys [B] (training: one per row, `diffusion/keys.py`). With `curriculum`
+    (a `config.curriculum` block; None: none) the times are biased and sigma is scaled as
+    the curriculum prescribes at `step` (`diffusion/curriculum.py`); evaluation passes
+    none. The optimised loss is `losses.sum() / valid.sum()` (summed over micro-batches
+    and devices first); without a curriculum its expectation over t is the diffusion
+    ELBO in nats per token (up to the prior term and the [0, eps] sliver; `likelihood`
+    computes the full bound).
     """
     t, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
     losses = per_token_loss(
@@ -103,4 +122,4 @@ def score_entropy_loss(
         noise_key,
         sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return losses.sum(), valid.sum().astype(jnp.float32)
+    return TokenLosses(losses, t)

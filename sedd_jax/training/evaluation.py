@@ -8,10 +8,21 @@ It estimates the diffusion ELBO in nats per valid token (without the prior term)
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from sedd_jax.common.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
+
+
+def eval_rows(eval_config) -> int:
+    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
+    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
+
+
+def _sums(out, valid) -> tuple[jax.Array, jax.Array]:
+    """(loss_sum [], num_valid []) of a `losses.TokenLosses`."""
+    return out.losses.sum(), valid.sum().astype(jnp.float32)
 
 
 def make_eval_step(model, graph, noise, sampling_eps: float):
@@ -22,7 +33,9 @@ def make_eval_step(model, graph, noise, sampling_eps: float):
         def log_score_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
 
-        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps)
+        return _sums(
+            score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps), valid
+        )
 
     return eval_step
 
@@ -37,7 +50,9 @@ def make_oracle_eval_step(score_fn_builder, graph, noise, sampling_eps: float):
     @jax.jit
     def eval_step(oracle_params, tokens, valid, key):
         log_score_fn = score_fn_builder(oracle_params, graph)
-        return score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps)
+        return _sums(
+            score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps), valid
+        )
 
     return eval_step
 

@@ -1,6 +1,6 @@
 """Ligand samples in a run: validity, uniqueness and novelty of sampled SMILES.
 
-The task adapters (`tasks.py`) sample `eval.sample_metrics_num` ligands at each
+The task adapters (`training/tasks/`) sample `eval.sample_metrics_num` ligands at each
 evaluation with fixed keys and report `ligand_validity`, `ligand_uniqueness`,
 `ligand_novelty` (`metrics/headline.py`, MOSES definitions); at the end of a run the
 same numbers of each samples file are appended to metrics.jsonl as `samples/<task>/...`.
@@ -44,16 +44,6 @@ def selfies_of(tokenizer, tokens, valid) -> list[str] | None:
         return None
     tokens, valid = np.asarray(tokens), np.asarray(valid)
     return [tokenizer.decode_selfies(row[v]) for row, v in zip(tokens, valid, strict=True)]
-
-
-def write_smiles_samples(path: str, smiles: list[str], selfies: list[str] | None) -> None:
-    """A .smi file of samples: `SMILES<TAB>sample_i[<TAB>SELFIES]` per line."""
-    extra = selfies or [None] * len(smiles)
-    with open(path, "w") as f:
-        f.writelines(
-            f"{s}\tsample_{i}" + (f"\t{e}" if e is not None else "") + "\n"
-            for i, (s, e) in enumerate(zip(smiles, extra, strict=True))
-        )
 
 
 def log_sample_metrics(workdir: str, step: int, metrics: dict) -> None:

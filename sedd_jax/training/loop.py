@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the training recipe, top to bottom.
 
-1. build the task adapter (data, graphs, schedule, model; `training/tasks.py`) and the
+1. build the task adapter (data, graphs, schedule, model; `training/tasks/`) and the
    optimizer;
 2. create the state, or resume it from the newest readable checkpoint;
 3. run train steps through the `parallel.mode` wrapper (`training/parallel.py`);

@@ -12,6 +12,8 @@ A `DualScoreFn(protein_t, ligand_t, sigma [B], protein_valid, ligand_valid, mode
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
@@ -22,7 +24,8 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
     Roles,
     TaskMixture,
 )
-from sedd_torch.diffusion.curriculum import sample_times
+from sedd_torch.diffusion.curriculum import sigma_multiplier
+from sedd_torch.diffusion.losses import loss_times
 from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid
 
 
@@ -71,28 +74,67 @@ def joint_per_token_loss(
     return p_loss, l_loss, p_scored, l_scored
 
 
+class PairLosses(NamedTuple):
+    """One draw of the pair loss (sedd_jax's `PairLosses`): per-token losses of each
+    track, the scored tokens, and per pair its time and task."""
+
+    protein: torch.Tensor  # [B, Lp]
+    ligand: torch.Tensor  # [B, Ll]
+    protein_scored: torch.Tensor  # [B, Lp] bool
+    ligand_scored: torch.Tensor  # [B, Ll] bool
+    t: torch.Tensor  # [B]
+    task_ids: torch.Tensor  # [B]
+
+    def sums(self) -> JointLoss:
+        """Per-track sums and counts."""
+        return JointLoss(
+            self.protein.sum(),
+            self.protein_scored.sum().float(),
+            self.ligand.sum(),
+            self.ligand_scored.sum().float(),
+        )
+
+
 def joint_score_entropy_loss(
     score_fn,
     graphs,
     noise,
     batch,
     rand,
-    mixture: TaskMixture,
+    tasks,
     sampling_eps=1e-3,
     *,
-    sigma_scale=1.0,
-) -> JointLoss:
-    """One t ~ U[eps, 1] and one task per pair; per-track sums over scored tokens."""
+    mode=None,
+    step=0,
+    curriculum=None,
+) -> PairLosses:
+    """The pair loss of training and evaluation: one time and one task per pair.
+
+    `tasks`: a `TaskMixture` (drawn per pair) or task ids [B]. Draws in sedd_jax's key
+    order: the tasks (mixture only), the (curriculum) times, the protein corruption, the
+    ligand corruption. `mode`: the network mode (default: the mixture's, or `joint`).
+    """
+    device = batch["protein"].device
     size = batch["protein"].shape[0]
-    t = sample_times(rand, size, sampling_eps)
-    if mixture.single is None:
-        task_ids = draw_tasks(rand, mixture, size).to(t.device)
+    if isinstance(tasks, TaskMixture):
+        task_ids = draw_tasks(rand, tasks, size).to(device)
+        mode = mode or tasks.mode
     else:
-        task_ids = torch.full((size,), TASKS.index(mixture.single), device=t.device)
+        task_ids = torch.as_tensor(tasks, device=device)
+        mode = mode or "joint"
+    t = loss_times(rand, size, sampling_eps, step, curriculum).to(device)
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
-        score_fn, graphs, noise, batch, t, task_ids, rand, mixture.mode, sigma_scale=sigma_scale
+        score_fn,
+        graphs,
+        noise,
+        batch,
+        t,
+        task_ids,
+        rand,
+        mode,
+        sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return JointLoss(p_loss.sum(), p_scored.sum().float(), l_loss.sum(), l_scored.sum().float())
+    return PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
 
 
 @torch.no_grad()

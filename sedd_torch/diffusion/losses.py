@@ -7,6 +7,8 @@ the times first, then the corruption.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sedd_torch.diffusion.curriculum import (
@@ -14,6 +16,14 @@ from sedd_torch.diffusion.curriculum import (
     sample_times,  # noqa: F401  (re-exported, as sedd_jax)
     sigma_multiplier,
 )
+
+
+class TokenLosses(NamedTuple):
+    """One draw of the loss: `losses` [B, L] (dsigma'-weighted score entropy, 0 at pads)
+    and the times `t` [B] it was drawn at."""
+
+    losses: torch.Tensor
+    t: torch.Tensor
 
 
 def loss_times(rand, batch: int, sampling_eps: float, step=0, curriculum=None):
@@ -41,9 +51,10 @@ def per_token_loss(
 
 def score_entropy_loss(
     log_score_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
-):
-    """(sum of the weighted score entropy over valid tokens [], number of valid tokens []),
-    for one fresh t per sequence; loss = loss_sum / num_valid."""
+) -> TokenLosses:
+    """The single-track loss of training and evaluation: one fresh t per sequence, drawn
+    (curriculum-biased at `step`) before the corruption; with `sigma_scale` the scaled
+    sigma corrupts, conditions and weights. loss = losses.sum() / valid.sum()."""
     t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
     losses = per_token_loss(
         log_score_fn,
@@ -55,4 +66,4 @@ def score_entropy_loss(
         rand,
         sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return losses.sum(), valid.sum().float()
+    return TokenLosses(losses, t)

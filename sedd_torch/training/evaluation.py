@@ -62,9 +62,7 @@ def validation_loss(
         log_score_fn = score_fn_for_batch(valid)
         for k in range(time_samples):
             rand = generator_rand(_generator(seed, b * time_samples + k), device)
-            loss_sum, n = score_entropy_loss(
-                log_score_fn, graph, noise, tokens, valid, rand, sampling_eps
-            )
-            total += float(loss_sum)
-            count += float(n)
+            out = score_entropy_loss(log_score_fn, graph, noise, tokens, valid, rand, sampling_eps)
+            total += float(out.losses.sum())
+            count += float(valid.sum())
     return total / max(count, 1.0)

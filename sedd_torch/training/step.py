@@ -2,7 +2,7 @@
 
 `train_step(state, batch)` takes arrays [A, B, ...] with A micro-batches accumulated
 inside the step (one optimizer step per call); what is optimised is a task adapter's
-objective (`training/tasks.py`: one track or pairs). The loss is the sum of token losses
+objective (`training/tasks/`: one track or pairs). The loss is the sum of token losses
 over all micro-batches divided by the number of scored tokens, as in sedd_jax. The
 curriculum is a pure function of `state.step`, applied inside the objective. A
 non-finite loss or gradient leaves the parameters, the EMA and the step unchanged and

@@ -3,7 +3,7 @@
 The same recipe and the same outputs as the JAX loop, on one torch device
 (`config.device`: auto | cpu | cuda | mps), for single-track models and for protein–ligand
 pairs (`model.kind = "dual"`, with the task mixture), through the task adapters of
-`training/tasks.py`:
+`training/tasks/`:
 1. read and split the data with the shared numpy pipelines; build graph(s), schedule,
    model, AdamW;
 2. create the state, or resume it from the newest readable torch checkpoint;

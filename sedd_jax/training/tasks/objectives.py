@@ -1,0 +1,106 @@
+"""The training objectives of the two model families, for `training/step.train_step`.
+
+`objective(params, batch, keys [b], step, dropout_key) -> (loss_sum, count, aux)` of one
+micro-batch: the sum of dsigma-weighted score entropies over its scored tokens, their
+number, and auxiliary sums (summed over micro-batches and averaged over devices like the
+loss). `keys` holds one key per row and `batch["example_id"]` [b] keys the dropout masks,
+so every draw follows the example, not the device. `step_metrics(aux, step)` turns the
+summed aux into metrics. The loss itself is the family's one loss function
+(`losses.score_entropy_loss`, `joint.joint_score_entropy_loss`); the curriculum
+(`config.curriculum`, a pure function of the step) goes in with the step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+
+from sedd_jax.diffusion.curriculum import check_curriculum, progress
+from sedd_jax.diffusion.joint import joint_score_entropy_loss
+from sedd_jax.diffusion.losses import score_entropy_loss
+
+
+def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the single-track loss (`score_entropy_loss`)."""
+    curriculum = check_curriculum(curriculum)
+
+    def objective(params, batch, key, step, dropout_key):
+        tokens, valid = batch["tokens"], batch["valid"]
+
+        def log_score_fn(x, sigma):
+            return model.apply(
+                {"params": params},
+                x,
+                sigma,
+                valid,
+                deterministic=False,
+                rngs={"dropout": dropout_key},
+                example_ids=batch["example_id"],
+            )
+
+        out = score_entropy_loss(
+            log_score_fn,
+            graph,
+            noise,
+            tokens,
+            valid,
+            key,
+            sampling_eps,
+            step=step,
+            curriculum=curriculum,
+        )
+        aux = {"t_sum": out.t.sum(), "sequences": jnp.float32(out.t.shape[0])}
+        return out.losses.sum(), valid.sum().astype(jnp.float32), aux
+
+    def step_metrics(aux, step):
+        return {
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": progress(step, curriculum),
+        }
+
+    return objective, step_metrics
+
+
+def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
+    task from `mixture`, a (curriculum) time and the corruption of the generated tracks;
+    per-track losses are reported beside the total."""
+    curriculum = check_curriculum(curriculum)
+
+    def objective(params, batch, key, step, dropout_key):
+        score_fn = functools.partial(
+            model.apply,
+            {"params": params},
+            deterministic=False,
+            rngs={"dropout": dropout_key},
+            example_ids=batch["example_id"],
+        )
+        out = joint_score_entropy_loss(
+            score_fn,
+            graphs,
+            noise,
+            batch,
+            key,
+            mixture,
+            sampling_eps,
+            step=step,
+            curriculum=curriculum,
+        )
+        sums = out.sums()
+        aux = {
+            **sums._asdict(),
+            "t_sum": out.t.sum(),
+            "sequences": jnp.float32(out.t.shape[0]),
+        }
+        return sums.total_sum, sums.total_count, aux
+
+    def step_metrics(aux, step):
+        return {
+            "loss_protein": aux["protein_sum"] / jnp.maximum(aux["protein_count"], 1.0),
+            "loss_ligand": aux["ligand_sum"] / jnp.maximum(aux["ligand_count"], 1.0),
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": progress(step, curriculum),
+        }
+
+    return objective, step_metrics

@@ -1,0 +1,88 @@
+"""The training objectives of the two model families (twin of
+sedd_jax/training/tasks/objectives.py), for `training/step.train_step`.
+
+`objective(model, batch, rand, step) -> (loss_sum, count, aux)` of one micro-batch: the
+sum of dsigma-weighted score entropies over scored tokens (a tensor with a gradient),
+their number and auxiliary float sums; `step_metrics(aux, step)`. The loss is the
+family's one loss function (`losses.score_entropy_loss`,
+`joint.joint_score_entropy_loss`), with the curriculum at the step.
+"""
+
+from __future__ import annotations
+
+from sedd_torch.diffusion.curriculum import check_curriculum, progress
+from sedd_torch.diffusion.joint import joint_score_entropy_loss
+from sedd_torch.diffusion.losses import score_entropy_loss
+
+
+def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the single-track loss (`score_entropy_loss`)."""
+    curriculum = check_curriculum(curriculum)
+
+    def objective(model, batch, rand, step):
+        tokens, valid = batch["tokens"], batch["valid"]
+
+        def log_score_fn(x, sigma):
+            return model(x, sigma, valid)
+
+        out = score_entropy_loss(
+            log_score_fn,
+            graph,
+            noise,
+            tokens,
+            valid,
+            rand,
+            sampling_eps,
+            step=step,
+            curriculum=curriculum,
+        )
+        aux = {"t_sum": float(out.t.sum()), "sequences": float(out.t.shape[0])}
+        return out.losses.sum(), valid.sum().float(), aux
+
+    def step_metrics(aux, step):
+        return {
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": float(progress(step, curriculum)),
+        }
+
+    return objective, step_metrics
+
+
+def pair_track_objective(graphs, noise, mixture, sampling_eps: float, curriculum=None):
+    """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
+    task, then a (curriculum) time, then the protein and the ligand corruption, in that
+    order of draws; the scaled sigma corrupts, conditions and weights both tracks."""
+    curriculum = check_curriculum(curriculum)
+
+    def objective(model, batch, rand, step):
+        out = joint_score_entropy_loss(
+            model,
+            graphs,
+            noise,
+            batch,
+            rand,
+            mixture,
+            sampling_eps,
+            step=step,
+            curriculum=curriculum,
+        )
+        sums = out.sums()
+        aux = {
+            "protein_sum": float(sums.protein_sum.detach()),
+            "protein_count": float(sums.protein_count),
+            "ligand_sum": float(sums.ligand_sum.detach()),
+            "ligand_count": float(sums.ligand_count),
+            "t_sum": float(out.t.sum()),
+            "sequences": float(out.t.shape[0]),
+        }
+        return sums.total_sum, sums.total_count, aux
+
+    def step_metrics(aux, step):
+        return {
+            "loss_protein": aux["protein_sum"] / max(aux["protein_count"], 1.0),
+            "loss_ligand": aux["ligand_sum"] / max(aux["ligand_count"], 1.0),
+            "mean_t": aux["t_sum"] / aux["sequences"],
+            "curriculum_progress": float(progress(step, curriculum)),
+        }
+
+    return objective, step_metrics
