@@ -5,9 +5,9 @@
         [--out bench_train.json]
 
 One process, one batch, the same weights in both frameworks (`conversion.flax_to_torch`),
-float32, dropout 0, AdamW + global-norm clip + EMA (the twin's `train_step`; for the
-dual-track size the twin's joint loss + `apply_gradients`, as the twin has no pair
-trainer). Every variant is compiled / warmed up once, then the variants run in turn,
+float32, dropout 0, AdamW + global-norm clip + EMA: each framework's training objective
+(`training/tasks/objectives.py`, pairs with the config's task mixture) in its
+`train_step`. Every variant is compiled / warmed up once, then the variants run in turn,
 one step each with a `--pause` before it (so one framework's spinning threads do not tax
 the next), `--repeats` rounds; the float32 matmul peak of XLA and of torch (2048^2) is
 measured in the same rounds, and the table reports medians (peaks: best of the rounds).
@@ -43,8 +43,7 @@ import torch
 
 from sedd_jax import allocator, conversion
 from sedd_jax.defaults import base_config, dual_base_config
-from sedd_jax.diffusion import joint, keys
-from sedd_jax.diffusion.curriculum import sample_times
+from sedd_jax.diffusion import joint
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models import dual, layers
@@ -54,17 +53,15 @@ from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.parallel import make_parallel
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import train_step
-from sedd_jax.training.tasks import single_track_objective
-from sedd_torch.diffusion import joint as torch_joint
-from sedd_torch.diffusion.catsample import generator_rand
+from sedd_jax.training.tasks import pair_track_objective, single_track_objective
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
 from sedd_torch.models.dual import build_dual_model as torch_dual_model
 from sedd_torch.models.sedd import build_model as torch_model
 from sedd_torch.training import optim as torch_optim
 from sedd_torch.training.state import create_train_state as torch_state
-from sedd_torch.training.step import apply_gradients
 from sedd_torch.training.step import train_step as torch_train_step
+from sedd_torch.training.tasks import pair_track_objective as torch_pair_objective
 from sedd_torch.training.tasks import single_track_objective as torch_single_objective
 
 PROTEIN_V, LIGAND_V = 37, 40  # stable: vocab_size 36 + mask; a SMILES vocabulary + mask
@@ -204,26 +201,6 @@ def build(size: str, seed: int = 0, dtype: str = "float32"):
     return kind, fields, config, model, params, host, twin
 
 
-def dual_objective(model, graphs, noise, mixture):
-    """The JAX pair objective (`tasks.PairTrack.objective`, without its data loading)."""
-
-    def objective(params, batch, key, step, dropout_key):
-        del step, dropout_key
-        task_key, loss_key = keys.split(key)
-        time_key, noise_key = keys.split(loss_key)
-        size = batch["protein"].shape[0]
-        task_ids = joint.draw_tasks(task_key, mixture, size)
-        t = keys.draw(lambda k, n: sample_times(k, n, EPS), time_key, size)
-        score_fn = functools.partial(model.apply, {"params": params})
-        p_loss, l_loss, p_n, l_n = joint.joint_per_token_loss(
-            score_fn, graphs, noise, batch, t, task_ids, noise_key, mixture.mode
-        )
-        count = (p_n.sum() + l_n.sum()).astype(jnp.float32)
-        return p_loss.sum() + l_loss.sum(), count, {"t_sum": t.sum()}
-
-    return objective, lambda aux, step: {}
-
-
 def jax_step(kind, config, model, params, host, mode: str):
     """A `() -> seconds` closure running one donated step of `parallel.mode`."""
     tx = make_optimizer(config.optim, 1000)
@@ -235,7 +212,7 @@ def jax_step(kind, config, model, params, host, mode: str):
     else:
         graphs = joint.PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
         mixture = joint.TaskMixture.parse(dict(config.task))
-        objective, metrics = dual_objective(model, graphs, LogLinearNoise(), mixture)
+        objective, metrics = pair_track_objective(model, graphs, LogLinearNoise(), mixture, EPS)
     step_fn = functools.partial(
         train_step,
         objective=objective,
@@ -265,43 +242,25 @@ def torch_step(kind, config, twin, host, device: str = "cpu"):
     tensors = {
         k: (v.long() if v.dtype == torch.int32 else v).to(device) for k, v in tensors.items()
     }
-    rand = generator_rand(torch.Generator().manual_seed(0), device)
     if kind == "single":
         objective, step_metrics = torch_single_objective(
             TorchAbsorbing(PROTEIN_V - 1), TorchLogLinear(), EPS
         )
-
-        def run():
-            torch_train_step(
-                tstate,
-                tensors,
-                objective=objective,
-                step_metrics=step_metrics,
-                lr_schedule=schedule,
-                ema=0.999,
-                grad_clip=config.optim.grad_clip,
-                seed=0,
-            )
-            _sync(device)
-
-        return run
-    graphs = joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
-    mixture = joint.TaskMixture.parse(dict(config.task))
-    batch = {k: v[0] for k, v in tensors.items()}
+    else:
+        graphs = joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
+        mixture = joint.TaskMixture.parse(dict(config.task))
+        objective, step_metrics = torch_pair_objective(graphs, TorchLogLinear(), mixture, EPS)
 
     def run():
-        tstate.model.train()
-        loss = torch_joint.joint_score_entropy_loss(
-            tstate.model, graphs, TorchLogLinear(), batch, rand, mixture, EPS
-        )
-        count = torch.clamp_min(loss.protein_count + loss.ligand_count, 1.0)
-        ((loss.protein_sum + loss.ligand_sum) / count).backward()
-        apply_gradients(
+        torch_train_step(
             tstate,
-            ((loss.protein_sum + loss.ligand_sum) / count).detach(),
+            tensors,
+            objective=objective,
+            step_metrics=step_metrics,
             lr_schedule=schedule,
             ema=0.999,
             grad_clip=config.optim.grad_clip,
+            seed=0,
         )
         _sync(device)
 

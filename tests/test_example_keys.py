@@ -9,8 +9,8 @@ import numpy as np
 
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.graphs import Absorbing
-from sedd_jax.diffusion.joint import PairGraphs, TaskMixture, draw_tasks, joint_per_token_loss
-from sedd_jax.diffusion.losses import loss_times, per_token_loss
+from sedd_jax.diffusion.joint import PairGraphs, TaskMixture, joint_score_entropy_loss
+from sedd_jax.diffusion.losses import score_entropy_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 from sedd_jax.models.sedd import SEDD
@@ -50,8 +50,8 @@ def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
             )
 
         row_keys = keys.example_keys(ROOT, ids)
-        t, noise_key = loss_times(row_keys, len(ids), 1e-3)
-        return t, per_token_loss(score, graph, noise, tokens[rows], valid[rows], t, noise_key)
+        out = score_entropy_loss(score, graph, noise, tokens[rows], valid[rows], row_keys)
+        return out.t, out.losses
 
     (t, whole), (t_parts, parts) = halves(losses)
     np.testing.assert_array_equal(t, t_parts)
@@ -84,8 +84,6 @@ def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_ba
     def losses(rows):
         ids = IDS[rows]
         part = {k: v[rows] for k, v in batch.items()}
-        task_key, loss_key = keys.split(keys.example_keys(ROOT, ids))
-        tasks = draw_tasks(task_key, mixture, len(ids))
         score = functools.partial(
             model.apply,
             {"params": params},
@@ -93,14 +91,13 @@ def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_ba
             rngs={"dropout": jax.random.key(5)},
             example_ids=ids,
         )
-        t = jnp.linspace(0.2, 0.9, 8)[rows]
-        p, lig, _, _ = joint_per_token_loss(
-            score, graphs, LogLinearNoise(), part, t, tasks, loss_key
-        )
-        return tasks, p, lig
+        row_keys = keys.example_keys(ROOT, ids)
+        out = joint_score_entropy_loss(score, graphs, LogLinearNoise(), part, row_keys, mixture)
+        return out.task_ids, out.t, out.protein, out.ligand
 
-    (tasks, p, lig), (tasks_parts, p_parts, l_parts) = halves(losses)
+    (tasks, t, p, lig), (tasks_parts, t_parts, p_parts, l_parts) = halves(losses)
     np.testing.assert_array_equal(tasks, tasks_parts)
+    np.testing.assert_array_equal(t, t_parts)
     assert len(set(np.asarray(tasks).tolist())) > 1  # a real mixture of tasks
     np.testing.assert_allclose(p, p_parts, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lig, l_parts, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sedd_jax.defaults import base_config
+from sedd_jax.diffusion import keys
+from sedd_jax.diffusion.curriculum import sample_curriculum_times, sigma_multiplier
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
 from sedd_jax.diffusion.joint import (
     TASK_ROLES,
@@ -18,7 +21,7 @@ from sedd_jax.diffusion.joint import (
     sample_pairs,
     task_roles,
 )
-from sedd_jax.diffusion.losses import per_token_loss, sample_times
+from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.sampling import pc_sample
 from sedd_jax.models.dual import DualTrackSEDD
@@ -100,22 +103,35 @@ def track_by_track(score_fn, batch, t, task_ids, noise_key, sigma_scale=1.0):
 REFERENCE = jax.jit(track_by_track, static_argnums=0)  # task ids traced: one compile
 
 
-def loss_and_reference(score_fn, batch, key, mixture, sigma_scale=1.0):
-    """The joint loss, and the track-by-track loss with the same draws."""
+def sigma_scale_curriculum():
+    """A linear `sigma_scale` curriculum whose multiplier at step 2 is 0.1 + 0.9 * 2/3."""
+    c = base_config().curriculum
+    c.type, c.ramp, c.preschool_steps = "sigma_scale", "linear", 3
+    return c
+
+
+def loss_and_reference(score_fn, batch, key, tasks, step=0, curriculum=None):
+    """The pair loss training and evaluation call, and the track-by-track loss with the
+    draws it documents: (with a mixture) task_key, key = split(key); time_key, noise_key =
+    split(key)."""
     loss = jax.jit(
         lambda batch, key: joint_score_entropy_loss(
-            score_fn, GRAPHS, NOISE, batch, key, mixture, sigma_scale=sigma_scale
+            score_fn, GRAPHS, NOISE, batch, key, tasks, step=step, curriculum=curriculum
         )
     )(batch, key)
-    time_key, task_key, noise_key = jax.random.split(key, 3)
     size = batch["protein"].shape[0]
-    t = sample_times(time_key, size)
-    if mixture.single is None:
-        task_ids = draw_tasks(task_key, mixture, size)
+    if isinstance(tasks, TaskMixture):
+        task_key, key = keys.split(key)
+        task_ids = draw_tasks(task_key, tasks, size)
     else:
-        task_ids = jnp.full((size,), TASKS.index(mixture.single))
-    reference = REFERENCE(score_fn, batch, t, task_ids, noise_key, sigma_scale)
-    return loss, reference, task_ids
+        task_ids = jnp.asarray(tasks, jnp.int32)
+    time_key, noise_key = keys.split(key)
+    t = sample_curriculum_times(time_key, size, step, curriculum, 1e-3)
+    scale = sigma_multiplier(step, curriculum)
+    reference = REFERENCE(score_fn, batch, t, task_ids, noise_key, scale)
+    np.testing.assert_allclose(loss.t, t, rtol=1e-6)  # jit may fuse eps + (1 - eps) u
+    np.testing.assert_array_equal(loss.task_ids, task_ids)
+    return loss.sums(), reference, task_ids
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -137,11 +153,7 @@ def test_mixture_loss_scores_each_pair_by_its_own_task(score_fn):
     batch = make_batch(seed=1)
     mixture = TaskMixture.parse(MIXTURE | {"protein_only": 0.1, "ligand_only": 0.1})
     loss, (p_sum, p_count, l_sum, l_count), task_ids = loss_and_reference(
-        score_fn,
-        batch,
-        jax.random.key(0),
-        mixture,
-        sigma_scale=0.7,  # a curriculum's scale
+        score_fn, batch, jax.random.key(6), mixture, step=2, curriculum=sigma_scale_curriculum()
     )
     assert set(np.asarray(task_ids).tolist()) == set(range(len(TASKS)))  # all five tasks
     roles = task_roles(task_ids)
@@ -151,6 +163,36 @@ def test_mixture_loss_scores_each_pair_by_its_own_task(score_fn):
     assert float(loss.protein_count) == float(expected)
     np.testing.assert_allclose(loss.protein_sum, p_sum, rtol=1e-5)
     np.testing.assert_allclose(loss.ligand_sum, l_sum, rtol=1e-5)
+
+
+def test_given_task_ids_score_each_pair_as_told_and_leave_the_key_to_time_and_noise(score_fn):
+    """Evaluation poses every pair as one task: no task draw, the whole key for the
+    times and the corruption (the reference above checks the draws)."""
+    batch = make_batch(seed=5)
+    task_ids = jnp.asarray([TASKS.index("ligand_given_protein")] * 4 + [0] * 4, jnp.int32)
+    loss, (p_sum, p_count, l_sum, l_count), _ = loss_and_reference(
+        score_fn, batch, jax.random.key(7), task_ids
+    )
+    assert float(loss.protein_count) == float(batch["protein_valid"][4:].sum()) == float(p_count)
+    assert float(loss.ligand_count) == float(batch["ligand_valid"].sum()) == float(l_count)
+    np.testing.assert_allclose(loss.protein_sum, p_sum, rtol=1e-5)
+    np.testing.assert_allclose(loss.ligand_sum, l_sum, rtol=1e-5)
+
+
+def test_per_example_keys_give_each_pair_the_draws_of_its_own_key(score_fn):
+    """Training passes one key per pair: a pair's task, time and loss are those it gets
+    alone with its key."""
+    batch = make_batch(seed=6, size=4)
+    mixture = TaskMixture.parse(MIXTURE)
+    row_keys = jax.random.split(jax.random.key(8), 4)
+    loss = jax.jit(lambda b, k: joint_score_entropy_loss(score_fn, GRAPHS, NOISE, b, k, mixture))
+    whole = loss(batch, row_keys)
+    for i in range(4):
+        alone = loss({k: v[i : i + 1] for k, v in batch.items()}, row_keys[i])
+        assert int(alone.task_ids[0]) == int(whole.task_ids[i])
+        assert float(alone.t[0]) == pytest.approx(float(whole.t[i]), rel=1e-6)
+        np.testing.assert_allclose(alone.protein[0], whole.protein[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone.ligand[0], whole.ligand[i], rtol=1e-5, atol=1e-6)
 
 
 def test_mixture_draws_tasks_with_configured_frequencies():
