@@ -98,3 +98,34 @@ def test_checkpoints_of_another_config_raise_and_nothing_is_moved(tmp_path):
     assert manager.all_steps() == [100, 200]
     assert not (tmp_path / UNREADABLE).exists()
     np.testing.assert_equal(len(os.listdir(tmp_path / "checkpoints")), 2)
+
+
+def twin_config(**overrides):
+    from sedd_jax.defaults import base_config
+
+    c = base_config()
+    c.backend, c.data.source, c.data.max_len = "torch", "demo", 16
+    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
+    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, 2, 1
+    c.eval.batch_size, c.eval.time_samples, c.eval.max_batches = 8, 1, 1
+    c.sampling.steps, c.sampling.num_samples = 2, 1
+    c.logging.progress_bar = False
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c
+
+
+def test_twin_refuses_a_checkpoint_of_another_config_as_jax_does(tmp_path):
+    from sedd_torch.training.trainer import train_and_evaluate
+
+    workdir = str(tmp_path)
+    train_and_evaluate(twin_config(), workdir)
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    assert '"train/loss"' in metrics
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="new --workdir") as error:
+        train_and_evaluate(twin_config(**{"model.hidden": 48}), workdir)
+    assert str(error.value).startswith(f"{tmp_path / 'torch_checkpoints'} holds checkpoints")
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics  # not rewound, not emptied
+    assert not (tmp_path / "metrics.rewound.jsonl").exists()
+    assert os.listdir(tmp_path / "torch_checkpoints") == ["checkpoint_step_2.pt"]
