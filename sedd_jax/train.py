@@ -68,7 +68,10 @@ def _backend(config):
         jax.config.update("jax_platforms", JAX_PLATFORMS[config.device])
     from sedd_jax.training import distributed
 
-    distributed.initialize(config)  # before any JAX computation
+    try:
+        distributed.initialize(config)  # before any JAX computation
+    except (distributed.LaunchError, ValueError) as error:
+        sys.exit(f"error: {error}")
     from sedd_jax.training.checkpoint import CheckpointMismatchError
     from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
