@@ -129,3 +129,20 @@ def test_twin_refuses_a_checkpoint_of_another_config_as_jax_does(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == metrics  # not rewound, not emptied
     assert not (tmp_path / "metrics.rewound.jsonl").exists()
     assert os.listdir(tmp_path / "torch_checkpoints") == ["checkpoint_step_2.pt"]
+
+
+def test_twin_falls_back_past_a_damaged_newest_file_and_moves_it_aside(tmp_path):
+    from sedd_torch.training.trainer import train_and_evaluate
+
+    workdir = str(tmp_path)
+    first = twin_config(**{"training.checkpoint_every": 1, "training.stop_after_steps": 2})
+    first.training.n_steps = 3
+    train_and_evaluate(first, workdir)
+    (tmp_path / "torch_checkpoints" / "checkpoint_step_2.pt").write_bytes(b"\x00garbage")
+    resumed = twin_config(**{"training.checkpoint_every": 1})
+    resumed.training.n_steps = 3
+    assert train_and_evaluate(resumed, workdir)["step"] == 3
+    aside = os.listdir(tmp_path / "torch_checkpoints.unreadable")
+    assert len(aside) == 1 and aside[0].startswith("2-")
+    names = sorted(os.listdir(tmp_path / "torch_checkpoints"))
+    assert names == [f"checkpoint_step_{s}.pt" for s in (1, 2, 3)]
