@@ -151,6 +151,8 @@ def _agreed_steps(manager) -> list[int]:
     from jax.experimental import multihost_utils
 
     count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+    if count == 0:
+        return []
     mine = np.asarray(steps if len(steps) == count else [0] * count, np.int32)
     return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)]
 
