@@ -51,10 +51,10 @@ def _backend(config):
     from sedd_jax.data.prepare import USER_ERRORS  # bad data: one line, no traceback
 
     if config.backend == "torch":
-        from sedd_jax.common.errors import NonFiniteLossError
+        from sedd_jax.common.errors import CheckpointMismatchError, NonFiniteLossError
         from sedd_torch.training.loop import train_and_evaluate
 
-        return train_and_evaluate, (NonFiniteLossError, *USER_ERRORS)
+        return train_and_evaluate, (NonFiniteLossError, CheckpointMismatchError, *USER_ERRORS)
     if config.backend != "jax":
         sys.exit(f"config.backend={config.backend!r}; choose 'jax' or 'torch'")
     if config.device not in JAX_PLATFORMS:
@@ -68,7 +68,10 @@ def _backend(config):
         jax.config.update("jax_platforms", JAX_PLATFORMS[config.device])
     from sedd_jax.training import distributed
 
-    distributed.initialize(config)  # before any JAX computation
+    try:
+        distributed.initialize(config)  # before any JAX computation
+    except (distributed.LaunchError, ValueError) as error:
+        sys.exit(f"error: {error}")
     from sedd_jax.training.checkpoint import CheckpointMismatchError
     from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 

@@ -26,6 +26,7 @@ prefetch buffer) and `mp_prefetch` (worker processes).
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -278,16 +279,46 @@ class ShardLoader:
             ds = ds.mp_prefetch(
                 grain.MultiprocessingOptions(
                     num_workers=self.num_workers, per_worker_buffer_size=self.prefetch
-                )
+                ),
+                worker_init_fn=_worker_ignores_signals,
             )
-        it = iter(ds)
+        with _signals_held():  # grain starts its threads and workers for the first batch
+            it = iter(ds)
+            batch = next(it, None)
         try:
-            for batch in it:  # copied out of grain's shared memory, which is then released
+            while batch is not None:  # copied out of grain's shared memory, then released
                 yield {name: np.array(a) for name, a in batch.items()}
+                batch = next(it, None)
         finally:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
+
+
+# SLURM's --signal=USR1, preemption's SIGTERM and a terminal's SIGINT reach the whole
+# process group; the training process handles them (training/preemption.py), and a grain
+# worker, whose default action would be to die, ignores them.
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+def _worker_ignores_signals(worker_index: int, worker_count: int):
+    """grain `worker_init_fn`: ignore `WORKER_SIGNALS` (pending ones are discarded)."""
+    del worker_index, worker_count
+    for signum in WORKER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+
+
+class _signals_held:
+    """Block `WORKER_SIGNALS` in this thread while grain starts its threads and worker
+    processes: they inherit the block, so a signal sent before a worker reaches
+    `_worker_ignores_signals` cannot kill it; this process receives it on exit."""
+
+    def __enter__(self):
+        self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
 
 
 def split_arrays(

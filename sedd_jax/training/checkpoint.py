@@ -3,7 +3,8 @@
 Layout: `<workdir>/checkpoints/<step>/{state, meta}`. `state` is the TrainState (params,
 EMA, optimizer, step, PRNG); `meta` holds the config and tokenizer vocabularies so that a
 checkpoint can be sampled or converted without the original files. Saves are
-asynchronous; `restore_latest` falls back to an older step when the newest is unreadable.
+asynchronous and a declined save raises; `restore_latest` falls back to an older step when
+the newest is unreadable and moves the unreadable steps aside.
 
 A run trained by the torch twin (`backend=torch`) has no orbax checkpoints, only
 `torch_checkpoints/checkpoint_step_<n>.pt`: `read_meta` and `load_params` then read that
@@ -15,11 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sedd_jax.common import torch_layout
+from sedd_jax.common.errors import (  # noqa: F401  (re-exported)
+    CheckpointMismatchError,
+    checkpoint_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +42,29 @@ def make_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.Checkp
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
+class CheckpointNotSavedError(RuntimeError):
+    """orbax declined to write a step (e.g. one at or past it is already on disk)."""
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False):
     """Save the state (global arrays, `parallel.Wrapper.host_state`) and metadata at `step`.
 
     Every process calls this; orbax writes each array shard once and coordinates the
-    processes.
+    processes. A save that orbax declines raises: a run must never report a checkpoint
+    that is not there.
     """
-    return manager.save(
+    saved = manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
         force=force,
     )
+    if not saved:
+        raise CheckpointNotSavedError(
+            f"orbax did not save step {step} in {manager.directory} (steps there: "
+            f"{manager.all_steps()}); move the steps >= {step} out of that directory, or "
+            f"resume in a new --workdir"
+        )
+    return saved
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings=None):
@@ -93,31 +113,76 @@ def _restore_item(manager, step, target):
     )
 
 
-class CheckpointMismatchError(RuntimeError):
-    """Checkpoints exist but none matches the state the config builds."""
+UNREADABLE = "checkpoints.unreadable"  # beside checkpoints/, outside orbax's view
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, shardings=None):
     """Newest readable checkpoint as (state, meta), or None when there is none.
 
-    A corrupt newest step is reported and the previous one is tried. When checkpoints
-    exist but none can be restored (e.g. the config changed the model's shapes), this
-    raises rather than silently starting over in a directory that holds a run.
+    Steps are tried newest first, the same steps on every process (process 0's list), and
+    a step counts as read only when every process read it, so all processes resume from
+    the same step. Steps newer than the one restored are unreadable: they are moved to
+    `<workdir>/checkpoints.unreadable/<step>-<UTC time>` (logged), and the manager is
+    reloaded, so later saves of those steps are written. When checkpoints exist but none
+    can be restored (e.g. the config changed the model's shapes), nothing is moved and
+    this raises rather than silently starting over in a directory that holds a run.
     """
-    errors = []
-    for step in sorted(manager.all_steps(), reverse=True):
+    errors = {}
+    for step in _agreed_steps(manager):
         try:
-            return restore(manager, step, abstract_state, shardings)
+            restored = restore(manager, step, abstract_state, shardings)
         except Exception as error:  # orbax raises many types for damaged files
-            log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
-            errors.append(f"step {step}: {error}")
+            restored, errors[step] = None, str(error)
+        if _all_processes(restored is not None):
+            _set_aside(manager, sorted(errors))
+            return restored
+        errors.setdefault(step, "another process could not read it")
+        log.warning("checkpoint step %d unreadable (%s); trying an older one", step, errors[step])
     if errors:
-        raise CheckpointMismatchError(
-            f"{manager.directory} holds checkpoints, but none matches this config's train "
-            f"state (did the model or optimizer config change? use a new --workdir). "
-            f"Newest error: {errors[0][:500]}"
-        )
+        raise checkpoint_mismatch(manager.directory, errors[max(errors)])
     return None
+
+
+def _agreed_steps(manager) -> list[int]:
+    """The saved steps, newest first, as process 0 lists them (a collective)."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    if jax.process_count() == 1:
+        return steps
+    from jax.experimental import multihost_utils
+
+    count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+    if count == 0:
+        return []
+    mine = np.asarray(steps if len(steps) == count else [0] * count, np.int32)
+    return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)]
+
+
+def _all_processes(ok: bool) -> bool:
+    """True on every process when `ok` is true on all of them (a collective)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+
+
+def _set_aside(manager, steps: list[int]):
+    """Move unreadable `steps` out of orbax's directory (process 0), then reload."""
+    if not steps:
+        return
+    if jax.process_index() == 0:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = epath.Path(manager.directory).parent / UNREADABLE
+        aside.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            target = aside / f"{step}-{stamp}"
+            (epath.Path(manager.directory) / str(step)).rename(target)
+            log.warning("checkpoint step %d is unreadable: moved to %s", step, target)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sedd: unreadable checkpoints moved")
+    manager.reload()
 
 
 def _has_orbax(workdir: str) -> bool:

@@ -11,6 +11,10 @@
   - PBS with MPICH / Cray PALS `mpiexec` (PMI_RANK, PMI_SIZE > 1; e.g. ALCF Polaris),
     which JAX does not detect: rank and size from PMI, the coordinator is the first
     host of $PBS_NODEFILE at `distributed.port`;
+* a launcher JAX does not detect that says there are several processes (Open MPI 5's
+  `OMPI_COMM_WORLD_SIZE` without `OMPI_MCA_orte_hnp_uri`, `PMI_SIZE` without `PMI_RANK`,
+  MVAPICH, torchrun's `WORLD_SIZE`): `LaunchError` naming what to set, instead of N
+  independent copies training into one workdir;
 * otherwise (one process, or `initialize = never`) nothing happens.
 
 CPU runs use gloo collectives across processes (`jax_cpu_collectives_implementation`);
@@ -28,6 +32,17 @@ import jax
 log = logging.getLogger(__name__)
 
 INIT_MODES = ("auto", "never")
+# variables by which launchers tell a process how many processes the job has
+WORLD_SIZE_VARIABLES = (
+    "OMPI_COMM_WORLD_SIZE",  # Open MPI
+    "PMI_SIZE",  # MPICH / Intel MPI / Cray PALS (PMI)
+    "MV2_COMM_WORLD_SIZE",  # MVAPICH2
+    "WORLD_SIZE",  # torchrun and other torch.distributed launchers
+)  # not SLURM_NTASKS: a batch script's own single process has it too (srun is detected)
+
+
+class LaunchError(RuntimeError):
+    """Several processes were launched, but not in a way that connects them."""
 
 
 def _env_count(name: str) -> int:
@@ -51,7 +66,7 @@ def _pbs_mpich(port: int) -> dict | None:
         return None
     nodefile = os.environ.get("PBS_NODEFILE")
     if not nodefile or not os.path.exists(nodefile):
-        raise RuntimeError(
+        raise LaunchError(
             "mpiexec started several processes (PMI_SIZE > 1) but $PBS_NODEFILE is not set: "
             "pass --config.distributed.coordinator_address=host:port, num_processes and "
             "process_id"
@@ -85,7 +100,28 @@ def initialize_arguments(dc) -> dict | None:
         return None
     if _jax_cluster():
         return {}
-    return _pbs_mpich(int(dc.port))
+    arguments = _pbs_mpich(int(dc.port))
+    if arguments is None and (world := _undetected_world()):
+        raise LaunchError(
+            f"{world} says this is one of several processes, but none of the launchers "
+            f"sedd detects started it, so each process would train its own copy into one "
+            f"workdir. Set --config.distributed.coordinator_address=<host of process "
+            f"0>:<port>, --config.distributed.num_processes and "
+            f"--config.distributed.process_id (or the variables JAX detects: "
+            f"OMPI_MCA_orte_hnp_uri for Open MPI, SLURM_JOB_ID/SLURM_STEP_NODELIST/"
+            f"SLURM_NTASKS/SLURM_PROCID/SLURM_LOCALID under srun, PMI_RANK/PMI_SIZE with "
+            f"PBS_NODEFILE for mpiexec), or --config.distributed.initialize=never for "
+            f"independent processes"
+        )
+    return arguments
+
+
+def _undetected_world() -> str:
+    """'NAME=value' of the first world-size variable above 1, or ''."""
+    for name in WORLD_SIZE_VARIABLES:
+        if _env_count(name) > 1:
+            return f"{name}={os.environ[name]}"
+    return ""
 
 
 def initialize(config) -> bool:

@@ -78,7 +78,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     manager = checkpoint.make_manager(workdir, tc.keep_checkpoints)
     restored = checkpoint.restore_latest(manager, state, wrapper.state_shardings)
     if restored is not None:
-        state = restored[0]
+        state = restored[0].replace(loss_scale=scaler.resumed(restored[0].loss_scale, restored[1]))
         log.info("resumed from step %d", int(state.step))
     start = int(state.step)
     meta = task.meta()

@@ -19,9 +19,13 @@ Config: `training.loss_scale.{initial, growth_interval, min_scale, max_consecuti
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import flax.struct
 import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
 
 GROWTH_FACTOR = 2.0
 # logged as the value at the log point, not the mean over the logged steps
@@ -73,6 +77,27 @@ class LossScaler:
         if not self.dynamic:
             return ~finite
         return (ls.consecutive_skips >= self.max_consecutive_skips) | (ls.scale < self.min_scale)
+
+    def resumed(self, ls: LossScaleState, meta: dict) -> LossScaleState:
+        """The state to go on with after restoring `ls` from a checkpoint with `meta`.
+
+        A float16 run resumed from a bfloat16/float32 checkpoint (its config says so, or,
+        without one, the state is the neutral scale 1 that no dynamic run reaches before
+        it stops) starts afresh at `initial`, with a warning; scale 1 would mean no loss
+        scaling at all. A non-float16 run keeps the neutral state.
+        """
+        if not self.dynamic:
+            return self.init()
+        saved_dtype = meta.get("config", {}).get("model", {}).get("dtype")
+        neutral = float(np.asarray(ls.scale)) == 1.0 and int(np.asarray(ls.good_steps)) == 0
+        if saved_dtype == "float16" or (saved_dtype is None and not neutral):
+            return ls
+        log.warning(
+            "resuming a %s run with model.dtype=float16: the loss scale starts afresh at %g",
+            saved_dtype or "non-float16",
+            self.initial,
+        )
+        return self.init()
 
     def metrics(self, ls: LossScaleState) -> dict:
         if not self.dynamic:

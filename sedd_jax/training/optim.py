@@ -55,3 +55,17 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     if optim_config.grad_clip > 0:
         return optax.chain(clip_by_global_norm(optim_config.grad_clip), adamw)
     return optax.with_extra_args_support(adamw)
+
+
+def schedule_count(opt_state, default: jax.Array) -> jax.Array:
+    """The count optax's learning-rate schedule reads: the updates applied so far.
+
+    A float16 step skipped for overflow advances `TrainState.step` but not this count, so
+    the LR the next update applies is `schedule(schedule_count(...))`, not
+    `schedule(step)`. `default` when the optimizer has no schedule state.
+    """
+    is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)  # noqa: E731
+    for node in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule):
+        if is_schedule(node):
+            return node.count
+    return default

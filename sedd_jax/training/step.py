@@ -35,6 +35,7 @@ import optax
 
 from sedd_jax.diffusion import keys
 from sedd_jax.training.loss_scale import LossScaler
+from sedd_jax.training.optim import schedule_count
 from sedd_jax.training.state import TrainState, ema_decay, update_ema
 
 AXIS = "data"
@@ -116,7 +117,7 @@ def train_step(
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
-        "learning_rate": lr_schedule(state.step),
+        "learning_rate": lr_schedule(schedule_count(state.opt_state, state.step)),
         "tokens": count * devices,
         "stop": scaler.stop(loss_scale, finite).astype(jnp.float32),
         **scaler.metrics(loss_scale),

@@ -7,7 +7,8 @@ it: `model_state_dict`, `ema_state_dict` (`decay`, `num_updates`, `shadow_params
 a plain dict) and `meta` (vocabulary size, length distribution). Everything is a tensor or
 a plain Python value, so `torch.load(..., weights_only=True)` reads it. A write goes to a
 temporary file first; `restore_latest` falls back to an older step when the newest is
-unreadable. `sedd_jax.sample` / `sedd_jax.evaluate --workdir` read these files directly
+unreadable (moving it aside) and raises `CheckpointMismatchError` when none loads.
+`sedd_jax.sample` / `sedd_jax.evaluate --workdir` read these files directly
 (`sedd_jax.training.checkpoint.load_params` converts them on the fly).
 """
 
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import torch
 
+from sedd_jax.common.errors import checkpoint_mismatch
 from sedd_jax.common.torch_layout import (  # noqa: F401  (re-exported)
     DIRECTORY,
     all_steps,
@@ -65,13 +68,39 @@ def load_into(state: TrainState, payload: dict) -> TrainState:
     return state
 
 
+UNREADABLE = f"{DIRECTORY}.unreadable"  # beside torch_checkpoints/, as sedd_jax's
+
+
 def restore_latest(workdir: str, state: TrainState) -> TrainState | None:
-    """Load the newest readable checkpoint into `state`, or None when there is none."""
+    """Load the newest readable checkpoint into `state`, or None when there is none.
+
+    Unreadable steps newer than the one loaded are moved to
+    `<workdir>/torch_checkpoints.unreadable/<step>-<UTC time>.pt` (logged). When checkpoints
+    exist but none loads (e.g. the config changed the model's shapes), nothing is moved
+    and this raises `CheckpointMismatchError`, as sedd_jax does, rather than starting over
+    in a directory that holds a run.
+    """
     device = next(state.model.parameters()).device
+    errors = {}
     for step in reversed(all_steps(workdir)):
         try:
             payload = torch.load(checkpoint_path(workdir, step), map_location=device)
-            return load_into(state, payload)
+            load_into(state, payload)
         except Exception as error:  # torch raises many types for damaged files
+            errors[step] = str(error)
             log.warning("checkpoint step %d unreadable (%s); trying an older one", step, error)
+            continue
+        _set_aside(workdir, sorted(errors))
+        return state
+    if errors:
+        raise checkpoint_mismatch(os.path.join(workdir, DIRECTORY), errors[max(errors)])
     return None
+
+
+def _set_aside(workdir: str, steps: list[int]):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for step in steps:
+        target = os.path.join(workdir, UNREADABLE, f"{step}-{stamp}.pt")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(checkpoint_path(workdir, step), target)
+        log.warning("checkpoint step %d is unreadable: moved to %s", step, target)
