@@ -25,6 +25,7 @@ devices; the output depends on the seed, not on the number of devices.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -34,6 +35,7 @@ from absl import app, flags
 from ml_collections import ConfigDict
 
 from sedd_jax import allocator
+from sedd_jax.common.generation import special_ids, tokenizer_forbidden
 from sedd_jax.common.sample_files import write_smiles_samples
 from sedd_jax.conditioning import (
     Condition,
@@ -147,7 +149,8 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
         )
     except TemplateError as e:
         sys.exit(str(e))
-    tokens = generate_rows(sampler, params, x_init, valid, clamp, _SEED.value)
+    forbidden = tokenizer_forbidden(graph, tokenizer)
+    tokens = generate_rows(sampler, params, x_init, valid, clamp, _SEED.value, forbidden)
     sequences = tokenizer.decode_batch(tokens, valid)
     counts = np.zeros(len(named), int)
     records = []
@@ -281,7 +284,13 @@ def sample_pairs_cli(params, meta, config, step):
                 f"--guidance needs the unconditional score of the generated track: a run "
                 f"trained with task.{alone} > 0 (this one has {config.task.get(alone, 0.0)})"
             )
-    sampler = make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value)
+    forbidden = (
+        tokenizer_forbidden(graphs.protein, protein_tok),
+        tokenizer_forbidden(graphs.ligand, ligand_tok),
+    )
+    sampler = functools.partial(
+        make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value), forbidden=forbidden
+    )
     p, l = sample_in_chunks(
         sampler, params, [protein, ligand, p_valid, l_valid], _SEED.value, _BATCH.value
     )
@@ -312,7 +321,8 @@ def sample_pairs_cli(params, meta, config, step):
         "batch": _BATCH.value,
         "devices": jax.local_device_count(),
         "length": _LENGTH.value,
-        "sampling": sc.to_dict(),
+        "sampling": {"temperature": 1.0, "top_p": 1.0} | sc.to_dict(),  # as applied
+        "never_drawn": {"protein": special_ids(protein_tok), "ligand": special_ids(ligand_tok)},
         "guidance": _GUIDANCE.value,
     }
     out = _OUT.value or f"samples_{task}.csv"

@@ -3,11 +3,17 @@
 The file streams to `DIR/NAME.part` in chunks (never held in memory) and is renamed to
 `DIR/NAME` once complete and verified. After an interruption the next run (or the next
 retry) asks only for the missing bytes with an HTTP `Range` request, guarded by
-`If-Range` with the ETag or Last-Modified seen first, so a file that changed on the
-server restarts from zero instead of being spliced. Verified: the size (Content-Length
-or Content-Range) and an MD5 when the server offers one: a `Content-MD5` header, an
-ETag that is a plain MD5, a sibling `NAME.md5`, or UniProt's `RELEASE.metalink` in the
-same directory. A local path (or `file://` URL) is copied the same way, for offline use.
+`If-Range` with the ETag or Last-Modified seen first. `DIR/NAME.part.json` records the
+size, ETag and Last-Modified of the file the partial bytes belong to; when the server's
+answer shows another file (a new release: a full 200 answer to the ranged request, or a
+206 whose size, ETag or Last-Modified differs from the record) the partial file is
+discarded, with a warning, and the download starts over. Verified: the size
+(Content-Length or Content-Range) and an MD5 when one is offered: `--md5`, a sibling
+`NAME.md5`, UniProt's `RELEASE.metalink` in the same directory, or a `Content-MD5`
+header of a full (200) answer (recorded for resumption; the header of a 206 is the
+digest of the range only). An ETag is never taken as an MD5: servers do not promise
+that, even when it looks like one. A local path (or `file://` URL) is copied the same
+way, for offline use.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import dataclasses
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +43,8 @@ NAMED_URLS = {
 CHUNK = 1 << 20
 TIMEOUT = 60
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_CONTENT_MD5 = "Content-MD5 header"
+log = logging.getLogger(__name__)
 
 
 class DownloadError(RuntimeError):
@@ -88,17 +97,18 @@ def _sidecar_md5(url: str, name: str) -> tuple[str | None, str]:
     return None, ""
 
 
-def _header_md5(headers) -> tuple[str | None, str]:
-    content_md5 = headers.get("Content-MD5")
-    if content_md5:
-        try:
-            return base64.b64decode(content_md5).hex(), "Content-MD5 header"
-        except ValueError:
-            pass
-    etag = (headers.get("ETag") or "").strip('W/"')
-    if _MD5_RE.match(etag.lower()):
-        return etag.lower(), "ETag header"
-    return None, ""
+def _header_md5(response) -> str | None:
+    """The whole file's MD5 from `Content-MD5`, only on a full (200) answer: on a 206 the
+    header is the digest of the range (RFC 1864 covers the body sent). ETags are not
+    read: no server convention makes them an MD5."""
+    content_md5 = response.headers.get("Content-MD5")
+    if response.status != 200 or not content_md5:
+        return None
+    try:
+        digest = base64.b64decode(content_md5, validate=True).hex()
+    except ValueError:
+        return None
+    return digest if _MD5_RE.match(digest) else None
 
 
 def _total_size(response, offset: int) -> int | None:
@@ -122,10 +132,37 @@ def _load_state(part: str) -> dict:
         return {}
 
 
-def _attempt(url: str, part: str, expected: Expected, progress: bool) -> None:
-    """One request: appends to `part` from its current size; raises on a short read."""
-    offset = os.path.getsize(part) if os.path.exists(part) else 0
-    state = _load_state(part) if offset else {}
+def _discard(part: str) -> None:
+    for path in (part, _state_path(part)):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _changed(state: dict, response, total: int | None) -> str:
+    """How the server's file differs from the one `state` describes ('' if it does not)."""
+    now = {
+        "size": total,
+        "etag": response.headers.get("ETag"),
+        "last_modified": response.headers.get("Last-Modified"),
+    }
+    if "etag" not in state:  # a record written before ETag and Last-Modified were kept apart
+        now["validator"] = now["etag"] or now["last_modified"]
+    return ", ".join(
+        f"{key} {state[key]} -> {now[key]}"
+        for key in now
+        if state.get(key) is not None and now[key] is not None and state[key] != now[key]
+    )
+
+
+def _forget_file(expected: Expected) -> None:
+    """What was learnt from another version of the file no longer holds."""
+    expected.size = None
+    if expected.md5_from == _CONTENT_MD5:
+        expected.md5, expected.md5_from = None, ""
+
+
+def _open(url: str, part: str, offset: int, state: dict, expected: Expected):
+    """The response for bytes `offset`-, or None when the partial file is already whole."""
     headers = {"User-Agent": "sedd-download/1", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -133,27 +170,84 @@ def _attempt(url: str, part: str, expected: Expected, progress: bool) -> None:
             headers["If-Range"] = state["validator"]
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)
+        return urllib.request.urlopen(request, timeout=TIMEOUT)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset and expected.size == offset:
-            return  # already complete
+            return None  # already complete
+        if e.code == 416 and offset:
+            log.warning(
+                "%s: the server's file is shorter than the %d bytes of %s: the partial "
+                "download is discarded, starting over",
+                url,
+                offset,
+                part,
+            )
+            _discard(part)
+            _forget_file(expected)
+            return _open(url, part, 0, {}, expected)
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise DownloadError(f"{url}: {getattr(e, 'reason', e)}") from e
+
+
+def _attempt(url: str, part: str, expected: Expected, progress: bool) -> None:
+    """One request: appends to `part` from its current size; raises on a short read.
+
+    A partial file whose record (`NAME.part.json`) is missing, or that belongs to another
+    version of the server's file, is discarded (with a warning) and the file fetched
+    from byte 0.
+    """
+    offset = os.path.getsize(part) if os.path.exists(part) else 0
+    state = _load_state(part) if offset else {}
+    if offset and not state:
+        log.warning("%s has no record of its source: discarded, starting over", part)
+        _discard(part)
+        _forget_file(expected)
+        offset = 0
+    response = _open(url, part, offset, state, expected)
+    if response is None:
+        return
     with response:
-        if offset and response.status != 206:
-            offset = 0  # the server ignored Range (or the file changed): start again
-        total = _total_size(response, offset)
+        partial = bool(offset) and response.status == 206
+        total = _total_size(response, offset if partial else 0)
+        changed = _changed(state, response, total) if offset else ""
+        if changed or (offset and not partial):
+            log.warning(
+                "%s: %s; the %d bytes of %s are discarded, starting over",
+                url,
+                f"the file changed on the server ({changed})"
+                if changed
+                else "the server sent the whole file",
+                offset,
+                part,
+            )
+            _discard(part)
+            _forget_file(expected)
+            if partial:  # a 206 of another file (If-Range ignored): ask again from byte 0
+                response.close()
+                return _attempt(url, part, expected, progress)
+            offset = 0
         if expected.size is None:
             expected.size = total
         elif total is not None and total != expected.size:
             raise DownloadError(f"{url}: size changed on the server ({total} != {expected.size})")
-        md5, origin = _header_md5(response.headers)
+        md5 = _header_md5(response)
         if md5 and not expected.md5:
-            expected.md5, expected.md5_from = md5, origin
-        validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-        with open(_state_path(part), "w") as f:
-            json.dump({"url": url, "validator": validator, "size": expected.size}, f)
+            expected.md5, expected.md5_from = md5, _CONTENT_MD5
+        if not partial:
+            with open(_state_path(part), "w") as f:
+                json.dump(
+                    {
+                        "url": url,
+                        "validator": response.headers.get("ETag")
+                        or response.headers.get("Last-Modified"),
+                        "etag": response.headers.get("ETag"),
+                        "last_modified": response.headers.get("Last-Modified"),
+                        "size": expected.size,
+                        "md5": md5,
+                    },
+                    f,
+                )
         mode = "ab" if offset else "wb"
         with (
             open(part, mode) as out,
@@ -186,9 +280,7 @@ def _verify(part: str, final: str, url: str, expected: Expected) -> str:
         raise DownloadError(f"{final}: {size} bytes, but {url} has {expected.size}")
     md5 = _md5_of(part).hexdigest()
     if expected.md5 and md5 != expected.md5:
-        for path in (part, _state_path(part)):
-            if os.path.exists(path):
-                os.remove(path)
+        _discard(part)
         raise DownloadError(
             f"{final}: checksum mismatch: md5 {md5}, but {expected.md5_from} says "
             f"{expected.md5}; the partial file was deleted, run again to download afresh"
@@ -232,7 +324,9 @@ def download(
         expected = Expected(os.path.getsize(src), md5, "--md5" if md5 else "")
     else:
         sidecar, origin = (md5, "--md5") if md5 else _sidecar_md5(url, name)
-        state = _load_state(part)
+        state = _load_state(part) if os.path.exists(part) else {}
+        if not sidecar and state.get("md5"):  # a 200's Content-MD5, recorded for resumption
+            sidecar, origin = state["md5"], _CONTENT_MD5
         expected = Expected(state.get("size"), sidecar, origin)
         for attempt in range(retries + 1):
             try:

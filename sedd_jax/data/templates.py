@@ -88,6 +88,11 @@ def parse_template(text: str, alphabet: str = "ACDEFGHIKLMNPQRSTVWY") -> Templat
     template = Template(text, tuple(segments))
     if not any(s.is_gap for s in segments):
         raise TemplateError(f"template {text!r} has no gap to generate (e.g. MKT[10])")
+    if template.min_length == 0:
+        raise TemplateError(
+            f"template {text!r} can give an empty sequence (every gap may be 0 residues "
+            f"and nothing is fixed): give a gap of at least 1 residue, e.g. [1-2]"
+        )
     return template
 
 
@@ -96,7 +101,7 @@ def template_rows(
     num_per_template: int,
     encode,
     max_len: int,
-    mask_id: int,
+    mask_id: int | None,
     pad_id: int,
     rng: np.random.Generator,
 ):
@@ -104,8 +109,11 @@ def template_rows(
 
     encode(residues) -> ids. Returns x_init [N, max_len] int32 (fixed ids, mask at gaps,
     pad after), valid [N, max_len] bool, clamp [N, max_len] bool (True at fixed
-    residues) and template_index [N] int32.
+    residues) and template_index [N] int32. Graphs without a mask id (uniform) pass
+    `mask_id=None`: gaps then hold `pad_id`, which the sampler replaces by its start
+    state at every valid unclamped position (as `common.generation.initial_tokens`).
     """
+    gap_id = pad_id if mask_id is None else mask_id
     n = len(templates) * num_per_template
     x_init = np.full((n, max_len), pad_id, np.int32)
     valid = np.zeros((n, max_len), bool)
@@ -120,7 +128,7 @@ def template_rows(
             )
         layout = template.draw(rng)
         fixed = np.array([c != "?" for c in layout])
-        ids = np.full(len(layout), mask_id, np.int32)
+        ids = np.full(len(layout), gap_id, np.int32)
         if fixed.any():
             ids[fixed] = encode("".join(c for c in layout if c != "?"))
         x_init[row, : len(layout)] = ids

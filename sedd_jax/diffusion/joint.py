@@ -40,10 +40,10 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
     TaskMixture,
 )
 from sedd_jax.diffusion import keys
-from sedd_jax.diffusion.catsample import uniform
+from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.curriculum import sigma_multiplier
 from sedd_jax.diffusion.losses import loss_times
-from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid
+from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
 
@@ -209,6 +209,9 @@ def sample_pairs(
     protein_clamp: jax.Array | None = None,
     ligand_clamp: jax.Array | None = None,
     uniforms: tuple[jax.Array | None, jax.Array | None] | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    forbidden: tuple[jax.Array | None, jax.Array | None] = (None, None),
 ) -> tuple[jax.Array | None, jax.Array | None]:
     """Reverse process of both tracks, one network call per step: (protein, ligand).
 
@@ -221,8 +224,10 @@ def sample_pairs(
     time, as in `sampling.pc_sample`) on the shared score, then the final denoiser, which
     leaves no mask id. Uniforms: at step i, `jax.random.split(jax.random.fold_in(key, i))`
     gives the protein and ligand keys, or `uniforms` = (protein [steps + 1, B, Lp, Vp] |
-    None, ligand [steps + 1, B, Ll, Vl] | None) for parity runs. Wrap in jax.jit with the
-    keyword arguments static.
+    None, ligand [steps + 1, B, Ll, Vl] | None) for parity runs. `temperature`, `top_p`
+    and `forbidden` = (protein [Vp] bool | None, ligand [Vl] bool | None) reshape every
+    draw of each generated track exactly as `sampling.pc_sample` does. Wrap in jax.jit
+    with the other keyword arguments static.
     """
     if task not in TASK_ROLES:
         raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
@@ -231,6 +236,7 @@ def sample_pairs(
     if key is None and uniforms is None:
         raise ValueError("sample_pairs needs a key or explicit uniforms")
     step_fn = PREDICTORS[predictor]
+    reshapes = tuple(transition_reshaper(temperature, top_p, f) for f in forbidden)
     gen_p, gen_l, _, _ = TASK_ROLES[task]
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
@@ -261,7 +267,7 @@ def sample_pairs(
             )
         step_keys = jax.random.split(jax.random.fold_in(key, i))
         return tuple(
-            None if k is None else uniform(sk, x.shape + (g.dim,))
+            None if k is None else race_uniform(sk, x.shape + (g.dim,))
             for sk, x, k, g in zip(step_keys, inits, keeps, graphs, strict=True)
         )
 
@@ -270,26 +276,26 @@ def sample_pairs(
         return score_fn(*state, sigma, protein_valid, ligand_valid, task)
 
     def advance(move, state, scores, draws):
-        """move(log_score_fn, graph, x, u) on each generated track, then clamp."""
+        """move(log_score_fn, graph, x, u, reshape) on each generated track, then clamp."""
         out = []
-        tracks = zip(graphs, state, inits, keeps, scores, draws, strict=True)
-        for graph, x, x_init, keep, score, u in tracks:
+        tracks = zip(graphs, state, inits, keeps, scores, draws, reshapes, strict=True)
+        for graph, x, x_init, keep, score, u, reshape in tracks:
             if keep is not None:
-                x = jnp.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u))
+                x = jnp.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u, reshape))
             out.append(x)
         return tuple(out)
 
     def body(state, i):
-        def move(fn, graph, x, u):
-            return step_fn(fn, graph, noise, x, ts[i], dt, u)
+        def move(fn, graph, x, u, reshape):
+            return step_fn(fn, graph, noise, x, ts[i], dt, u, reshape)
 
         return advance(move, state, network(state, ts[i]), draw(i)), None
 
     state, _ = jax.lax.scan(body, (p_start, l_start), jnp.arange(steps))
     if denoise_last:
 
-        def final(fn, graph, x, u):
-            return denoise(fn, graph, noise, x, ts[-1], u)
+        def final(fn, graph, x, u, reshape):
+            return denoise(fn, graph, noise, x, ts[-1], u, reshape)
 
         state = advance(final, state, network(state, ts[-1]), draw(steps))
     return state

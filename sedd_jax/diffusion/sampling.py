@@ -2,8 +2,11 @@
 
 Every predictor has one signature:
     predictor(log_score_fn, graph, noise, x [B, L], t [], dt [], u [B, L, V]) -> x [B, L]
-where `u` are the uniforms of the categorical draw (explicit so that the PyTorch twin
-can replay the same draw). The time grid is linspace(1, eps, steps + 1), as upstream.
+where `u` are the uniforms of the categorical draw (`catsample.race_uniform`; explicit
+so that the PyTorch twin can replay the same draw). The time grid is
+linspace(1, eps, steps + 1), as upstream. `reshape(probs, x) -> probs` edits each
+position's distribution before the draw: it removes the forbidden ids (special tokens)
+and applies temperature / top-p (`transition_reshaper`).
 
 Conditioning is by clamping: `clamp` [B, L] marks positions held at their `x_init`
 values at every step (prompts, pads, a conditioning track); `prefix_prompt`,
@@ -15,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.diffusion.catsample import categorical_from_uniform, uniform
+from sedd_jax.diffusion.catsample import categorical_from_uniform, forbid, race_uniform
 
 
 def _batched(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -99,15 +102,24 @@ def sharpen(probs: jax.Array, x: jax.Array, temperature: float, top_p: float) ->
     return jnp.where(here, probs, tempered * scale)
 
 
-def transition_reshaper(temperature: float = 1.0, top_p: float = 1.0):
-    """None for the plain sampler (temperature 1, top_p 1), else a `sharpen` closure."""
+def transition_reshaper(
+    temperature: float = 1.0, top_p: float = 1.0, forbidden: jax.Array | None = None
+):
+    """reshape(probs, x): zero the `forbidden` [V] ids (`catsample.forbid`), then
+    `sharpen`; None for the plain sampler (temperature 1, top_p 1, nothing forbidden)."""
     if temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(
             f"sampling.temperature={temperature} must be > 0 and sampling.top_p={top_p} in (0, 1]"
         )
-    if temperature == 1.0 and top_p == 1.0:
+    plain = temperature == 1.0 and top_p == 1.0
+    if plain and forbidden is None:
         return None
-    return lambda probs, x: sharpen(probs, x, temperature, top_p)
+
+    def reshape(probs, x):
+        probs = forbid(probs, forbidden)
+        return probs if plain else sharpen(probs, x, temperature, top_p)
+
+    return reshape
 
 
 PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
@@ -134,6 +146,7 @@ def pc_sample(
     start_from_limit: bool = True,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    forbidden: jax.Array | None = None,
 ) -> jax.Array:
     """Run the reverse process for x [B, L]; one `lax.scan` over the steps.
 
@@ -145,14 +158,16 @@ def pc_sample(
     [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs. Wrap in
     jax.jit with `steps`, `predictor`, `eps`, `denoise_last`, `start_from_limit` static.
     `temperature` / `top_p` (static) reshape every step's transition distribution
-    (`sharpen`); at 1 and 1 the sampler is the plain one, draw for draw.
+    (`sharpen`); at 1 and 1 the sampler is the plain one, draw for draw. `forbidden`
+    [V] bool (e.g. `common.generation.forbidden_ids` of the tokenizer's special ids):
+    ids never drawn, at any step or by the denoiser (the mask id must not be one).
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
     if key is None and uniforms is None:
         raise ValueError("pc_sample needs a key or explicit uniforms")
     step_fn = PREDICTORS[predictor]
-    reshape = transition_reshaper(temperature, top_p)
+    reshape = transition_reshaper(temperature, top_p, forbidden)
     shape = x_init.shape + (graph.dim,)
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
@@ -170,7 +185,7 @@ def pc_sample(
     def draw(i):
         if uniforms is not None:
             return uniforms[i]
-        return uniform(jax.random.fold_in(key, i), shape)
+        return race_uniform(jax.random.fold_in(key, i), shape)
 
     def body(x, i):
         x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i), reshape)

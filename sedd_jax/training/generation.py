@@ -13,21 +13,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sedd_jax.common.generation import draw_lengths, initial_tokens  # noqa: F401
+from sedd_jax.common.generation import (  # noqa: F401
+    draw_lengths,
+    initial_tokens,
+    tokenizer_forbidden,
+)
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.sampling import pc_sample
 
 
+def _controls(sampling_config) -> dict:
+    """The sampling config's temperature and top_p, as both samplers apply them."""
+    return {
+        "temperature": sampling_config.get("temperature", 1.0),
+        "top_p": sampling_config.get("top_p", 1.0),
+    }
+
+
 def make_sampler(model, graph, noise, sampling_config):
-    """jit fn(params, x_init [B, L], valid [B, L], clamp [B, L], key) -> tokens [B, L].
+    """jit fn(params, x_init [B, L], valid [B, L], clamp [B, L], key, forbidden=None)
+    -> tokens [B, L].
 
     Pads (valid False) and `clamp` positions keep their `x_init` value; pads are hidden
-    from attention.
+    from attention. `forbidden` [V] bool: ids never drawn (`tokenizer_forbidden`).
     """
 
     @jax.jit
-    def sample(params, x_init, valid, clamp, key):
+    def sample(params, x_init, valid, clamp, key, forbidden=None):
         def log_score_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
 
@@ -42,23 +55,26 @@ def make_sampler(model, graph, noise, sampling_config):
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
             clamp=clamp | ~valid,
-            temperature=sampling_config.get("temperature", 1.0),
-            top_p=sampling_config.get("top_p", 1.0),
+            forbidden=forbidden,
+            **_controls(sampling_config),
         )
 
     return sample
 
 
 def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance: float = 0.0):
-    """jit fn(params, protein, ligand, protein_valid, ligand_valid, key) -> (protein, ligand).
+    """jit fn(params, protein, ligand, protein_valid, ligand_valid, key,
+    forbidden=(None, None)) -> (protein, ligand).
 
     The context track of a conditional task is held as given; generated tracks start
-    from the mask at their valid positions. `guidance` w > 0: classifier-free guidance
-    of the generated track (`diffusion/guidance.py`).
+    from the mask at their valid positions. The sampling config's temperature and top_p
+    apply to every draw of both generated tracks, as in `make_sampler`; `forbidden` =
+    (protein [Vp] bool | None, ligand [Vl] bool | None): ids never drawn. `guidance`
+    w > 0: classifier-free guidance of the generated track (`diffusion/guidance.py`).
     """
 
     @jax.jit
-    def sample(params, protein, ligand, protein_valid, ligand_valid, key):
+    def sample(params, protein, ligand, protein_valid, ligand_valid, key, forbidden=(None, None)):
         score_fn = guided_score_fn(functools.partial(model.apply, {"params": params}), guidance)
         return sample_pairs(
             score_fn,
@@ -74,6 +90,8 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
             predictor=sampling_config.predictor,
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
+            forbidden=tuple(forbidden),
+            **_controls(sampling_config),
         )
 
     return sample
@@ -82,7 +100,8 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
 def generate(
     sampler, params, graph, tokenizer, *, num, max_len, length, length_dist, seed, prefix=""
 ):
-    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start."""
+    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start.
+    The tokenizer's special ids are never drawn."""
     rng = np.random.default_rng(seed)
     prompt = tokenizer.encode(prefix) if prefix else np.zeros((0,), np.int32)
     if len(prompt) >= max_len:
@@ -92,12 +111,19 @@ def generate(
     x_init[:, : len(prompt)] = prompt
     clamp = np.zeros_like(valid)
     clamp[:, : len(prompt)] = True
-    return generate_rows(sampler, params, x_init, valid, clamp, seed), valid
+    forbidden = tokenizer_forbidden(graph, tokenizer)
+    return generate_rows(sampler, params, x_init, valid, clamp, seed, forbidden), valid
 
 
-def generate_rows(sampler, params, x_init, valid, clamp, seed: int) -> np.ndarray:
-    """Sample rows given as arrays [B, L]: `clamp` positions (and pads) keep `x_init`."""
+def generate_rows(sampler, params, x_init, valid, clamp, seed: int, forbidden=None) -> np.ndarray:
+    """Sample rows given as arrays [B, L]: `clamp` positions (and pads) keep `x_init`;
+    `forbidden` [V] bool ids are never drawn."""
     tokens = sampler(
-        params, jnp.asarray(x_init), jnp.asarray(valid), jnp.asarray(clamp), jax.random.key(seed)
+        params,
+        jnp.asarray(x_init),
+        jnp.asarray(valid),
+        jnp.asarray(clamp),
+        jax.random.key(seed),
+        None if forbidden is None else jnp.asarray(forbidden),
     )
     return np.asarray(tokens)

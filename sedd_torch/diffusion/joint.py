@@ -24,9 +24,10 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
     Roles,
     TaskMixture,
 )
+from sedd_torch.diffusion.catsample import race_uniform
 from sedd_torch.diffusion.curriculum import sigma_multiplier
 from sedd_torch.diffusion.losses import loss_times
-from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid
+from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
 
 
 def draw_tasks(rand, mixture: TaskMixture, batch: int) -> torch.Tensor:
@@ -156,12 +157,17 @@ def sample_pairs(
     protein_clamp=None,
     ligand_clamp=None,
     uniforms=None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    forbidden=(None, None),
 ):
     """Reverse process of both tracks, one network call per step: (protein, ligand).
 
     As sedd_jax: generated tracks start from their graph's limit at valid, unclamped
     positions; pads, clamps and context tracks keep their tokens; `uniforms` =
-    (protein [steps + 1, B, Lp, Vp] | None, ligand [...] | None) replaces `rand`.
+    (protein [steps + 1, B, Lp, Vp] | None, ligand [...] | None) replaces `rand`;
+    `temperature`, `top_p` and `forbidden` = (protein [Vp] bool | None, ligand | None)
+    reshape every draw of each generated track.
     """
     if task not in TASK_ROLES:
         raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
@@ -170,6 +176,7 @@ def sample_pairs(
     if rand is None and uniforms is None:
         raise ValueError("sample_pairs needs rand or explicit uniforms")
     step_fn = PREDICTORS[predictor]
+    reshapes = tuple(transition_reshaper(temperature, top_p, f) for f in forbidden)
     gen_p, gen_l, _, _ = TASK_ROLES[task]
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
@@ -193,7 +200,7 @@ def sample_pairs(
                 u[i] if k is not None else None for u, k in zip(uniforms, keeps, strict=True)
             )
         return tuple(
-            None if k is None else rand(tuple(x.shape) + (g.dim,))
+            None if k is None else race_uniform(rand, tuple(x.shape) + (g.dim,))
             for x, k, g in zip(inits, keeps, graphs, strict=True)
         )
 
@@ -203,26 +210,26 @@ def sample_pairs(
         return score_fn(*state, sigma, protein_valid, ligand_valid, task)
 
     def advance(move, state, scores, draws):
-        """move(log_score_fn, graph, x, u) on each generated track, then clamp."""
+        """move(log_score_fn, graph, x, u, reshape) on each generated track, then clamp."""
         out = []
-        tracks = zip(graphs, state, inits, keeps, scores, draws, strict=True)
-        for graph, x, x_init, keep, score, u in tracks:
+        tracks = zip(graphs, state, inits, keeps, scores, draws, reshapes, strict=True)
+        for graph, x, x_init, keep, score, u, reshape in tracks:
             if keep is not None:
-                x = torch.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u))
+                x = torch.where(keep, x_init, move(lambda *_, s=score: s, graph, x, u, reshape))
             out.append(x)
         return tuple(out)
 
     state = (p_start, l_start)
     for i in range(steps):
 
-        def move(fn, graph, x, u, i=i):
-            return step_fn(fn, graph, noise, x, ts[i], dt, u)
+        def move(fn, graph, x, u, reshape, i=i):
+            return step_fn(fn, graph, noise, x, ts[i], dt, u, reshape)
 
         state = advance(move, state, network(state, ts[i]), draw(i))
     if denoise_last:
 
-        def final(fn, graph, x, u):
-            return denoise(fn, graph, noise, x, ts[-1], u)
+        def final(fn, graph, x, u, reshape):
+            return denoise(fn, graph, noise, x, ts[-1], u, reshape)
 
         state = advance(final, state, network(state, ts[-1]), draw(steps))
     return state

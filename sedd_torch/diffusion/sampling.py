@@ -2,8 +2,10 @@
 
 Every predictor has one signature:
     predictor(log_score_fn, graph, noise, x [B, L], t [], dt, u [B, L, V]) -> x [B, L]
-where `u` are the uniforms of the categorical draw; given sedd_jax's uniforms the twin
-makes sedd_jax's draws. The time grid is linspace(1, eps, steps + 1), as upstream.
+where `u` are the uniforms of the categorical draw (`catsample.race_uniform`); given
+sedd_jax's uniforms the twin makes sedd_jax's draws. The time grid is
+linspace(1, eps, steps + 1), as upstream. `reshape(probs, x) -> probs` removes the
+forbidden ids and applies temperature / top-p before each draw, as sedd_jax.
 (sedd_jax's prompt builders make plain (x_init, clamp) arrays; they are not repeated.)
 """
 
@@ -12,22 +14,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_torch.diffusion.catsample import categorical_from_uniform
+from sedd_torch.diffusion.catsample import categorical_from_uniform, forbid, race_uniform
 
 
 def _batched(t, x):
     return torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
 
 
-def euler_predictor(log_score_fn, graph, noise, x, t, dt, u):
+def _one_hot(x, dim, dtype):
+    return torch.nn.functional.one_hot(x.long(), dim).to(dtype)
+
+
+def euler_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
     """tau-leaping (SEDD eq. 17): jump x -> y with intensity dt sigma(t) Q^T(x, y) s_y."""
     sigma, dsigma = noise(_batched(t, x))
     score = torch.exp(log_score_fn(x, sigma).float())
     rate = (dt * dsigma)[:, None, None] * graph.reverse_rate(x, score)
-    return graph.sample_rate(x, rate, u)
+    if reshape is None:
+        return graph.sample_rate(x, rate, u)
+    probs = _one_hot(x, graph.dim, rate.dtype) + rate
+    return categorical_from_uniform(reshape(probs, x), u)
 
 
-def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
+def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
     """Tweedie tau-leaping (SEDD eq. 19): p(y) = staggered_score(s, dsigma)_y *
     exp(dsigma Q)^T(x, y) with dsigma = sigma_bar(t) - sigma_bar(t - dt)."""
     sigma, _ = noise(_batched(t, x))
@@ -35,16 +44,16 @@ def analytic_predictor(log_score_fn, graph, noise, x, t, dt, u):
     step_sigma = sigma - next_sigma
     score = torch.exp(log_score_fn(x, sigma).float())
     probs = graph.staggered_score(score, step_sigma) * graph.transp_transition(x, step_sigma)
-    return categorical_from_uniform(probs, u)
+    return categorical_from_uniform(probs if reshape is None else reshape(probs, x), u)
 
 
-def none_predictor(log_score_fn, graph, noise, x, t, dt, u):
+def none_predictor(log_score_fn, graph, noise, x, t, dt, u, reshape=None):
     """Leave x unchanged (for corrector-only or debugging schedules)."""
-    del log_score_fn, graph, noise, t, dt, u
+    del log_score_fn, graph, noise, t, dt, u, reshape
     return x
 
 
-def denoise(log_score_fn, graph, noise, x, t, u):
+def denoise(log_score_fn, graph, noise, x, t, u, reshape=None):
     """Final step at t = eps: draw every mask from the Tweedie posterior, mask column dropped."""
     sigma, _ = noise(_batched(t, x))
     score = torch.exp(log_score_fn(x, sigma).float())
@@ -52,7 +61,44 @@ def denoise(log_score_fn, graph, noise, x, t, u):
     if graph.absorb:
         probs = probs[..., :-1]
         u = u[..., :-1]
-    return categorical_from_uniform(probs, u)
+    return categorical_from_uniform(probs if reshape is None else reshape(probs, x), u)
+
+
+def sharpen(probs, x, temperature: float, top_p: float):
+    """Temperature and nucleus (top-p) on a per-position transition distribution
+    [B, L, V]; the stay probability and the total move mass are kept (as sedd_jax)."""
+    probs = torch.clamp(probs, min=0.0)
+    here = torch.nn.functional.one_hot(x.long(), probs.shape[-1] + 1)[..., :-1].bool()
+    moves = torch.where(here, torch.zeros_like(probs), probs)
+    mass = moves.sum(dim=-1, keepdim=True)
+    peak = moves.amax(dim=-1, keepdim=True)
+    ratio = (moves / torch.clamp(peak, min=1e-30)) ** (1.0 / temperature)
+    tempered = torch.where(moves > 0, ratio, torch.zeros_like(probs))
+    order = torch.sort(tempered, dim=-1, descending=True).values
+    share = torch.cumsum(order, dim=-1) / torch.clamp(order.sum(dim=-1, keepdim=True), min=1e-30)
+    cut_index = torch.clamp((share < top_p).sum(dim=-1, keepdim=True), max=probs.shape[-1] - 1)
+    cut = torch.gather(order, -1, cut_index)
+    tempered = torch.where(tempered >= cut, tempered, torch.zeros_like(tempered))
+    scale = mass / torch.clamp(tempered.sum(dim=-1, keepdim=True), min=1e-30)
+    return torch.where(here, probs, tempered * scale)
+
+
+def transition_reshaper(temperature: float = 1.0, top_p: float = 1.0, forbidden=None):
+    """reshape(probs, x): zero the `forbidden` [V] ids, then `sharpen`; None for the
+    plain sampler (as sedd_jax)."""
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(
+            f"sampling.temperature={temperature} must be > 0 and sampling.top_p={top_p} in (0, 1]"
+        )
+    plain = temperature == 1.0 and top_p == 1.0
+    if plain and forbidden is None:
+        return None
+
+    def reshape(probs, x):
+        probs = forbid(probs, forbidden)
+        return probs if plain else sharpen(probs, x, temperature, top_p)
+
+    return reshape
 
 
 PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
@@ -79,6 +125,9 @@ def pc_sample(
     clamp=None,
     uniforms=None,
     start_from_limit: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    forbidden=None,
 ):
     """Run the reverse process for x [B, L].
 
@@ -87,12 +136,14 @@ def pc_sample(
     `start_from_limit` is False. clamp [B, L] bool: positions held at their x_init values
     at every step. The step uniforms come from `rand`, or from `uniforms`
     [steps + 1, B, L, V] (the last slice feeds the denoiser) for parity runs.
+    `temperature`, `top_p` and `forbidden` [V] bool reshape every draw, as sedd_jax.
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
     if rand is None and uniforms is None:
         raise ValueError("pc_sample needs rand or explicit uniforms")
     step_fn = PREDICTORS[predictor]
+    reshape = transition_reshaper(temperature, top_p, forbidden)
     shape = tuple(x_init.shape) + (graph.dim,)
     ts = time_grid(steps, eps)
     dt = (1.0 - eps) / steps
@@ -107,12 +158,12 @@ def pc_sample(
         x = torch.where(keep, x_init, graph.sample_limit(rand, x_init.shape, x_init.device))
 
     def draw(i):
-        return uniforms[i] if uniforms is not None else rand(shape)
+        return uniforms[i] if uniforms is not None else race_uniform(rand, shape)
 
     for i in range(steps):
-        x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i))
+        x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i), reshape)
         x = torch.where(keep, x_init, x)
     if denoise_last:
-        x = denoise(log_score_fn, graph, noise, x, ts[-1], draw(steps))
+        x = denoise(log_score_fn, graph, noise, x, ts[-1], draw(steps), reshape)
         x = torch.where(keep, x_init, x)
     return x

@@ -9,20 +9,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_jax.common.generation import draw_lengths, initial_tokens
+from sedd_jax.common.generation import draw_lengths, initial_tokens, tokenizer_forbidden
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 
 
 def make_sampler(model, graph, noise, sampling_config):
-    """fn(x_init [B, L], valid [B, L], clamp [B, L], rand) -> tokens [B, L].
+    """fn(x_init [B, L], valid [B, L], clamp [B, L], rand, forbidden=None) -> tokens [B, L].
 
     Pads (valid False) and `clamp` positions keep their `x_init` value; pads are hidden
-    from attention.
+    from attention. The sampling config's temperature and top_p apply to every draw;
+    `forbidden` [V] bool: ids never drawn (`tokenizer_forbidden`).
     """
 
     @torch.no_grad()
-    def sample(x_init, valid, clamp, rand):
+    def sample(x_init, valid, clamp, rand, forbidden=None):
         model.eval()
 
         def log_score_fn(x, sigma):
@@ -39,6 +40,9 @@ def make_sampler(model, graph, noise, sampling_config):
             eps=sampling_config.eps,
             denoise_last=sampling_config.denoise,
             clamp=clamp | ~valid,
+            temperature=sampling_config.get("temperature", 1.0),
+            top_p=sampling_config.get("top_p", 1.0),
+            forbidden=forbidden,
         )
 
     return sample
@@ -47,7 +51,8 @@ def make_sampler(model, graph, noise, sampling_config):
 def generate(
     sampler, graph, tokenizer, *, num, max_len, length, length_dist, seed, device, prefix=""
 ):
-    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start."""
+    """Sample `num` sequences; an optional `prefix` (residues) is held fixed at the start.
+    The tokenizer's special ids are never drawn."""
     rng = np.random.default_rng(seed)
     prompt = tokenizer.encode(prefix) if prefix else np.zeros((0,), np.int32)
     if len(prompt) >= max_len:
@@ -66,5 +71,6 @@ def generate(
         tensor(valid),
         tensor(clamp),
         generator_rand(torch.Generator().manual_seed(seed), device),
+        tensor(tokenizer_forbidden(graph, tokenizer)),
     )
     return tokens.cpu().numpy().astype(np.int32), valid
