@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of issue 11, from the repository root on a fresh GPU machine:
+# GPU check (precision and speed on a GPU), from the repository root on a fresh GPU machine:
 #   bash scripts/gpu_check.sh            (results under $OUT, default ./gpu_check_out)
 #
 # 1. bfloat16 and float16 log-scores and loss of the stable-size model (66.7M, B 4 x L 512)
