@@ -8,8 +8,9 @@ An adapter owns the data, the graph(s), the network and everything that depends 
   * `write_samples(model, workdir, step)`; `meta()` (JSON saved with each checkpoint, the
     keys sedd_jax's adapters write, so `sedd_jax.sample` / `evaluate` read a twin run).
 
-The data come from the numpy in-memory pipelines (`sedd_jax.data.pipeline`,
-`pair_pipeline`): the grain shard loader imports jax, the twin never does. The
+The data are the trainer's shards (`track_data.run_data`: the same manifest, split and
+de-duplication as sedd_jax), batched in-process by `plan.Batcher`, which gives the rows
+of sedd_jax's grain loader for every (seed, step) without importing jax. The
 curriculum is applied as in sedd_jax: times biased, the scaled sigma corrupts,
 conditions and weights, for one track and for pairs.
 """
@@ -22,14 +23,14 @@ import os
 import numpy as np
 import torch
 
-from sedd_jax.common.evaluation import unigram_log_probs
+from sedd_jax.common.evaluation import unigram_log_p_from_counts
 from sedd_jax.common.generation import initial_tokens
 from sedd_jax.common.noise import warn_schedule
 from sedd_jax.common.tasks import TASKS, PairGraphs, TaskMixture
 from sedd_jax.data.batching import iter_eval_batches, sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
-from sedd_jax.data.pair_pipeline import load_pair_data, make_pair_batcher
-from sedd_jax.data.pipeline import load_protein_data, make_batcher
+from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.track_data import run_data
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.curriculum import (
     check_curriculum,
@@ -46,6 +47,11 @@ from sedd_torch.models.dual import build_dual_model
 from sedd_torch.models.sedd import build_model
 from sedd_torch.training.evaluation import _generator, model_score_fn, validation_loss
 from sedd_torch.training.generation import generate, make_sampler
+
+
+def _max_val_rows(eval_config) -> int:
+    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
+    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
 
 
 def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
@@ -129,8 +135,9 @@ class SingleTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = load_protein_data(config.data, config.seed)
-        self.tokenizer = self.data.tokenizer
+        self.data = run_data(config, _max_val_rows(config.eval))
+        self.tokenizer = self.data.tokenizers["tokens"]
+        self.lengths = self.data.lengths["tokens"]
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
@@ -141,7 +148,8 @@ class SingleTrack:
         )
 
     def batcher(self, batch_size: int):
-        return make_batcher(self.data, batch_size, self.config.seed)
+        """sedd_jax's training batches of (seed, step), read from the shards with numpy."""
+        return self.data.batcher(self.config.data, batch_size, self.config.seed)
 
     def _val_loss(self, score_fn_for_batch):
         ec = self.config.eval
@@ -164,18 +172,20 @@ class SingleTrack:
 
     def baselines(self) -> dict:
         """The best position-independent predictor (training unigram) under the same loss."""
-        train = self.data.train
-        log_p = unigram_log_probs(train["tokens"], train["valid"], self.graph.n)
+        log_p = unigram_log_p_from_counts(self.data.unigram_counts("tokens", self.graph.n))
         oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=self.device), self.graph)
         return {"loss_unigram": self._val_loss(lambda valid: oracle)}
 
     def meta(self) -> dict:
-        return {
+        meta = {
             "config": self.config.to_dict(),
             "protein_vocab_size": self.tokenizer.vocab_size,
-            "length_distribution": self.data.lengths.tolist(),
-            "data_kind": "protein",
+            "length_distribution": self.lengths.tolist(),
+            "data_kind": self.data.shards.kind,
         }
+        if isinstance(self.tokenizer, SmilesTokenizer):
+            meta["ligand_tokenizer"] = self.tokenizer.to_dict()
+        return meta
 
     def write_samples(self, model, workdir: str, step: int) -> dict:
         sc = self.config.sampling
@@ -186,7 +196,7 @@ class SingleTrack:
             num=sc.num_samples,
             max_len=self.config.data.max_len,
             length=sc.length,
-            length_dist=self.data.lengths,
+            length_dist=self.lengths,
             seed=self.config.seed,
             device=self.device,
         )
@@ -205,7 +215,7 @@ class PairTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = load_pair_data(config.data, config.seed)
+        self.data = run_data(config, _max_val_rows(config.eval))
         self.graphs = PairGraphs(
             get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
             get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
@@ -225,7 +235,8 @@ class PairTrack:
         )
 
     def batcher(self, batch_size: int):
-        return make_pair_batcher(self.data, batch_size, self.config.seed)
+        """sedd_jax's training batches of (seed, step), read from the shards with numpy."""
+        return self.data.batcher(self.config.data, batch_size, self.config.seed)
 
     def _tensors(self, batch) -> dict:
         return {
@@ -277,8 +288,7 @@ class PairTrack:
             ("ligand", self.data.ligand_tokenizer),
         ):
             graph = getattr(self.graphs, track)
-            train = self.data.train
-            log_p = unigram_log_probs(train[track], train[f"{track}_valid"], graph.n)
+            log_p = unigram_log_p_from_counts(self.data.unigram_counts(track, graph.n))
             oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=self.device), graph)
             arrays = {"tokens": self.data.val[track], "valid": self.data.val[f"{track}_valid"]}
             out[f"loss_unigram_{track}"] = validation_loss(
