@@ -387,6 +387,11 @@ def load_pair_track(data_config, max_val_rows: int = 0) -> TrackData:
     return _finish(shards, specs, data_config.vocab_size, max_val_rows, data_config)
 
 
+def max_val_rows(eval_config) -> int:
+    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
+    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
+
+
 def run_data(config, max_val_rows: int = 0) -> TrackData:
     """The data of the run `config` describes, split as its trainer splits them: pairs for
     `model.kind = "dual"`, one track (proteins or SMILES) otherwise."""

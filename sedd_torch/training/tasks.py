@@ -30,7 +30,7 @@ from sedd_jax.common.tasks import TASKS, PairGraphs, TaskMixture
 from sedd_jax.data.batching import iter_eval_batches, sample_lengths
 from sedd_jax.data.fasta import FastaRecord, write_fasta
 from sedd_jax.data.smiles import SmilesTokenizer
-from sedd_jax.data.track_data import run_data
+from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.curriculum import (
     check_curriculum,
@@ -47,11 +47,6 @@ from sedd_torch.models.dual import build_dual_model
 from sedd_torch.models.sedd import build_model
 from sedd_torch.training.evaluation import _generator, model_score_fn, validation_loss
 from sedd_torch.training.generation import generate, make_sampler
-
-
-def _max_val_rows(eval_config) -> int:
-    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
-    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
 
 
 def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
@@ -135,7 +130,7 @@ class SingleTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = run_data(config, _max_val_rows(config.eval))
+        self.data = run_data(config, max_val_rows(config.eval))
         self.tokenizer = self.data.tokenizers["tokens"]
         self.lengths = self.data.lengths["tokens"]
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
@@ -215,7 +210,7 @@ class PairTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = run_data(config, _max_val_rows(config.eval))
+        self.data = run_data(config, max_val_rows(config.eval))
         self.graphs = PairGraphs(
             get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
             get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
