@@ -77,15 +77,18 @@ class Tokenizers:
         """The tokenizers a checkpoint's meta saved (a ligand tokenizer makes a single-track
         run a ligand model); without meta, proteins of `data.vocab_size`."""
         meta = meta or {}
-        protein = ProteinTokenizer(meta.get("protein_vocab_size", config.data.vocab_size))
         ligand = None
         if "ligand_tokenizer" in meta:
             ligand = ligand_tokenizer_from_dict(meta["ligand_tokenizer"], source=source)
-        if run_kind(config) == "pair":
-            if ligand is None:
-                raise ValueError(f"{source}: a pair run's meta needs 'ligand_tokenizer'")
-            return cls(protein=protein, ligand=ligand)
-        return cls.of_track(ligand if ligand is not None else protein)
+        pair = run_kind(config) == "pair"
+        if ligand is not None and not pair:  # a ligand model (its meta's vocab size is the SMILES')
+            return cls.of_track(ligand)
+        protein = ProteinTokenizer(meta.get("protein_vocab_size", config.data.vocab_size))
+        if not pair:
+            return cls.of_track(protein)
+        if ligand is None:
+            raise ValueError(f"{source}: a pair run's meta needs 'ligand_tokenizer'")
+        return cls(protein=protein, ligand=ligand)
 
 
 @dataclasses.dataclass(frozen=True)

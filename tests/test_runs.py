@@ -143,3 +143,16 @@ def test_open_run_reads_an_orbax_and_a_twin_workdir_alike(tmp_path):
         shapes = [jax.tree_util.tree_map(np.shape, r.params(weights)) for r in (a, b)]
         assert shapes[0] == shapes[1]
     _assert_same_rows(a.data().val, b.data().val)
+
+
+def test_a_ligand_only_run_reads_its_smiles_vocabulary_from_meta():
+    from sedd_jax.data.smiles import SmilesTokenizer
+
+    ligands = SmilesTokenizer.build(["CCO", "c1ccccc1", "CC(=O)N"], min_count=1)
+    config = _config("demo", 0)
+    meta = {"ligand_tokenizer": ligands.to_dict(), "protein_vocab_size": ligands.vocab_size}
+    tokenizers = Tokenizers.from_meta(config, meta)
+    assert tokenizers.protein is None and tokenizers.track is tokenizers.ligand
+    assert tokenizers.track.vocab_size == ligands.vocab_size
+    graph = build_components(config, tokenizers).graph
+    assert graph.dim == ligands.vocab_size + 1
