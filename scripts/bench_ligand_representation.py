@@ -20,9 +20,8 @@ import math
 import os
 
 import numpy as np
-from ml_collections import ConfigDict
 
-from sedd_jax.training import checkpoint
+from sedd_jax.runs import open_run
 from sedd_jax.training.ligand_samples import ligand_metrics
 from sedd_jax.training.tasks import PairTrack
 
@@ -33,8 +32,9 @@ SAMPLE_FILES = {
 
 
 def measure(workdir: str, time_samples: int) -> dict:
-    params, meta, step = checkpoint.load_params(workdir, None, "ema")
-    config = ConfigDict(meta["config"])
+    run = open_run(workdir)
+    params, step = run.params("ema"), run.step
+    config = run.config.copy_and_resolve_references()
     config.eval.time_samples, config.eval.max_batches = time_samples, 0
     config.eval.sample_metrics_num = 0
     task = PairTrack(config)

@@ -27,10 +27,10 @@ import time
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.defaults import base_config
-from sedd_jax.diffusion.graphs import Absorbing
-from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_jax.models.sedd import build_model, count_parameters
+from sedd_jax.models.sedd import count_parameters
+from sedd_jax.runs import Tokenizers, build_components
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import train_step
@@ -52,8 +52,8 @@ def measure(size: str, length: int, batch: int, remat: str, dtype: str, compile_
     for key, value in SIZES[size].items():
         config.model[key] = value
     config.model.update(dtype=dtype, dropout=0.0, remat=remat)
-    graph, noise = Absorbing(36), LogLinearNoise()
-    model = build_model(config.model, graph.dim, True)
+    parts = build_components(config, Tokenizers.of_track(ProteinTokenizer(36)))
+    graph, noise, model = parts.graph, parts.noise, parts.model
     tx = make_optimizer(config.optim, 1000)
     tokens = jax.ShapeDtypeStruct((batch, length), jnp.int32)
     valid = jax.ShapeDtypeStruct((batch, length), jnp.bool_)

@@ -23,13 +23,10 @@ import subprocess
 import sys
 import tempfile
 
-from ml_collections import ConfigDict
-
 from sedd_jax.data.fasta import FastaRecord, write_fasta
-from sedd_jax.data.track_data import load_pair_track
 from sedd_jax.metrics import ligand
 from sedd_jax.metrics.pairs import ligand_specificity
-from sedd_jax.training.checkpoint import read_meta
+from sedd_jax.runs import open_run
 
 
 def main():
@@ -43,9 +40,9 @@ def main():
     parser.add_argument("--out", default="guidance.json")
     args = parser.parse_args()
 
-    _, meta = read_meta(args.workdir, None)
-    config = ConfigDict(meta["config"])
-    whole = dict.fromkeys(load_pair_track(config.data).val_sequences)
+    run = open_run(args.workdir)
+    config = run.config
+    whole = dict.fromkeys(run.data().val_sequences)
     # the model's protein window (as training crops)
     sequences = [s[: config.data.max_protein_len] for s in whole][: args.proteins]
     tmp = tempfile.mkdtemp(prefix="guidance-")

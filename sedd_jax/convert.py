@@ -51,7 +51,7 @@ _TRUST = flags.DEFINE_bool(
 
 
 def import_options():
-    from sedd_jax.run_configs import ImportOptions
+    from sedd_jax.conversion.run_settings import ImportOptions
 
     return ImportOptions(
         graph=_GRAPH.value,

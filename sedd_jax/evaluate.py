@@ -14,8 +14,9 @@ the report is written instead (`sedd_jax/sample_report.py`; definitions in
 docs/metrics.md): report.json, report.md and PNG plots in --report_dir (default
 `<workdir>/report_<samples name>/`).
 
-Without --fasta the run's own validation split is evaluated (rebuilt from the config in
-the checkpoint). Reports the SEDD ELBO (`sedd_jax/diffusion/likelihood.py`, with the
+Without --fasta the run's own validation split is evaluated: the validation records of
+the shards its trainer read (`runs.open_run(...).data()`), whatever the run's seed.
+Reports the SEDD ELBO (`sedd_jax/diffusion/likelihood.py`, with the
 decoder term for schedules with sigma_bar(0) > 0) as nats and bits per token with its
 standard error over sequences, and perplexity = exp(NLL bound / tokens): an upper bound
 on the true perplexity given the length; with the run's length distribution also the
@@ -29,18 +30,13 @@ import json
 import sys
 
 from absl import app, flags
-from ml_collections import ConfigDict
 
 from sedd_jax import allocator
 from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.fasta import read_fasta
-from sedd_jax.data.pipeline import load_protein_data
-from sedd_jax.data.protein import ProteinTokenizer, clean_sequence
-from sedd_jax.diffusion.graphs import get_graph
+from sedd_jax.data.protein import clean_sequence
 from sedd_jax.diffusion.likelihood import dataset_likelihood, make_likelihood_fn
-from sedd_jax.diffusion.noise import get_noise
-from sedd_jax.models.sedd import build_model
-from sedd_jax.training.checkpoint import load_params
+from sedd_jax.runs import Run, open_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
@@ -81,16 +77,24 @@ def sample_report() -> None:
     print(f"report: {report['paths']['markdown']}")
 
 
-def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer):
+def validation_arrays(run: Run) -> dict:
+    """The run's validation rows: those of the shards and split its trainer read."""
+    return run.data().val
+
+
+def evaluation_arrays(run: Run, fasta: str | None = None):
     """(arrays whose sequences fit max_len, arrays of first windows of longer ones or None,
-    a description of the data)."""
+    a description of the data): the proteins of `fasta`, else the validation split."""
+    config, tokenizer = run.config, run.tokenizers.track
     max_len = config.data.max_len
-    if _FASTA.value:
-        seqs = [clean_sequence(r.sequence) for r in read_fasta(_FASTA.value)]
+    if fasta:
+        if run.tokenizers.protein is not tokenizer:
+            sys.exit("--fasta scores protein runs; this run models ligands")
+        seqs = [clean_sequence(r.sequence) for r in read_fasta(fasta)]
         fit = [s for s in seqs if len(s) <= max_len]
         long = [s for s in seqs if len(s) > max_len]
         if not fit:
-            sys.exit(f"--fasta={_FASTA.value}: no sequence of at most {max_len} residues")
+            sys.exit(f"--fasta={fasta}: no sequence of at most {max_len} residues")
         arrays = [
             dict(
                 zip(
@@ -103,34 +107,22 @@ def evaluation_arrays(config: ConfigDict, tokenizer: ProteinTokenizer):
             else None
             for part in (fit, long)
         ]
-        return arrays[0], arrays[1], _FASTA.value
-    data = load_protein_data(config.data, config.seed)
-    return data.val, None, f"validation split of data.source={config.data.source!r}"
+        return arrays[0], arrays[1], fasta
+    return validation_arrays(run), None, f"validation split of data.source={config.data.source!r}"
 
 
-def pair_likelihood(params, meta, config, step) -> None:
+def pair_likelihood(run: Run, params) -> None:
     """Per task and track: the bound on the validation pairs, nats/token with its error;
     and, where the run trained both, what the protein tells about its ligand (and back):
     bound(ligand alone) - bound(ligand | protein), per ligand token and per molecule."""
-    from sedd_jax.data.selfies import ligand_tokenizer_from_dict
-    from sedd_jax.data.track_data import load_pair_track
-    from sedd_jax.diffusion.joint import TASKS, PairGraphs
+    from sedd_jax.diffusion.joint import TASKS
     from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
-    from sedd_jax.models.dual import build_dual_model
 
     if _FASTA.value:
         sys.exit("--fasta scores single-track runs; pair runs are scored on their validation pairs")
-    protein_tok = ProteinTokenizer(meta["protein_vocab_size"])
-    ligand_tok = ligand_tokenizer_from_dict(meta["ligand_tokenizer"], source=_WORKDIR.value)
-    graphs = PairGraphs(
-        get_graph(config.graph, protein_tok.vocab_size),
-        get_graph(config.graph, ligand_tok.vocab_size),
-    )
-    noise = get_noise(config.noise)
-    model = build_dual_model(
-        config.model, graphs.protein.dim, graphs.ligand.dim, graphs.protein.absorb
-    )
-    arrays = load_pair_track(config.data).val
+    config, step = run.config, run.step
+    graphs, noise, model = run.components.graph, run.components.noise, run.components.model
+    arrays = validation_arrays(run)
     time_samples = _TIME_SAMPLES.value or config.eval.get("likelihood_time_samples", 128)
     result = {"step": step, "weights": _WEIGHTS.value, "time_samples": time_samples, "tasks": {}}
     print(
@@ -178,15 +170,13 @@ def main(argv):
         return sample_report()
     if not _WORKDIR.value:
         sys.exit("--workdir is required")
-    params, meta, step = load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
-    config = ConfigDict(meta["config"])
-    if config.model.get("kind", "single") == "dual":
-        return pair_likelihood(params, meta, config, step)
-    tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
-    graph = get_graph(config.graph, tokenizer.vocab_size)
-    noise = get_noise(config.noise)
-    model = build_model(config.model, graph.dim, graph.absorb)
-    arrays, long, what = evaluation_arrays(config, tokenizer)
+    run = open_run(_WORKDIR.value, _STEP.value)
+    params = run.params(_WEIGHTS.value)
+    if run.kind == "pair":
+        return pair_likelihood(run, params)
+    config, meta, step, tokenizer = run.config, run.meta, run.step, run.tokenizers.track
+    graph, noise, model = run.components.graph, run.components.noise, run.components.model
+    arrays, long, what = evaluation_arrays(run, _FASTA.value)
     time_samples = _TIME_SAMPLES.value or config.eval.get("likelihood_time_samples", 128)
     method = _METHOD.value or config.eval.get("likelihood_method", "stratified")
     fn = make_likelihood_fn(model, graph, noise, time_samples=time_samples, method=method)

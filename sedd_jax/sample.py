@@ -49,16 +49,10 @@ from sedd_jax.conditioning import (
     write_outputs,
 )
 from sedd_jax.data.fasta import FastaError, FastaRecord, read_fasta, write_fasta
-from sedd_jax.data.protein import ProteinTokenizer
-from sedd_jax.data.selfies import ligand_tokenizer_from_dict
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
-from sedd_jax.diffusion.graphs import get_graph
 from sedd_jax.diffusion.guidance import UNCONDITIONAL
-from sedd_jax.diffusion.joint import TASKS, PairGraphs
-from sedd_jax.diffusion.noise import get_noise
-from sedd_jax.models.dual import build_dual_model
-from sedd_jax.models.sedd import build_model
-from sedd_jax.training import checkpoint
+from sedd_jax.diffusion.joint import TASKS
+from sedd_jax.runs import Run, open_run
 from sedd_jax.training.generation import (
     generate,
     generate_rows,
@@ -161,11 +155,10 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
     return records
 
 
-def _single_track_sampler(config, tokenizer):
-    """(sampler, graph) of a single-track run with `tokenizer`'s vocabulary."""
-    graph = get_graph(config.graph, tokenizer.vocab_size)
-    model = build_model(config.model, graph.dim, graph.absorb)
-    return make_sampler(model, graph, get_noise(config.noise), sampling_config(config)), graph
+def _single_track_sampler(run: Run):
+    """(sampler, graph) of a single-track run."""
+    graph, noise, model = run.components.graph, run.components.noise, run.components.model
+    return make_sampler(model, graph, noise, sampling_config(run.config)), graph
 
 
 def _draw(sampler, params, graph, tokenizer, meta, config, prefix: str = ""):
@@ -184,13 +177,13 @@ def _draw(sampler, params, graph, tokenizer, meta, config, prefix: str = ""):
     )
 
 
-def sample_ligands(params, meta, config):
+def sample_ligands(run: Run, params):
     """A ligand-only run (MOSES, SMILES files): SMILES (and SELFIES) lines in a .smi file."""
     for flag in (_PREFIX, _TEMPLATE, _TEMPLATES):
         if flag.value:
             sys.exit(f"--{flag.name} is for proteins; this checkpoint samples ligands")
-    tokenizer = ligand_tokenizer_from_dict(meta["ligand_tokenizer"])
-    sampler, graph = _single_track_sampler(config, tokenizer)
+    meta, config, tokenizer = run.meta, run.config, run.tokenizers.track
+    sampler, graph = _single_track_sampler(run)
     tokens, valid = _draw(sampler, params, graph, tokenizer, meta, config)
     out = _OUT.value or "samples.smi"
     smiles = tokenizer.decode_batch(tokens, valid)
@@ -198,9 +191,9 @@ def sample_ligands(params, meta, config):
     return out
 
 
-def sample_proteins(params, meta, config):
-    tokenizer = ProteinTokenizer(meta["protein_vocab_size"])
-    sampler, graph = _single_track_sampler(config, tokenizer)
+def sample_proteins(run: Run, params):
+    meta, config, tokenizer = run.meta, run.config, run.tokenizers.track
+    sampler, graph = _single_track_sampler(run)
     out = _OUT.value or "samples.fasta"
     if _TEMPLATE.value or _TEMPLATES.value:
         if _PREFIX.value:
@@ -235,19 +228,12 @@ def _conditions(task: str) -> list[Condition] | None:
     sys.exit(f"--task={task} needs --{one.name} or --{many.name}")
 
 
-def sample_pairs_cli(params, meta, config, step):
+def sample_pairs_cli(run: Run, params):
     task = _TASK.value
-    protein_tok = ProteinTokenizer(meta["protein_vocab_size"])
-    ligand_tok = ligand_tokenizer_from_dict(meta["ligand_tokenizer"], source=_WORKDIR.value)
-    graphs = PairGraphs(
-        get_graph(config.graph, protein_tok.vocab_size),
-        get_graph(config.graph, ligand_tok.vocab_size),
-    )
+    meta, config, step = run.meta, run.config, run.step
+    protein_tok, ligand_tok = run.tokenizers.protein, run.tokenizers.ligand
+    graphs, noise, model = run.components.graph, run.components.noise, run.components.model
     conditions = _conditions(task)
-    noise = get_noise(config.noise)
-    model = build_dual_model(
-        config.model, graphs.protein.dim, graphs.ligand.dim, graphs.protein.absorb
-    )
     dc, n = config.data, _NUM.value
     rows = n * (len(conditions) if conditions else 1)
     tracks = {
@@ -333,15 +319,15 @@ def main(argv):
     del argv
     if not _WORKDIR.value:
         sys.exit("--workdir is required")
-    params, meta, step = checkpoint.load_params(_WORKDIR.value, _STEP.value, _WEIGHTS.value)
-    config = ConfigDict(meta["config"])
-    if config.model.get("kind", "single") == "dual":
-        out = sample_pairs_cli(params, meta, config, step)
-    elif "ligand_tokenizer" in meta:
-        out = sample_ligands(params, meta, config)
+    run = open_run(_WORKDIR.value, _STEP.value)
+    params = run.params(_WEIGHTS.value)
+    if run.kind == "pair":
+        out = sample_pairs_cli(run, params)
+    elif run.tokenizers.track is run.tokenizers.ligand:
+        out = sample_ligands(run, params)
     else:
-        out = sample_proteins(params, meta, config)
-    print(f"wrote {_NUM.value} samples from step {step} ({_WEIGHTS.value} weights) to {out}")
+        out = sample_proteins(run, params)
+    print(f"wrote {_NUM.value} samples from step {run.step} ({_WEIGHTS.value} weights) to {out}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """`python -m sedd_jax.evaluate --samples=FILE`: the sample-quality report of a sample file.
 
 The reference set is `--reference=FILE` (FASTA, .smi or a pair CSV) or, by default, the
-training split of the run in `--workdir`, rebuilt from the config saved in its newest
-checkpoint with the training data loading (proteins: the training crops the model saw;
-pairs: the training proteins, cropped likewise, and SMILES of the protein-disjoint
-split). The metrics live in `sedd_jax/metrics/` (no jax); this module finds the inputs.
+training split of the run in `--workdir`: the training records of the shards its trainer
+read (`runs.open_run(...).data()`; proteins as windows of `max_len` starting at 0, pairs
+with the SMILES of the protein-disjoint split, ligand-only runs their SMILES). The metrics
+live in `sedd_jax/metrics/` (no jax); this module finds the inputs.
 """
 
 from __future__ import annotations
@@ -14,45 +14,47 @@ import os
 
 from ml_collections import ConfigDict
 
+from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.track_data import TrackData, run_data
 from sedd_jax.metrics import report as report_lib
 from sedd_jax.metrics import samples as samples_lib
 
 log = logging.getLogger(__name__)
 
 
-def reference_from_config(config: ConfigDict) -> tuple[dict[str, list[str]], str]:
-    """Training proteins / SMILES of a run's config, and a description of them."""
-    if config.model.get("kind", "single") == "dual":
-        from sedd_jax.data.pair_pipeline import load_pair_data
-
-        data = load_pair_data(config.data, config.seed)
-        train = data.train
+def reference_from_data(config: ConfigDict, data: TrackData) -> tuple[dict[str, list[str]], str]:
+    """Training proteins / SMILES of a run's shards (proteins as the training windows that
+    start at 0), and a description of them."""
+    train = data.train_arrays()
+    source = f"training split of data.source={config.data.source!r}"
+    if "protein" in data.tokenizers:  # pairs
         proteins = data.protein_tokenizer.decode_batch(train["protein"], train["protein_valid"])
-        smiles = [
-            data.ligand_tokenizer.decode(row[valid])
-            for row, valid in zip(train["ligand"], train["ligand_valid"], strict=True)
-        ]
+        smiles = data.ligand_tokenizer.decode_batch(train["ligand"], train["ligand_valid"])
         what = (
-            f"training split of data.source={config.data.source!r} ({len(smiles)} pairs, "
-            f"proteins cropped to data.max_protein_len={config.data.max_protein_len})"
+            f"{source} ({len(smiles)} pairs, proteins cropped to "
+            f"data.max_protein_len={config.data.max_protein_len})"
         )
         return {"proteins": list(dict.fromkeys(proteins)), "smiles": smiles}, what
-    from sedd_jax.data.pipeline import load_protein_data
+    tokenizer = data.tokenizers["tokens"]
+    decoded = tokenizer.decode_batch(train["tokens"], train["valid"])
+    if isinstance(tokenizer, SmilesTokenizer):
+        return {"proteins": [], "smiles": decoded}, f"{source} ({len(decoded)} molecules)"
+    return {
+        "proteins": decoded,
+        "smiles": [],
+    }, f"{source} (cropped to data.max_len={config.data.max_len})"
 
-    data = load_protein_data(config.data, config.seed)
-    proteins = data.tokenizer.decode_batch(data.train["tokens"], data.train["valid"])
-    what = (
-        f"training split of data.source={config.data.source!r} "
-        f"(cropped to data.max_len={config.data.max_len})"
-    )
-    return {"proteins": proteins, "smiles": []}, what
+
+def reference_from_config(config: ConfigDict) -> tuple[dict[str, list[str]], str]:
+    """`reference_from_data` of the shards the run of `config` trains on."""
+    return reference_from_data(config, run_data(config))
 
 
 def reference_from_workdir(workdir: str, step: int | None = None):
-    from sedd_jax.training.checkpoint import read_meta
+    from sedd_jax.runs import open_run
 
-    _, meta = read_meta(workdir, step)
-    return reference_from_config(ConfigDict(meta["config"]))
+    run = open_run(workdir, step)
+    return reference_from_data(run.config, run.data())
 
 
 def default_report_dir(samples_path: str, workdir: str | None) -> str:

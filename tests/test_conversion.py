@@ -393,7 +393,7 @@ def torch_demo_config():
 @pytest.mark.slow
 def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
     from sedd_jax.data.fasta import read_fasta
-    from sedd_jax.data.pipeline import load_protein_data
+    from sedd_jax.data.track_data import run_data
     from sedd_jax.diffusion.graphs import get_graph
     from sedd_jax.diffusion.noise import get_noise
     from sedd_jax.training.evaluation import make_eval_step, validation_loss
@@ -428,9 +428,10 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
     assert weights.step == 300 and weights.config.to_dict() == config.to_dict()
 
     # the EMA weights, evaluated by sedd_jax, also beat the unigram baseline
-    data = load_protein_data(weights.config.data, weights.config.seed)
+    data = run_data(weights.config)
+    tokenizer = data.tokenizers["tokens"]
     graph_model = conversion.model_for(weights.config)
-    graph = get_graph(weights.config.graph, data.tokenizer.vocab_size)
+    graph = get_graph(weights.config.graph, tokenizer.vocab_size)
     noise = get_noise(weights.config.noise)
     eval_step = make_eval_step(graph_model, graph, noise, config.training.sampling_eps)
     jax_loss = validation_loss(
@@ -440,7 +441,7 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
         batch_size=32,
         time_samples=8,
         max_batches=0,
-        pad_id=data.tokenizer.pad_id,
+        pad_id=tokenizer.pad_id,
         seed=0,
     )
     assert jax_loss < unigram - 0.02  # (torch's estimate used other draws: ~0.05 apart)
@@ -450,14 +451,14 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
         sampler,
         weights.ema_params,
         graph,
-        data.tokenizer,
+        tokenizer,
         num=4,
         max_len=32,
         length=0,
         length_dist=np.asarray(weights.meta["length_distribution"]),
         seed=1,
     )
-    sequences = data.tokenizer.decode_batch(tokens, valid)
+    sequences = tokenizer.decode_batch(tokens, valid)
     assert [len(s) for s in sequences] == valid.sum(axis=1).tolist()
     assert all(s and set(s) <= set("ACDEFGHIKLMNPQRSTVWYX") for s in sequences)
 

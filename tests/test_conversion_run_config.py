@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from sedd_jax import conversion
-from sedd_jax.run_configs import ImportOptions
+from sedd_jax.conversion.run_settings import ImportOptions
 from sedd_torch.models.sedd import SEDD as TorchSEDD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

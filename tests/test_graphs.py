@@ -218,7 +218,7 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
     Both losses come from `training.evaluation` with the same validation batches and keys.
     """
     from sedd_jax.data.fasta import read_fasta
-    from sedd_jax.data.pipeline import load_protein_data
+    from sedd_jax.data.track_data import run_data
     from sedd_jax.diffusion.noise import get_noise
     from sedd_jax.diffusion.oracles import unigram_log_score_fn
     from sedd_jax.training.evaluation import (
@@ -242,12 +242,13 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
     c.logging.progress_bar = False
     summary = train_and_evaluate(c, str(tmp_path))
 
-    data = load_protein_data(c.data, c.seed)
-    graph = get_graph(c.graph, data.tokenizer.vocab_size)
+    data = run_data(c)
+    tokenizer, train = data.tokenizers["tokens"], data.train_arrays()
+    graph = get_graph(c.graph, tokenizer.vocab_size)
     oracle = make_oracle_eval_step(
         unigram_log_score_fn, graph, get_noise(c.noise), c.training.sampling_eps
     )
-    log_p = unigram_log_probs(data.train["tokens"], data.train["valid"], graph.n)
+    log_p = unigram_log_probs(train["tokens"], train["valid"], graph.n)
     unigram = validation_loss(
         oracle,
         jnp.asarray(log_p),
@@ -255,7 +256,7 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
         batch_size=c.eval.batch_size,
         time_samples=c.eval.time_samples,
         max_batches=c.eval.max_batches,
-        pad_id=data.tokenizer.pad_id,
+        pad_id=tokenizer.pad_id,
         seed=c.seed,
     )
     initial = [r["val/loss_ema"] for r in read_metrics(str(tmp_path)) if "val/loss_ema" in r][0]

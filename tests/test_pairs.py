@@ -1,4 +1,4 @@
-"""Tests of pair-table reading, the demo pairs and the split by protein."""
+"""Tests of pair-table reading, and the demo pairs (the split is `prepare`'s)."""
 
 import gzip
 import importlib.util
@@ -13,7 +13,6 @@ from sedd_jax.data.pairs import (
     PairTableError,
     load_demo_pairs,
     read_pair_table,
-    split_pairs_by_protein,
 )
 
 HAS_RDKIT = importlib.util.find_spec("rdkit") is not None
@@ -137,30 +136,3 @@ def test_demo_error_gives_install_command(monkeypatch):
         load_demo_pairs()
     assert DEMO_INSTALL in str(e.value)
     assert DEMO_INSTALL == "pip install --no-deps pydebiaseddta==0.1.0 pydta==0.0.3"
-
-
-def test_split_by_protein_keeps_val_proteins_unseen(demo):
-    train, val = split_pairs_by_protein(demo, val_fraction=0.1, seed=0)
-    assert (len(train), len(val)) == (8980, 1018)
-    assert (len(set(train.sequences)), len(set(val.sequences))) == (401, 37)
-    assert not set(train.sequences) & set(val.sequences)
-    assert sorted([*train.pairs(), *val.pairs()]) == sorted(demo.pairs())
-
-
-def test_split_is_deterministic_and_seeded(demo):
-    a = split_pairs_by_protein(demo, 0.2, seed=1)
-    b = split_pairs_by_protein(demo, 0.2, seed=1)
-    c = split_pairs_by_protein(demo, 0.2, seed=2)
-    assert a == b
-    assert set(a[1].sequences) != set(c[1].sequences)
-    assert len(a[1]) >= 0.2 * len(demo)
-
-
-def test_split_edge_fractions():
-    table = PairTable(["AAA", "AAA", "CCC", "DDD"], ["C", "CC", "CCC", "O"])
-    train, val = split_pairs_by_protein(table, 0.0)
-    assert (len(train), len(val)) == (4, 0)
-    train, val = split_pairs_by_protein(table, 0.01)
-    assert len(set(val.sequences)) == 1
-    with pytest.raises(ValueError, match="val_fraction"):
-        split_pairs_by_protein(table, 1.0)

@@ -451,6 +451,14 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
     assert refused.stderr.strip().splitlines()[-1].endswith("this checkpoint samples ligands")
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in m for m in metrics)
+    # evaluate reads the SMILES vocabulary too: a bound on the run's validation SMILES
+    scored = tmp_path / "likelihood.json"
+    cli = [sys.executable, "-m", "sedd_jax.evaluate", f"--workdir={tmp_path / 'run'}"]
+    cli += ["--time_samples=2", f"--out={scored}"]
+    env = dict(ENV, SEDD_DATA_CACHE=str(tmp_path / "cache"))
+    evaluated = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(scored.read_text())["nats_per_token"] > 0
 
 
 def _tiny_train_config(**data):

@@ -130,10 +130,10 @@ def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
     from sedd_jax.diffusion.graphs import get_graph
     from sedd_jax.diffusion.noise import get_noise
     from sedd_jax.models.sedd import build_model
-    from sedd_jax.training.checkpoint import load_params
+    from sedd_jax.runs import open_run
     from sedd_jax.training.generation import generate_rows, make_sampler
 
-    params, _, _ = load_params(str(workdir), None, "ema")
+    params = open_run(str(workdir)).params("ema")
     tok = ProteinTokenizer(c.data.vocab_size)
     graph = get_graph(c.graph, tok.vocab_size)
     model = build_model(c.model, graph.dim, graph.absorb)

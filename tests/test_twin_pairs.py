@@ -21,7 +21,6 @@ from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
-from sedd_jax.training import checkpoint
 from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import pair_track_objective
 
@@ -119,17 +118,18 @@ def test_jax_pair_objective_follows_the_time_bias_schedule():
 
 
 def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
-    """load_params converts the twin's .pt on the fly: the JAX model with those EMA weights
+    """open_run converts the twin's .pt on the fly: the JAX model with those EMA weights
     gives the twin's log-scores."""
-    from sedd_jax.conversion import model_for
+    from sedd_jax.conversion import config_from_dict, model_for
     from sedd_jax.data.smiles import SmilesTokenizer
-    from sedd_jax.torch_checkpoints import config_from_dict
+    from sedd_jax.runs import open_run
     from sedd_torch.diffusion.graphs import get_graph
     from sedd_torch.models.dual import build_dual_model
     from sedd_torch.training import checkpoint as torch_checkpoint
 
     config, workdir, _ = twin_pair_run
-    params, meta, step = checkpoint.load_params(workdir)
+    run = open_run(workdir)
+    params, meta, step = run.params(), run.meta, run.step
     assert step == STEPS and meta["config"]["backend"] == "torch"
     payload = torch.load(torch_checkpoint.checkpoint_path(workdir, STEPS), weights_only=True)
     ligand_graph = get_graph(

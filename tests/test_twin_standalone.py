@@ -81,9 +81,10 @@ def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
     assert os.path.isfile(os.path.join(workdir, "torch_checkpoints", "checkpoint_step_2.pt"))
 
     # a run like any other: sedd_jax reads the twin's .pt on the fly
-    from sedd_jax.training import checkpoint
+    from sedd_jax.runs import open_run
 
-    params, meta, step = checkpoint.load_params(workdir)
+    run = open_run(workdir)
+    params, meta, step = run.params(), run.meta, run.step
     assert step == 2 and meta["config"]["backend"] == "torch"
     assert params["vocab_embed"].shape == (26, 32)
     assert not os.path.isdir(os.path.join(workdir, "checkpoints", "2"))  # nothing written

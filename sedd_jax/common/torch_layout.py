@@ -1,7 +1,7 @@
 """Where the torch twin keeps its checkpoints: `<workdir>/torch_checkpoints/checkpoint_step_<n>.pt`.
 
 Shared by the twin (`sedd_torch.training.checkpoint` writes them) and sedd_jax
-(`training.checkpoint.load_params` reads a twin run through the converter).
+(`sedd_jax.runs.open_run` reads a twin run through the converter).
 """
 
 from __future__ import annotations

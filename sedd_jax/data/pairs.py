@@ -13,7 +13,6 @@ pydebiaseddta's KIBA subset and pydta's Davis/BindingDB-style subset.
 import csv
 import dataclasses
 import gzip
-import hashlib
 import importlib.util
 import json
 import os
@@ -22,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import IO, Literal
 
+from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.smiles import tokenize
 
 OnError = Literal["fail", "skip"]
@@ -289,35 +289,17 @@ def load_demo_pairs() -> PairTable:
     return deduplicate(pairs)
 
 
-def _protein_rank(sequence: str, seed: int) -> bytes:
-    return hashlib.blake2b(f"{seed}:{sequence}".encode(), digest_size=16).digest()
-
-
-def split_pairs_by_protein(
-    table: PairTable, val_fraction: float, seed: int = 0
-) -> tuple[PairTable, PairTable]:
-    """Splits pairs into (train, val) so that no protein sequence is in both.
-
-    Distinct proteins are ordered by a keyed hash of `(seed, sequence)`, stable
-    across processes and machines, and moved to validation in that order until
-    validation holds at least `val_fraction` of the pairs (at least one protein
-    when `val_fraction > 0`). Pairs keep their order within each split; the
-    splits' `skipped` counts are empty.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    per_protein = Counter(table.sequences)
-    target = val_fraction * len(table)
-    val_proteins: set[str] = set()
-    count = 0
-    for seq in sorted(per_protein, key=lambda s: _protein_rank(s, seed)):
-        if count >= target:
-            break
-        val_proteins.add(seq)
-        count += per_protein[seq]
-    train = [(p, s) for p, s in table.pairs() if p not in val_proteins]
-    val = [(p, s) for p, s in table.pairs() if p in val_proteins]
-    return (
-        PairTable([p for p, _ in train], [s for _, s in train]),
-        PairTable([p for p, _ in val], [s for _, s in val]),
+def encode_pairs(table: PairTable, protein_tok, ligand_tok, data_config) -> dict:
+    """Pairs as padded arrays: `protein` [N, max_protein_len] (cropped by `data.crop`),
+    `ligand` [N, max_ligand_len] (over-long SMILES are cut: callers pass those that fit),
+    each with its bool mask `*_valid`."""
+    protein, protein_valid = encode_and_pad(
+        table.sequences, protein_tok, data_config.max_protein_len, data_config.crop
     )
+    ligand, ligand_valid = encode_and_pad(table.smiles, ligand_tok, data_config.max_ligand_len)
+    return {
+        "protein": protein,
+        "protein_valid": protein_valid,
+        "ligand": ligand,
+        "ligand_valid": ligand_valid,
+    }

@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from sedd_jax.data import corpora, prepare
+from sedd_jax.data.plan import Batcher, FieldSpec, length_distribution, split_arrays
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.shards import MANIFEST, VERSION, DataError, ShardSet
 from sedd_jax.data.smiles import RandomizedSmiles, SmilesTokenizer
@@ -189,26 +190,46 @@ class TrackData:
     """Shards plus everything the task adapters take from the data."""
 
     shards: ShardSet
-    specs: tuple  # loader.FieldSpec per field, the first one bucketed
+    specs: tuple  # plan.FieldSpec per field, the first one bucketed
     tokenizers: dict  # field -> ProteinTokenizer | SmilesTokenizer
     val: dict  # bounded validation arrays [n, L]
     lengths: dict  # field -> training length distribution [max_len + 1]
 
+    def _batching(self, data_config, seed, num_shards, shard_index) -> dict:
+        return dict(
+            seed=seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            bucket_window=data_config.get("bucket_window", 0),
+            pad_multiple=data_config.get("pad_multiple", 64),
+        )
+
     def loader(self, data_config, batch_size, seed, num_shards=1, shard_index=0):
+        """The grain loader of the training split (worker processes; imports jax)."""
         from sedd_jax.data.loader import ShardLoader  # grain: imported only when training
 
         return ShardLoader(
             self.shards.source("train"),
             self.specs,
             batch_size,
-            seed=seed,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            bucket_window=data_config.get("bucket_window", 0),
-            pad_multiple=data_config.get("pad_multiple", 64),
+            **self._batching(data_config, seed, num_shards, shard_index),
             num_workers=data_config.num_workers,
             prefetch=data_config.prefetch,
         )
+
+    def batcher(self, data_config, batch_size, seed, num_shards=1, shard_index=0) -> Batcher:
+        """The rows of `loader(...)`, batched in-process with numpy (the torch twin)."""
+        return Batcher(
+            self.shards.source("train"),
+            self.specs,
+            batch_size,
+            **self._batching(data_config, seed, num_shards, shard_index),
+        )
+
+    def train_arrays(self, max_rows: int = 0) -> dict[str, np.ndarray]:
+        """The first `max_rows` training records (all when 0) as padded arrays (windows
+        start at 0): the reference set of sample reports."""
+        return split_arrays(self.shards.source("train"), self.specs, max_rows)
 
     def unigram_counts(self, field: str, num_ids: int) -> np.ndarray:
         """Training id counts [num_ids] of `field` (from at most 2^24 stored tokens)."""
@@ -292,8 +313,6 @@ def _augmented(shards: ShardSet, spec, tokenizer, data_config):
 
 
 def _finish(shards, specs, vocab_size, max_val_rows, data_config) -> TrackData:
-    from sedd_jax.data.loader import length_distribution, split_arrays
-
     tokenizers = {s.field: _tokenizer(shards, s.field, vocab_size) for s in specs}
     specs = [
         _augmented(shards, s, tokenizers[s.field], data_config)
@@ -321,8 +340,6 @@ def _finish(shards, specs, vocab_size, max_val_rows, data_config) -> TrackData:
 
 def load_single_track(data_config, max_val_rows: int = 0) -> TrackData:
     """Proteins or SMILES (`kind` from the manifest) for `SingleTrack`."""
-    from sedd_jax.data.loader import FieldSpec
-
     options = single_options(data_config)
     if data_config.source == "shards":
         options = _agreeing(options)
@@ -345,8 +362,6 @@ def load_single_track(data_config, max_val_rows: int = 0) -> TrackData:
 
 def load_pair_track(data_config, max_val_rows: int = 0) -> TrackData:
     """Protein–ligand pairs for `PairTrack`: proteins cropped, over-long SMILES not used."""
-    from sedd_jax.data.loader import FieldSpec
-
     options = pair_options(data_config)
     if data_config.source == "shards":
         options = _agreeing(options)
@@ -370,3 +385,16 @@ def load_pair_track(data_config, max_val_rows: int = 0) -> TrackData:
         ),
     ]
     return _finish(shards, specs, data_config.vocab_size, max_val_rows, data_config)
+
+
+def max_val_rows(eval_config) -> int:
+    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
+    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
+
+
+def run_data(config, max_val_rows: int = 0) -> TrackData:
+    """The data of the run `config` describes, split as its trainer splits them: pairs for
+    `model.kind = "dual"`, one track (proteins or SMILES) otherwise."""
+    if config.model.get("kind", "single") == "dual":
+        return load_pair_track(config.data, max_val_rows)
+    return load_single_track(config.data, max_val_rows)

@@ -6,10 +6,8 @@ checkpoint can be sampled or converted without the original files. Saves are
 asynchronous and a declined save raises; `restore_latest` falls back to an older step when
 the newest is unreadable and moves the unreadable steps aside.
 
-A run trained by the torch twin (`backend=torch`) has no orbax checkpoints, only
-`torch_checkpoints/checkpoint_step_<n>.pt`: `read_meta` and `load_params` then read that
-file through the converter (`conversion.import_torch_weights`, the path of
-`python -m sedd_jax.convert`), so sampling and evaluation need no manual conversion.
+This module is orbax only: reading a finished run (its meta, its weights, a twin's `.pt`)
+is `sedd_jax.runs.open_run`'s, on top of `sedd_jax.conversion.orbax_io`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from sedd_jax.common import torch_layout
 from sedd_jax.common.errors import (  # noqa: F401  (re-exported)
     CheckpointMismatchError,
     checkpoint_mismatch,
@@ -185,42 +182,6 @@ def _set_aside(manager, steps: list[int]):
     manager.reload()
 
 
-def _has_orbax(workdir: str) -> bool:
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        return False
-    return make_manager(workdir, keep=1_000_000, async_save=False).latest_step() is not None
-
-
-def twin_weights(workdir: str, step: int | None = None):
-    """`conversion.Weights` of the twin's `.pt` of `step` (newest when None), or None when
-    `workdir` holds orbax checkpoints (they win) or no twin checkpoint."""
-    if _has_orbax(workdir) or not (steps := torch_layout.all_steps(workdir)):
-        return None
-    step = steps[-1] if step is None else step
-    path = torch_layout.checkpoint_path(workdir, step)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no twin checkpoint {path} (steps there: {steps})")
-    from sedd_jax import conversion  # conversion imports this module
-
-    return conversion.import_torch_weights(path, "both")
-
-
-def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
-    """Only the metadata of a checkpoint (the newest when step is None); orbax, else the
-    twin's `.pt`."""
-    if (twin := twin_weights(workdir, step)) is not None:
-        return twin.step, twin.meta
-    manager = make_manager(workdir, keep=1_000_000, async_save=False)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"no checkpoint under {os.path.join(workdir, 'checkpoints')} "
-            f"(nor {os.path.join(workdir, torch_layout.DIRECTORY)})"
-        )
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    return step, meta
-
-
 def restore_raw_state(workdir: str, step: int) -> dict:
     """The saved TrainState of `step` as a nested dict of arrays (no target needed).
 
@@ -233,13 +194,3 @@ def restore_raw_state(workdir: str, step: int) -> dict:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fallback_sharding=here))
     )
     return restored.state
-
-
-def load_params(workdir: str, step: int | None = None, weights: str = "ema"):
-    """(params, meta, step) of a checkpoint (`weights`: ema | params), without the rest;
-    a torch-backend run's `.pt` is converted on the fly."""
-    if (twin := twin_weights(workdir, step)) is not None:
-        return (twin.ema_params if weights == "ema" else twin.params), twin.meta, twin.step
-    step, meta = read_meta(workdir, step)
-    state = restore_raw_state(workdir, step)
-    return state["ema_params" if weights == "ema" else "params"], meta, step

@@ -15,11 +15,6 @@ from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
 
 
-def eval_rows(eval_config) -> int:
-    """Validation rows to hold in memory: what the evaluation reads (0: the whole split)."""
-    return eval_config.max_batches * eval_config.batch_size if eval_config.max_batches else 0
-
-
 def _sums(out, valid) -> tuple[jax.Array, jax.Array]:
     """(loss_sum [], num_valid []) of a `losses.TokenLosses`."""
     return out.losses.sum(), valid.sum().astype(jnp.float32)

@@ -9,7 +9,7 @@ a plain Python value, so `torch.load(..., weights_only=True)` reads it. A write 
 temporary file first; `restore_latest` falls back to an older step when the newest is
 unreadable (moving it aside) and raises `CheckpointMismatchError` when none loads.
 `sedd_jax.sample` / `sedd_jax.evaluate --workdir` read these files directly
-(`sedd_jax.training.checkpoint.load_params` converts them on the fly).
+(`sedd_jax.runs.open_run` converts them on the fly).
 """
 
 from __future__ import annotations

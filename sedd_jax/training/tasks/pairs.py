@@ -23,22 +23,23 @@ from sedd_jax.common.sample_files import (
     write_pair_samples,
 )
 from sedd_jax.data.batching import sample_lengths
-from sedd_jax.data.pair_pipeline import encode_pairs
-from sedd_jax.data.pairs import PairTable
-from sedd_jax.data.track_data import load_pair_track
-from sedd_jax.diffusion.graphs import get_graph
-from sedd_jax.diffusion.joint import TASKS, PairGraphs, TaskMixture, joint_score_entropy_loss
-from sedd_jax.diffusion.noise import get_noise
+from sedd_jax.data.pairs import PairTable, encode_pairs
+from sedd_jax.data.track_data import max_val_rows, run_data
+from sedd_jax.diffusion.joint import TASKS, TaskMixture, joint_score_entropy_loss
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.metrics.headline import prepare_reference
-from sedd_jax.models.dual import build_dual_model, init_dual_params
+from sedd_jax.models.dual import init_dual_params
+from sedd_jax.runs import Tokenizers, build_components
 from sedd_jax.training.evaluation import (
-    eval_rows,
     make_oracle_eval_step,
     validation_loss,
     validation_sums,
 )
-from sedd_jax.training.generation import initial_tokens, make_pair_sampler
+from sedd_jax.training.generation import (
+    initial_tokens,
+    make_pair_sampler,
+    tokenizer_forbidden,
+)
 from sedd_jax.training.ligand_samples import (
     SAMPLE_METRICS_SEED,
     SAMPLE_METRICS_TASKS,
@@ -55,21 +56,12 @@ class PairTrack:
 
     def __init__(self, config):
         self.config = config
-        self.data = load_pair_track(config.data, eval_rows(config.eval))
-        self.graphs = PairGraphs(
-            get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
-            get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
-        )
-        self.noise = get_noise(config.noise)
+        self.data = run_data(config, max_val_rows(config.eval))
+        parts = build_components(config, Tokenizers.from_data(self.data))
+        self.graphs, self.noise, self.model = parts.graph, parts.noise, parts.model
         self.warnings: list[str] = []
         warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
-        self.model = build_dual_model(
-            config.model,
-            self.graphs.protein.dim,
-            self.graphs.ligand.dim,
-            self.graphs.protein.absorb,
-        )
         self.objective, self.step_metrics = pair_track_objective(
             self.model,
             self.graphs,
@@ -224,7 +216,13 @@ class PairTrack:
         ligand, l_valid = initial_tokens(
             l_len, dc.max_ligand_len, self.graphs.ligand.mask_id, l_tok.pad_id
         )
-        p, l = self._sampler(task)(params, protein, ligand, p_valid, l_valid, jax.random.key(seed))
+        forbidden = (
+            tokenizer_forbidden(self.graphs.protein, p_tok),
+            tokenizer_forbidden(self.graphs.ligand, l_tok),
+        )
+        p, l = self._sampler(task)(
+            params, protein, ligand, p_valid, l_valid, jax.random.key(seed), forbidden
+        )
         out["sequence"] = p_tok.decode_batch(np.asarray(p), p_valid)
         out["smiles"] = decode_ligands(l_tok, l, l_valid)
         out["selfies"] = selfies_of(l_tok, l, l_valid)

@@ -18,14 +18,11 @@ from sedd_jax.common.evaluation import unigram_log_p_from_counts
 from sedd_jax.common.noise import warn_schedule
 from sedd_jax.common.sample_files import write_protein_samples, write_smiles_samples
 from sedd_jax.data.smiles import SmilesTokenizer
-from sedd_jax.data.track_data import load_single_track
-from sedd_jax.diffusion.graphs import get_graph
-from sedd_jax.diffusion.noise import get_noise
+from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.metrics.headline import prepare_reference
-from sedd_jax.models.sedd import build_model
+from sedd_jax.runs import Tokenizers, build_components
 from sedd_jax.training.evaluation import (
-    eval_rows,
     make_eval_step,
     make_oracle_eval_step,
     validation_loss,
@@ -46,14 +43,13 @@ class SingleTrack:
 
     def __init__(self, config):
         self.config = config
-        self.data = load_single_track(config.data, eval_rows(config.eval))
+        self.data = run_data(config, max_val_rows(config.eval))
         self.tokenizer = self.data.tokenizers["tokens"]
         self.lengths = self.data.lengths["tokens"]
-        self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
-        self.noise = get_noise(config.noise)
+        parts = build_components(config, Tokenizers.from_data(self.data))
+        self.graph, self.noise, self.model = parts.graph, parts.noise, parts.model
         self.warnings: list[str] = []
         warn_schedule(self.graph, self.noise, self.warnings)
-        self.model = build_model(config.model, self.graph.dim, self.graph.absorb)
         self.objective, self.step_metrics = single_track_objective(
             self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
         )

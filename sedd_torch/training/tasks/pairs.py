@@ -1,6 +1,6 @@
 """`PairTrack` (twin of sedd_jax/training/tasks/pairs.py): protein–ligand pairs with
-`DualTrackSEDD` and a task mixture (`config.model.kind = "dual"`), from the numpy
-in-memory pair pipeline (`sedd_jax.data.pair_pipeline`).
+`DualTrackSEDD` and a task mixture (`config.model.kind = "dual"`), from the trainer's
+shards (`track_data.run_data`), batched in-process by `plan.Batcher`.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sedd_jax.common.evaluation import unigram_log_probs
-from sedd_jax.common.generation import initial_tokens
+from sedd_jax.common.evaluation import unigram_log_p_from_counts
+from sedd_jax.common.generation import initial_tokens, tokenizer_forbidden
 from sedd_jax.common.noise import warn_schedule
 from sedd_jax.common.sample_files import decode_ligands, write_pair_samples
 from sedd_jax.common.tasks import TASKS, PairGraphs, TaskMixture
 from sedd_jax.data.batching import iter_eval_batches, sample_lengths
-from sedd_jax.data.pair_pipeline import load_pair_data, make_pair_batcher
+from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.graphs import get_graph
 from sedd_torch.diffusion.joint import joint_score_entropy_loss, sample_pairs
@@ -30,7 +30,7 @@ class PairTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = load_pair_data(config.data, config.seed)
+        self.data = run_data(config, max_val_rows(config.eval))
         self.graphs = PairGraphs(
             get_graph(config.graph, self.data.protein_tokenizer.vocab_size),
             get_graph(config.graph, self.data.ligand_tokenizer.vocab_size),
@@ -50,7 +50,8 @@ class PairTrack:
         )
 
     def batcher(self, batch_size: int):
-        return make_pair_batcher(self.data, batch_size, self.config.seed)
+        """sedd_jax's training batches of (seed, step), read from the shards with numpy."""
+        return self.data.batcher(self.config.data, batch_size, self.config.seed)
 
     def _tensors(self, batch) -> dict:
         return {
@@ -107,8 +108,7 @@ class PairTrack:
             ("ligand", self.data.ligand_tokenizer),
         ):
             graph = getattr(self.graphs, track)
-            train = self.data.train
-            log_p = unigram_log_probs(train[track], train[f"{track}_valid"], graph.n)
+            log_p = unigram_log_p_from_counts(self.data.unigram_counts(track, graph.n))
             oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=self.device), graph)
             arrays = {"tokens": self.data.val[track], "valid": self.data.val[f"{track}_valid"]}
             out[f"loss_unigram_{track}"] = validation_loss(
@@ -174,6 +174,10 @@ class PairTrack:
             predictor=sc.predictor,
             eps=sc.eps,
             denoise_last=sc.denoise,
+            forbidden=tuple(
+                torch.as_tensor(tokenizer_forbidden(graph, tok), device=self.device)
+                for graph, tok in ((self.graphs.protein, p_tok), (self.graphs.ligand, l_tok))
+            ),
         )
         p, lig = p.cpu().numpy(), lig.cpu().numpy()
         samples = {

@@ -1,6 +1,6 @@
 """`SingleTrack` (twin of sedd_jax/training/tasks/single.py): unconditional SEDD over one
-track (`config.model.kind = "single"`), from the numpy in-memory pipeline
-(`sedd_jax.data.pipeline`: the grain shard loader imports jax, the twin never does).
+track (`config.model.kind = "single"`), from the trainer's shards (`track_data.run_data`),
+batched in-process by `plan.Batcher` (the rows of sedd_jax's grain loader, without jax).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import os
 
 import torch
 
-from sedd_jax.common.evaluation import unigram_log_probs
+from sedd_jax.common.evaluation import unigram_log_p_from_counts
 from sedd_jax.common.noise import warn_schedule
 from sedd_jax.common.sample_files import write_protein_samples
-from sedd_jax.data.pipeline import load_protein_data, make_batcher
+from sedd_jax.data.smiles import SmilesTokenizer
+from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_torch.diffusion.graphs import get_graph
 from sedd_torch.diffusion.noise import get_noise
 from sedd_torch.diffusion.oracles import unigram_log_score_fn
@@ -27,8 +28,9 @@ class SingleTrack:
 
     def __init__(self, config, device):
         self.config, self.device = config, device
-        self.data = load_protein_data(config.data, config.seed)
-        self.tokenizer = self.data.tokenizer
+        self.data = run_data(config, max_val_rows(config.eval))
+        self.tokenizer = self.data.tokenizers["tokens"]
+        self.lengths = self.data.lengths["tokens"]
         self.graph = get_graph(config.graph, self.tokenizer.vocab_size)
         self.noise = get_noise(config.noise)
         self.warnings: list[str] = []
@@ -39,7 +41,8 @@ class SingleTrack:
         )
 
     def batcher(self, batch_size: int):
-        return make_batcher(self.data, batch_size, self.config.seed)
+        """sedd_jax's training batches of (seed, step), read from the shards with numpy."""
+        return self.data.batcher(self.config.data, batch_size, self.config.seed)
 
     def _val_loss(self, score_fn_for_batch):
         ec = self.config.eval
@@ -62,18 +65,20 @@ class SingleTrack:
 
     def baselines(self) -> dict:
         """The best position-independent predictor (training unigram) under the same loss."""
-        train = self.data.train
-        log_p = unigram_log_probs(train["tokens"], train["valid"], self.graph.n)
+        log_p = unigram_log_p_from_counts(self.data.unigram_counts("tokens", self.graph.n))
         oracle = unigram_log_score_fn(torch.as_tensor(log_p, device=self.device), self.graph)
         return {"loss_unigram": self._val_loss(lambda valid: oracle)}
 
     def meta(self) -> dict:
-        return {
+        meta = {
             "config": self.config.to_dict(),
             "protein_vocab_size": self.tokenizer.vocab_size,
-            "length_distribution": self.data.lengths.tolist(),
-            "data_kind": "protein",
+            "length_distribution": self.lengths.tolist(),
+            "data_kind": self.data.shards.kind,
         }
+        if isinstance(self.tokenizer, SmilesTokenizer):
+            meta["ligand_tokenizer"] = self.tokenizer.to_dict()
+        return meta
 
     def write_samples(self, model, workdir: str, step: int) -> dict:
         sc = self.config.sampling
@@ -84,7 +89,7 @@ class SingleTrack:
             num=sc.num_samples,
             max_len=self.config.data.max_len,
             length=sc.length,
-            length_dist=self.data.lengths,
+            length_dist=self.lengths,
             seed=self.config.seed,
             device=self.device,
         )

@@ -9,7 +9,7 @@ the parameters it shadows, a full sedd config, and where its settings came from.
 
 The architecture is read off the tensor shapes (the head count from the rotary buffer);
 the graph, noise and `scale_by_sigma` come from the run's own config or from flags
-(`sedd_jax.run_configs`), never from a default. This project's exports carry their
+(`conversion.run_settings`), never from a default. This project's exports carry their
 config and are read as they are.
 
 Files are read with `torch.load(weights_only=True)` and an allow-list (`safe_globals`:
@@ -30,9 +30,9 @@ import types
 
 import ml_collections
 
-from sedd_jax import run_configs
+from sedd_jax.conversion import run_settings
+from sedd_jax.conversion.run_settings import ConversionError, ImportOptions
 from sedd_jax.defaults import base_config
-from sedd_jax.run_configs import ConversionError, ImportOptions  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def infer_config(state_dict: dict, require_heads: bool = True) -> ml_collections
     The variant follows the embedding's name (`embedding`: upstream `sedd`); the head count
     comes from the rotary buffer (nothing else carries it; without the buffer it is an
     error unless `require_heads` is False, when the default stays for a config to set).
-    The graph, and so the number of tokens, is not read here: see `run_configs.resolve`.
+    The graph, and so the number of tokens, is not read here: see `run_settings.resolve`.
     """
     sd = strip_wrappers(state_dict)
     variant = "sedd" if "vocab_embed.embedding" in sd else "protlig"
@@ -301,22 +301,22 @@ def _read_safetensors(path: str) -> tuple[_Parts, str]:
     return _Parts(params, ema, step, meta, "safetensors", config), "safetensors"
 
 
-def _run_settings(parts: _Parts, source, options: ImportOptions) -> run_configs.Settings:
+def _run_settings(parts: _Parts, source, options: ImportOptions) -> run_settings.Settings:
     """The run's own settings, per layout (before the flags)."""
     if options.run_config:
-        values = run_configs.read_yaml(options.run_config)
-        mapper = run_configs.from_reference if parts.layout == "reference" else None
-        return (mapper or run_configs.from_upstream)(values, options.run_config)
+        values = run_settings.read_yaml(options.run_config)
+        mapper = run_settings.from_reference if parts.layout == "reference" else None
+        return (mapper or run_settings.from_upstream)(values, options.run_config)
     if parts.layout == "reference" and parts.config:
         yaml_file = parts.yaml_file
         where = f"{source}: pickled Config" + (f" (of {yaml_file})" if yaml_file else "")
-        return run_configs.from_reference(parts.config, where)
+        return run_settings.from_reference(parts.config, where)
     if parts.layout == "upstream" and isinstance(source, str):
-        path = run_configs.upstream_config_path(source)
+        path = run_settings.upstream_config_path(source)
         if os.path.exists(path):
-            return run_configs.from_upstream(run_configs.read_yaml(path), path)
-        return run_configs.Settings(origin=f"no run config at {path}")
-    return run_configs.Settings()
+            return run_settings.from_upstream(run_settings.read_yaml(path), path)
+        return run_settings.Settings(origin=f"no run config at {path}")
+    return run_settings.Settings()
 
 
 def resolve_checkpoint(parts: _Parts, source, options: ImportOptions) -> TorchCheckpoint:
@@ -333,14 +333,14 @@ def resolve_checkpoint(parts: _Parts, source, options: ImportOptions) -> TorchCh
         return TorchCheckpoint(
             parts.params, parts.ema, config, parts.step, parts.meta, parts.layout, origin
         )
-    settings = run_configs.with_flags(_run_settings(parts, source, options), options)
+    settings = run_settings.with_flags(_run_settings(parts, source, options), options)
     if parts.layout == "upstream":
-        run_configs.finish_upstream(settings)
+        run_settings.finish_upstream(settings)
     needs_heads = "model.n_heads" not in settings.values and parts.layout != "reference"
     config = infer_config(parts.params, require_heads=needs_heads)
     rows = int(vocab_table(strip_wrappers(parts.params)).shape[0])
-    config = run_configs.resolve(config, rows, settings, where)
-    provenance = run_configs.summary(settings)
+    config = run_settings.resolve(config, rows, settings, where)
+    provenance = run_settings.summary(settings)
     return TorchCheckpoint(
         parts.params, parts.ema, config, parts.step, parts.meta, parts.layout, provenance
     )
@@ -348,7 +348,7 @@ def resolve_checkpoint(parts: _Parts, source, options: ImportOptions) -> TorchCh
 
 def read_torch_checkpoint(source, options: ImportOptions | None = None) -> TorchCheckpoint:
     """Read a `.pt`/`.pth`/`.safetensors` path, or an already loaded checkpoint dict, with
-    the settings of its run (see `sedd_jax.run_configs`)."""
+    the settings of its run (see `conversion.run_settings`)."""
     options = options or ImportOptions()
     if isinstance(source, str) and source.endswith(".safetensors"):
         parts, loaded = _read_safetensors(source)
