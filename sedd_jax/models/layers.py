@@ -189,7 +189,8 @@ def cudnn_unusable(dtype, head_dim: int) -> str | None:
     trace time on the default backend's first device.
     """
     device = jax.devices()[0]
-    if device.platform != "gpu" or "cuda" not in device.client.platform_version.lower():
+    version = getattr(getattr(device, "client", None), "platform_version", "")
+    if device.platform != "gpu" or "cuda" not in version.lower():
         return f"no CUDA device ({device.platform})"
     capability = getattr(device, "compute_capability", "0.0")
     if tuple(int(x) for x in capability.split(".")) < (8, 0):
@@ -236,7 +237,7 @@ def fused_attention(q, k, v, query_valid, key_valid, implementation: str = "cudn
     skips the padded blocks and no [B, H, Lq, Lk] bias is materialised. Equal to
     `attention` at every valid query of a right-padded batch whose rows have a valid key;
     pad queries come out 0. Valid masks with holes would be read as their count: every
-    batch of this project is right-padded (docs/architecture.md, "Padding").
+    batch of this project is right-padded (docs/architecture.md, "padding is a prefix").
     """
     return jax.nn.dot_product_attention(
         q,

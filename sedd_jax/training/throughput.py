@@ -174,9 +174,13 @@ class Throughput:
         return cls(fields, tracks, peak, jax.process_count(), jax.device_count())
 
     def _watch(self):
+        """Stamp each step's completion, in dispatch order, until `close`."""
         while (item := self._queue.get()) is not None:
             record, metrics = item
-            jax.block_until_ready(metrics)
+            try:
+                jax.block_until_ready(metrics)
+            except Exception:  # the training thread's device_get raises it too
+                pass
             record["done"] = time.perf_counter()
             self._queue.task_done()
         self._queue.task_done()
