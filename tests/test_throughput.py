@@ -94,7 +94,9 @@ def test_data_wait_is_the_time_spent_in_the_loader():
         meter.dispatched(host_batch, jnp.zeros(()))
     row = meter.report()  # the first step is reported alone
     assert set(row) >= {"first_step_s", "data_wait_s"} and "mfu" not in row  # no peak
-    assert row["data_wait_s"] >= 3 * 0.02 and row["interval_s"] >= row["data_wait_s"]
+    # batches 3 and 4 are waited for inside the interval (batch 2's wait may begin while
+    # the first step is still being stamped)
+    assert row["data_wait_s"] >= 2 * 0.02 and row["interval_s"] >= row["data_wait_s"]
     meter.close()
 
 

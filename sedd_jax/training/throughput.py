@@ -23,7 +23,8 @@ stamps c_i, the moment step i finished. For one logging interval:
     mfu = that / the device's dense peak (`PEAK_TFLOPS`, `logging.peak_tflops`, or on
     CPU a matmul timed once at start-up with `logging.measure_cpu_peak`); absent when
     the peak is unknown;
-  * data_wait_s = the summed time spent inside the loader's `next()` during the interval.
+  * data_wait_s = the summed time spent inside the loader's `next()` during the interval
+    (so never more than T).
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ class Throughput:
     def __init__(self, fields: dict, tracks, peak_tflops: float | None, hosts=1, devices=1):
         self.fields, self.tracks = fields, tracks
         self.peak_tflops, self.hosts, self.devices = peak_tflops, hosts, devices
-        self.steps: list[dict] = []  # this interval's: counts, wait_s, done (c_i)
+        self.steps: list[dict] = []  # this interval's: counts, wait (start, end), done (c_i)
         self.t_start = None
-        self.wait_s = 0.0
+        self.wait = (0.0, 0.0)
         self.first = True
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -196,7 +197,7 @@ class Throughput:
                 batch = next(iterator)
             except StopIteration:
                 return
-            self.wait_s = time.perf_counter() - start
+            self.wait = (start, time.perf_counter())
             yield batch
 
     def counts(self, host_batch: Mapping) -> dict:
@@ -213,7 +214,7 @@ class Throughput:
 
     def dispatched(self, host_batch: Mapping, metrics) -> None:
         """Record a dispatched step; its completion is stamped by the watcher thread."""
-        record = {"counts": self.counts(host_batch), "wait_s": self.wait_s}
+        record = {"counts": self.counts(host_batch), "wait": self.wait}
         self.steps.append(record)
         self._queue.put((record, metrics))
 
@@ -240,7 +241,9 @@ class Throughput:
             padded_tokens_per_s=total["padded_tokens"] / interval,
             sequences_per_s=total["sequences"] / interval,
             tflops_per_device=total["flops"] / interval / self.devices / 1e12,
-            data_wait_s=sum(s["wait_s"] for s in steps),
+            # the part of each wait inside the interval: in the first one, the wait for
+            # batch 2 can begin while the first step still runs
+            data_wait_s=sum(max(0.0, b - max(a, start)) for a, b in (s["wait"] for s in steps)),
         )
         if self.peak_tflops:
             row["mfu"] = row["tflops_per_device"] / self.peak_tflops
