@@ -13,12 +13,12 @@ the next), `--repeats` rounds; the float32 matmul peak of XLA and of torch (2048
 measured in the same rounds, and the table reports medians (peaks: best of the rounds).
 
 Model FLOPs per step (forward + backward = 3 x forward, a matmul of m x k x n = 2 m k n):
-  per track of N = B L tokens and n blocks: 6 (12 d^2 n + V d) N + 12 n B L^2 d, i.e.
-  6 x (the weights that act on every token: qkv, out, fc1, fc2, output head) x tokens +
-  the attention scores and values; dual-track adds per paired layer two cross blocks,
-  6 x 4 d^2 (N_p + N_l) + 24 B L_p L_l d. The adaLN and sigma weights act once per
-  sequence and are not counted (the `6 x non-embedding params` rule would count them:
-  +16 % at the stable size, reported as `flops_6nd`).
+`sedd_jax.training.throughput.model_flops`, the count the training loop logs as
+`train/tflops_per_device`: per track of N = B L tokens and n blocks
+6 (12 d^2 n + V d) N + 12 n B L^2 d; dual-track adds per paired layer two cross blocks,
+6 x 4 d^2 (N_p + N_l) + 24 B L_p L_l d. The adaLN and sigma weights act once per
+sequence and are not counted (the `6 x non-embedding params` rule would count them:
++16 % at the stable size, reported as `flops_6nd`).
 Memory: `rss_peak_mib`, the process's resident set sampled every 5 ms during the step,
 minus the resident set before it (`rss_step_mib`); `minflt`: minor page faults of the
 step (fresh pages touched), from getrusage.
@@ -46,7 +46,7 @@ from sedd_jax.defaults import base_config, dual_base_config
 from sedd_jax.diffusion import joint
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_jax.models import dual, layers
+from sedd_jax.models import layers
 from sedd_jax.models.dual import build_dual_model, init_dual_params
 from sedd_jax.models.sedd import build_model, count_parameters
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
@@ -54,6 +54,7 @@ from sedd_jax.training.parallel import make_parallel
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import pair_track_objective, single_track_objective
+from sedd_jax.training.throughput import model_flops
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
 from sedd_torch.models.dual import build_dual_model as torch_dual_model
@@ -86,37 +87,13 @@ def dpa_attention(q, k, v, key_valid):
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
-def cudnn_attention(q, k, v, key_valid):
-    """`jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused (flash)
-    attention; GPU only, bfloat16 / float16 only."""
-    mask = None if key_valid is None else key_valid[:, None, None, :]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-
-
-ATTENTION = {
-    "current": layers.attention,  # the custom-VJP attention
-    "softmax": layers.softmax_attention,  # its definition, differentiated by autodiff
-    "dpa": dpa_attention,
-    "cudnn": cudnn_attention,
+ATTENTION = {  # name -> (layers.attention for the run, model.attention)
+    "current": (layers.attention, "xla"),  # the custom-VJP attention
+    "softmax": (layers.softmax_attention, "xla"),  # its definition, differentiated by autodiff
+    "dpa": (dpa_attention, "xla"),
+    # cuDNN fused attention with sequence lengths (layers.fused_attention): GPU, half precision
+    "cudnn": (layers.attention, "cudnn"),
 }
-
-
-def model_flops(kind: str, fields: dict, batch: int, lengths: tuple[int, ...]) -> float:
-    """Matmul FLOPs of one forward + backward (module docstring)."""
-    d = fields["hidden"]
-    if kind == "single":
-        (length,) = lengths
-        n, tokens = fields["n_blocks"], batch * length
-        return 6 * (12 * d * d * n + PROTEIN_V * d) * tokens + 12 * n * batch * length**2 * d
-    (lp, ll) = lengths
-    np_, nl = fields["n_blocks_protein"], fields["n_blocks_ligand"]
-    tp, tl = batch * lp, batch * ll
-    tracks = sum(
-        6 * (12 * d * d * n + v * d) * t + 12 * n * batch * length**2 * d
-        for n, v, t, length in ((np_, PROTEIN_V, tp, lp), (nl, LIGAND_V, tl, ll))
-    )
-    cross = min(np_, nl) * (6 * 4 * d * d * (tp + tl) + 24 * batch * lp * ll * d)
-    return tracks + cross
 
 
 class RssSampler:
@@ -294,7 +271,7 @@ def bench_size(size, args, variants_of) -> list[dict]:
             samples[name].append(timed(fn))
     peak = {name: 2 * 2048**3 / min(s) / 1e9 for name, s in peak_s.items()}
     peak.setdefault("torch", float("nan"))
-    flops = model_flops(kind, fields, SIZES[size][2], SIZES[size][3])
+    flops = model_flops(fields, SIZES[size][2], SIZES[size][3], (PROTEIN_V, LIGAND_V))
     tokens = SIZES[size][2] * sum(SIZES[size][3])
     non_embedding = count_parameters(params) - sum(
         v.size for k, v in params.items() if "embed" in k or k == "vocab_embed"
@@ -338,7 +315,8 @@ def main():
         default="current",
         help="comma list of JAX attention implementations to A/B: current (layers.attention), "
         "softmax (layers.softmax_attention, autodiff), dpa (jax.nn.dot_product_attention), "
-        "cudnn (the same with implementation='cudnn'; GPU, half precision)",
+        "cudnn (model.attention='cudnn': cuDNN fused attention with sequence lengths; GPU, "
+        "half precision)",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=1.0)
@@ -420,17 +398,19 @@ def main():
     print(f"wrote {args.out}")
 
 
-def first_step(attention, make, *args):
+def first_step(attention, make, kind, config, model, *args):
     """(run, seconds of the first call: compile + one step), the JAX step traced with
-    `layers.attention` = ATTENTION[attention] (None: the twin, nothing patched)."""
+    `layers.attention` and `model.attention` of ATTENTION[attention] (None: the twin,
+    nothing patched)."""
     original = layers.attention
     if attention is not None:
-        layers.attention = dual.attention = ATTENTION[attention]
+        layers.attention, choice = ATTENTION[attention]
+        model = model.clone(attention=choice)
     try:
-        run = make(*args)
+        run = make(kind, config, model, *args)
         seconds, _ = timed(run)
     finally:
-        layers.attention = dual.attention = original
+        layers.attention = original
     return run, seconds
 
 

@@ -1,89 +1,64 @@
 #!/usr/bin/env bash
-# GPU check (precision and speed on a GPU), from the repository root on a fresh GPU machine:
+# GPU check (precision and speed on a GPU), sized for one 10-minute lease, from the repository root on a fresh GPU machine:
 #   bash scripts/gpu_check.sh            (results under $OUT, default ./gpu_check_out)
 #
-# 1. bfloat16 and float16 log-scores and loss of the stable-size model (66.7M, B 4 x L 512)
-#    on the GPU against float32 on the CPU, same weights, same inputs;
-# 2. bench_train.py at the stable and dual sizes in bfloat16 (JAX jit / pmap / shard_map
-#    and the torch twin on CUDA; the attention as layers.attention, its autodiff definition
-#    and cuDNN flash attention), against the same run's bf16 matmul peak;
-# 3. bench_sample.py at the stable size in bfloat16 (128 steps, Euler and analytic).
-# Prints the card's name with every table. Needs jax with a CUDA plugin, flax, optax,
-# torch (the H200 image here has them); the pure-Python packages it may lack travel as
-# wheels in .whl/ (e.g. `pip download --no-deps -d .whl ml_collections`), installed below.
-set -euo pipefail
+# 1. precision (≤ 150 s): `scripts/gpu_check.py precision`: the stable model in bfloat16
+#    and float16 on the GPU against float32 on the CPU, same weights and inputs: log-scores,
+#    loss, gradients (model.attention = xla and = cudnn) and 32-step samples;
+# 2. bench_train (≤ 180 s): stable and dual sizes, bfloat16, jit, attention `current`
+#    (model.attention = xla) and `cudnn` (cuDNN fused attention with sequence lengths),
+#    and the torch twin on CUDA;
+# 3. bench_sample (≤ 90 s): stable size, bfloat16, 128 Euler steps, B 16 x L 512;
+# 4. 40 steps of a training run (≤ 130 s): configs/stable.py on the demo proteins in
+#    bfloat16 (B 4 x L 512; stop_after_steps, so no final evaluation or sampling), whose
+#    metrics.jsonl throughput rows (training/throughput.py) are set beside bench_train's;
+# then one table (`gpu_check.py table`) with the card's name, TFLOP/s and MFU against the
+# datasheet peak. A stage that fails or runs out of its time does not stop the next.
+#
+# Needs jax with a CUDA plugin, flax, optax, orbax, torch (the workplace's GPU image has
+# them). Pure-Python packages it lacks travel as wheels in .whl/ (git-ignored locally via
+# .git/info/exclude), prepared where pip works:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
+#     ml_collections==1.1.0 selfies==2.2.0
+# and carried with the run (`carry: [".whl"]`); they are installed below.
+set -uo pipefail
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+    --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
+status=0
 
-python3 - <<'EOF' 2>&1 | tee "$OUT/precision.txt"
-import sys
+timeout 150 python3 scripts/gpu_check.py precision stable 2>&1 | tee "$OUT/precision.txt" \
+  || status=1
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+timeout 180 python3 scripts/bench_train.py --sizes stable,dual --modes jit --dtype bfloat16 \
+  --torch-device cuda --attention current,cudnn --repeats 5 --pause 0.2 \
+  --out "$OUT/bench_train_gpu.json" 2>&1 | tee "$OUT/bench_train.txt" || status=1
 
-sys.path.insert(0, "scripts")
-from bench_train import PROTEIN_V, build  # noqa: E402
-from sedd_jax.diffusion.graphs import Absorbing  # noqa: E402
-from sedd_jax.diffusion.noise import LogLinearNoise  # noqa: E402
-from sedd_jax.models.sedd import build_model  # noqa: E402
-from sedd_jax.training.tasks import single_track_objective  # noqa: E402
+timeout 90 python3 scripts/bench_sample.py --size stable --dtype bfloat16 \
+  --torch-device cuda --steps 128 --predictors euler --batch 16 --length 512 \
+  --lengths 1024 --batches 64 --scale-steps 16 --repeats 3 --pause 0.2 \
+  --out "$OUT/bench_sample_gpu.json" 2>&1 | tee "$OUT/bench_sample.txt" || status=1
 
-gpu, cpu = jax.devices()[0], jax.devices("cpu")[0]
-print(f"card: {gpu.device_kind}")
-_, _, config, _, params, host, _ = build("stable")
-params = jax.device_get(params)
-x, valid = host["tokens"].copy(), host["valid"].copy()
-x[:, ::3] = PROTEIN_V - 1  # a third masked
-valid[1, 300:] = False  # one padded row
-sigma = np.array([0.05, 0.5, 2.0, 6.0], np.float32)
-batch = {"tokens": x, "valid": valid, "example_id": np.arange(4, dtype=np.int32)}
+# the run directory stays out of $OUT (at most 8 files come back); its metrics.jsonl is copied
+rm -rf /tmp/gpu_check_train
+timeout 130 python3 -m sedd_jax.train --config=configs/stable.py --workdir=/tmp/gpu_check_train \
+  --config.data.source=demo --config.data.num_workers=0 --config.data.min_len=8 \
+  --config.training.batch_size=4 --config.training.accum=1 --config.training.n_steps=1000 \
+  --config.training.stop_after_steps=40 \
+  --config.training.log_every=10 --config.training.eval_every=100000 \
+  --config.training.checkpoint_every=100000 --config.eval.max_batches=1 \
+  --config.sampling.steps=8 --config.sampling.num_samples=2 \
+  --config.logging.progress_bar=False 2>&1 | tail -n 20 || status=1
+cp /tmp/gpu_check_train/metrics.jsonl "$OUT/train_metrics.jsonl" || status=1
 
-
-def outputs(dtype, device):
-    config.model.dtype = dtype
-    model = build_model(config.model, PROTEIN_V, True)
-    objective, _ = single_track_objective(model, Absorbing(PROTEIN_V - 1), LogLinearNoise(), 1e-3)
-    keys = jax.random.split(jax.random.key(1), 4)
-
-    def run(p, b):
-        scores = model.apply({"params": p}, b["tokens"], jnp.asarray(sigma), b["valid"])
-        loss_sum, count, _ = objective(p, b, keys, 0, jax.random.key(2))
-        return scores, loss_sum / count
-
-    with jax.default_device(device):
-        scores, loss = jax.jit(run)(jax.device_put(params, device), jax.device_put(batch, device))
-        return np.asarray(scores, np.float64), float(loss)
-
-
-ref_scores, ref_loss = outputs("float32", cpu)
-ok = True
-for dtype, tol in (("bfloat16", 5e-2), ("float16", 1e-2)):
-    scores, loss = outputs(dtype, gpu)
-    finite = np.isfinite(scores[valid]).all()
-    err = np.abs(scores - ref_scores)[valid].max() / (1 + np.abs(ref_scores[valid]).max())
-    rel = abs(loss - ref_loss) / abs(ref_loss)
-    good = finite and err < tol and rel < tol
-    ok &= good
-    print(
-        f"{dtype:9} vs CPU float32: log-score max|d|/(1+max) {err:.2e}, loss {loss:.6f} vs "
-        f"{ref_loss:.6f} (rel {rel:.2e}), tolerance {tol:g}: {'ok' if good else 'FAIL'}"
-    )
-sys.exit(0 if ok else 1)
-EOF
-
-python3 scripts/bench_train.py --sizes stable,dual --dtype bfloat16 --torch-device cuda \
-  --attention current,softmax,cudnn --repeats 10 --pause 0.2 \
-  --out "$OUT/bench_train_gpu.json" 2>&1 | tee "$OUT/bench_train.txt"
-python3 scripts/bench_sample.py --size stable --dtype bfloat16 --torch-device cuda \
-  --steps 128 --batch 16 --length 512 --lengths 512,1024 --batches 64 --repeats 5 \
-  --pause 0.2 --out "$OUT/bench_sample_gpu.json" 2>&1 | tee "$OUT/bench_sample.txt"
+python3 scripts/gpu_check.py table "$OUT" 2>&1 | tee "$OUT/table.txt"
+exit $status

@@ -26,9 +26,9 @@ import tempfile
 import time
 
 import jax
-from bench_train import ATTENTION, SIZES, build, jax_step, model_flops
+from bench_train import ATTENTION, LIGAND_V, PROTEIN_V, SIZES, build, first_step, jax_step
 
-from sedd_jax.models import dual, layers
+from sedd_jax.training.throughput import model_flops
 
 SUFFIX = re.compile(r"(\.\d+)+$")
 
@@ -79,15 +79,7 @@ def main():
     args = parser.parse_args()
 
     kind, fields, config, model, params, host, _ = build(args.size)
-    original = layers.attention
-    layers.attention = dual.attention = ATTENTION[args.attention]
-    try:
-        run = jax_step(kind, config, model, params, host, "jit")
-        start = time.perf_counter()
-        run()
-        compile_s = time.perf_counter() - start
-    finally:
-        layers.attention = dual.attention = original
+    run, compile_s = first_step(args.attention, jax_step, kind, config, model, params, host, "jit")
     compiled = run.compiled()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -117,7 +109,7 @@ def main():
         per_class["dot" if name in dots else "other"] += s
     total = sum(ops.values())
     wall = min(walls)
-    flops = model_flops(kind, fields, SIZES[args.size][2], SIZES[args.size][3])
+    flops = model_flops(fields, SIZES[args.size][2], SIZES[args.size][3], (PROTEIN_V, LIGAND_V))
     print(
         f"{args.size}, attention {args.attention}: compile {compile_s:.1f} s, step wall "
         f"{wall:.3f} s (best of {args.steps}), op time {total:.3f} s/step; model "

@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.scale_by_sigma = True
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.remat = "none"  # none | block (recompute each DDiT block in the backward pass)
+    # auto: cuDNN fused attention on CUDA sm80+ in bfloat16/float16, else xla (the
+    # hand-written attention of models/layers.py); cudnn forces the fused one (error where
+    # it cannot run)
+    c.model.attention = "auto"
 
     c.graph = ml_collections.ConfigDict()
     c.graph.type = "absorb"
@@ -139,6 +143,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.logging.wandb = "disabled"  # disabled | offline | online
     c.logging.project = "sedd"
     c.logging.progress_bar = True
+    # throughput rows (training/throughput.py): the device's dense peak in TFLOP/s for
+    # train/mfu (0: the datasheet table for known GPUs); measure_cpu_peak: on CPU, time a
+    # 2048^2 matmul in the compute dtype once at start-up and use it as the peak
+    c.logging.peak_tflops = 0.0
+    c.logging.measure_cpu_peak = False
     return c
 
 

@@ -64,7 +64,7 @@ from sedd_jax.models.layers import (
     LayerNorm,
     OutputLayer,
     TimestepEmbedder,
-    attention,
+    attend,
     modulate,
     remat_block,
     rotary_cos_sin,
@@ -76,16 +76,27 @@ class CrossAttention(nn.Module):
     """adaLN-gated cross-attention: x [B, Lq, d] reads context [B, Lk, d] -> [B, Lq, d].
 
     x + gate * W_o attn(W_q modulate(LN_q(x)), W_kv LN_kv(context)); context_valid [B, Lk]
-    hides pad keys, and rows with no valid key get exactly x back.
+    hides pad keys, and rows with no valid key get exactly x back. query_valid [B, Lq]
+    (x's own padding) only lets the fused attention skip pad queries.
     """
 
     hidden: int
     n_heads: int
     dropout: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # model.attention (`layers.resolve_attention`)
 
     @nn.compact
-    def __call__(self, x, context, c, context_valid, deterministic: bool = True, example_ids=None):
+    def __call__(
+        self,
+        x,
+        context,
+        c,
+        context_valid,
+        deterministic: bool = True,
+        example_ids=None,
+        query_valid=None,
+    ):
         batch, q_len, d = x.shape
         k_len = context.shape[1]
         heads, head_dim = self.n_heads, d // self.n_heads
@@ -98,7 +109,8 @@ class CrossAttention(nn.Module):
         kv = Dense(2 * d, use_bias=False, dtype=self.dtype, name="attn_kv")(ctx)
         q = q.reshape(batch, q_len, heads, head_dim)
         kv = kv.reshape(batch, k_len, 2, heads, head_dim)
-        out = attention(q, kv[:, :, 0], kv[:, :, 1], context_valid).reshape(batch * q_len, d)
+        out = attend(q, kv[:, :, 0], kv[:, :, 1], query_valid, context_valid, self.attention)
+        out = out.reshape(batch * q_len, d)
         out = Dense(d, use_bias=False, dtype=self.dtype, name="attn_out")(out)
         out = out.reshape(batch, q_len, d).astype(jnp.float32)
         if context_valid is not None:
@@ -124,6 +136,7 @@ class DualTrackSEDD(nn.Module):
     dtype: str = "float32"
     cross_attention: bool = True
     remat: str = "none"  # none | block: recompute each DDiT / cross block when differentiating
+    attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
 
     def _block(self, name):
         variant, dtype = VARIANTS[self.variant], DTYPES[self.dtype]
@@ -134,12 +147,13 @@ class DualTrackSEDD(nn.Module):
             self.dropout,
             variant.approximate_gelu,
             dtype,
+            self.attention,
             name=name,
         )
 
     def _cross(self, name):
         return remat_block(CrossAttention, self.remat)(
-            self.hidden, self.n_heads, self.dropout, DTYPES[self.dtype], name=name
+            self.hidden, self.n_heads, self.dropout, DTYPES[self.dtype], self.attention, name=name
         )
 
     def _head(self, name, vocab_size, h, c, x, sigma):
@@ -207,11 +221,11 @@ class DualTrackSEDD(nn.Module):
                 new_p, new_l = h_p, h_l
                 if act_p:
                     new_p = self._cross(f"cross_protein_{k}")(
-                        h_p, h_l, c, ligand_valid, deterministic, example_ids
+                        h_p, h_l, c, ligand_valid, deterministic, example_ids, protein_valid
                     )
                 if act_l:
                     new_l = self._cross(f"cross_ligand_{k}")(
-                        h_l, h_p, c, protein_valid, deterministic, example_ids
+                        h_l, h_p, c, protein_valid, deterministic, example_ids, ligand_valid
                     )
                 h_p, h_l = new_p, new_l
             if act_p:
@@ -294,4 +308,5 @@ def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb
         dtype=model_config.dtype,
         cross_attention=model_config.cross_attention,
         remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
+        attention=model_config.get("attention", "auto"),
     )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 FREQUENCY_DIM = 256
 NEG_INF = -1e30
 REMAT = ("none", "block")
+ATTENTION = ("auto", "xla", "cudnn")  # model.attention (`resolve_attention`)
 
 
 def torch_uniform(fan_in: int):
@@ -180,6 +181,82 @@ def _attention_bwd(residuals, d_out):
 attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def cudnn_unusable(dtype, head_dim: int) -> str | None:
+    """Why cuDNN's fused (flash) attention cannot run here, or None when it can.
+
+    It needs a CUDA device of compute capability >= 8.0 (Ampere; V100 is 7.0), bfloat16 or
+    float16 operands and a head dimension that is a multiple of 8, at most 128. Judged at
+    trace time on the default backend's first device.
+    """
+    device = jax.devices()[0]
+    version = getattr(getattr(device, "client", None), "platform_version", "")
+    if device.platform != "gpu" or "cuda" not in version.lower():
+        return f"no CUDA device ({device.platform})"
+    capability = getattr(device, "compute_capability", "0.0")
+    if tuple(int(x) for x in capability.split(".")) < (8, 0):
+        return f"{device.device_kind} has compute capability {capability} < 8.0"
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return f"compute dtype {jnp.dtype(dtype).name} (cuDNN flash attention: bf16 / fp16)"
+    if head_dim % 8 or head_dim > 128:
+        return f"head dimension {head_dim} (cuDNN: a multiple of 8, at most 128)"
+    return None
+
+
+def resolve_attention(choice: str, dtype, head_dim: int) -> str:
+    """`model.attention` -> the implementation that runs: "xla" (`attention`) or "cudnn"
+    (`fused_attention`). auto: cudnn wherever `cudnn_unusable` finds no obstacle."""
+    if choice not in ATTENTION:
+        raise ValueError(f"model.attention={choice!r}; choose one of {ATTENTION}")
+    if choice == "xla":
+        return "xla"
+    reason = cudnn_unusable(dtype, head_dim)
+    if reason is None:
+        return "cudnn"
+    if choice == "cudnn":
+        raise ValueError(f"model.attention='cudnn' cannot run here: {reason}")
+    return "xla"
+
+
+def sequence_lengths(valid: jax.Array | None) -> jax.Array | None:
+    """valid [B, L] bool, a prefix mask (right padding) -> lengths [B] int32, at least 1.
+
+    A row with no valid position gets length 1: its outputs are discarded by every caller
+    (pad queries are never scored; a cross-attention with no valid key returns x), and
+    cuDNN has no defined result for an empty row.
+    """
+    if valid is None:
+        return None
+    return jnp.maximum(valid.sum(-1, dtype=jnp.int32), 1)
+
+
+def fused_attention(q, k, v, query_valid, key_valid, implementation: str = "cudnn"):
+    """`jax.nn.dot_product_attention` with the padding given as sequence lengths.
+
+    q [B, Lq, H, Dh], k, v [B, Lk, H, Dh]; query_valid [B, Lq], key_valid [B, Lk] bool
+    prefix masks or None -> [B, Lq, H, Dh]. Lengths instead of a boolean mask: cuDNN then
+    skips the padded blocks and no [B, H, Lq, Lk] bias is materialised. Equal to
+    `attention` at every valid query of a right-padded batch whose rows have a valid key;
+    pad queries come out 0. Valid masks with holes would be read as their count: every
+    batch of this project is right-padded (docs/architecture.md, "padding is a prefix").
+    """
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        query_seq_lengths=sequence_lengths(query_valid),
+        key_value_seq_lengths=sequence_lengths(key_valid),
+        implementation=implementation,
+    )
+
+
+def attend(q, k, v, query_valid, key_valid, choice: str = "auto") -> jax.Array:
+    """Attention as `model.attention` chooses (`resolve_attention`): q [B, Lq, H, Dh],
+    k, v [B, Lk, H, Dh], *_valid [B, L] bool prefix masks or None -> [B, Lq, H, Dh]."""
+    if resolve_attention(choice, q.dtype, q.shape[-1]) == "cudnn":
+        return fused_attention(q, k, v, query_valid, key_valid, "cudnn")
+    return attention(q, k, v, key_valid)
+
+
 class Dropout(nn.Module):
     """Inverted dropout whose mask of row b depends only on that row's example id.
 
@@ -241,6 +318,7 @@ class DDiTBlock(nn.Module):
     dropout: float = 0.0
     approximate_gelu: bool = False
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # model.attention: auto | xla | cudnn (`resolve_attention`)
 
     @nn.compact
     def __call__(self, x, c, rotary, valid, deterministic: bool = True, example_ids=None):
@@ -260,7 +338,8 @@ class DDiTBlock(nn.Module):
         qkv = qkv.reshape(batch, length, 3, heads, head_dim)
         q = apply_rotary(qkv[:, :, 0], *rotary)
         k = apply_rotary(qkv[:, :, 1], *rotary)
-        out = attention(q, k, qkv[:, :, 2], valid).reshape(batch * length, d)
+        out = attend(q, k, qkv[:, :, 2], valid, valid, self.attention)
+        out = out.reshape(batch * length, d)
         out = Dense(d, use_bias=False, dtype=self.dtype, name="attn_out")(out)
         x = x + gate_msa * drop(out.reshape(batch, length, d).astype(jnp.float32))
 

@@ -79,6 +79,7 @@ class SEDD(nn.Module):
     absorb: bool = True
     dtype: str = "float32"
     remat: str = "none"  # none | block: recompute each block in the backward pass
+    attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
 
     @nn.compact
     def __call__(self, x, sigma, valid=None, deterministic: bool = True, example_ids=None):
@@ -108,6 +109,7 @@ class SEDD(nn.Module):
                 self.dropout,
                 variant.approximate_gelu,
                 dtype,
+                self.attention,
                 name=f"blocks_{i}",
             )(h, c, rotary, valid, deterministic, example_ids)
         logits = OutputLayer(
@@ -151,4 +153,5 @@ def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
         absorb=absorb,
         dtype=model_config.dtype,
         remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
+        attention=model_config.get("attention", "auto"),
     )

@@ -32,6 +32,7 @@ from sedd_jax.training.preemption import Preemption
 from sedd_jax.training.state import create_train_state
 from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import build_task
+from sedd_jax.training.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     end = tc.n_steps if not tc.stop_after_steps else min(tc.n_steps, start + tc.stop_after_steps)
     preemption = Preemption(tc.preemption_check_every).install()
     dstate = wrapper.put_state(state)
+    meter = Throughput.create(config, task.model)  # step time, tokens/s, MFU per log point
     pending = []
     bar = tqdm(
         range(start, end),
@@ -110,9 +112,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     # closing: the loader's worker processes end with the loop
     with contextlib.closing(loader.iterate(start)) as batches:
-        for step, host_batch in zip(bar, batches, strict=False):
+        for step, host_batch in zip(bar, meter.timed(batches), strict=False):
             dstate, metrics = wrapper.step(dstate, wrapper.shard_batch(host_batch))
             pending.append(metrics)
+            meter.dispatched(host_batch, metrics)
             done = step + 1
             stop = preemption.should_stop(done)
             if done % tc.log_every == 0 or done == end or stop:
@@ -127,8 +130,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     )
                 mean = {k: _finite_mean([r[k] for r in rows]) for k in rows[0] if k != "stop"}
                 mean.update({k: float(rows[-1][k]) for k in GAUGES if k in rows[-1]})
+                mean.update(meter.report())
                 logger.write(done, mean, prefix="train/")
-                bar.set_postfix(loss=f"{mean['loss']:.4f}")
+                bar.set_postfix(
+                    loss=f"{mean['loss']:.4f}", tokens_s=f"{mean.get('tokens_per_s', 0):.0f}"
+                )
             if done % tc.eval_every == 0 and done != end:
                 evaluate(done, local_copy(wrapper.host_state(dstate)))
             if done % tc.checkpoint_every == 0 or done == end or stop:
@@ -138,6 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
                 break
     manager.wait_until_finished()
+    meter.close()
     preemption.uninstall()
     state = local_copy(wrapper.host_state(dstate))
     summary = {"step": int(state.step)}
