@@ -3,16 +3,12 @@ same output on 1 and 2 devices."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from sedd_jax.conditioning import ConditionFileError, read_ligands, read_proteins
 from sedd_jax.data.fasta import FastaRecord, write_fasta
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_cli
 
 
 def test_ligand_files_read_smi_and_csv_with_ids(tmp_path):
@@ -63,17 +59,7 @@ def run_sample(*args, devices=1):
 
 
 def run_module(module, *args, devices=1):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
+    return run_cli(module, *args, devices=devices, timeout=600, check=False)
 
 
 def read_rows(path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 import types
 
@@ -16,23 +15,19 @@ import pytest
 import torch
 
 from sedd_jax import conversion
-from sedd_jax.defaults import base_config
 from sedd_jax.models.sedd import expected_parameter_count
 from sedd_jax.training import checkpoint
 from sedd_jax.training.optim import make_optimizer
 from sedd_jax.training.state import create_train_state
 from sedd_torch.models.sedd import SEDD as TorchSEDD
+from tests.helpers import LEARNS, run_cli, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)  # small models; threads only contend on a busy 2-core machine
 
 
-def tiny_config(variant="protlig"):
-    c = base_config()
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 2, 4, 16
-    c.model.variant = variant
-    c.training.n_steps = 10
-    return c
+def small_config(variant="protlig"):
+    overrides = {"model.n_blocks": 2, "model.n_heads": 4, "model.variant": variant}
+    return tiny_config("base", **overrides, **{"training.n_steps": 10})
 
 
 def random_weights(config, seed=0, step=5) -> conversion.Weights:
@@ -80,7 +75,7 @@ def assert_trees_equal(a, b):
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 @pytest.mark.parametrize("variant", ["protlig", "sedd"])
 def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
-    weights = random_weights(tiny_config(variant))
+    weights = random_weights(small_config(variant))
     conversion.write_orbax(str(tmp_path / "run"), weights)
     path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / f"ckpt{suffix}"))
     conversion.import_torch(path, str(tmp_path / "back"))
@@ -96,7 +91,7 @@ def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
 
 
 def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
-    config = tiny_config()
+    config = small_config()
     weights = random_weights(config)
     conversion.export_pt(weights, str(tmp_path / "ckpt.pt"))
     payload = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -111,7 +106,7 @@ def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
 
 
 def test_export_of_one_weight_set_is_a_plain_state_dict(tmp_path):
-    weights = random_weights(tiny_config("sedd"))
+    weights = random_weights(small_config("sedd"))
     path = conversion.export_safetensors(weights, str(tmp_path / "ema.safetensors"), "ema")
     from safetensors.torch import load_file
 
@@ -344,12 +339,8 @@ def test_config_disagreeing_with_the_weights_names_the_keys():
 
 
 def test_cli_reports_a_missing_source(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x", timeout=120, check=False
     )
     assert result.returncode != 0
     assert "none.pt does not exist" in result.stderr
@@ -377,17 +368,7 @@ def test_tensor_only_file_loads_without_running_pickled_code(tmp_path):
 
 def torch_demo_config():
     """The JAX end-to-end test's tiny config (tests/test_train_e2e.py), on the twin."""
-    c = tiny_config()
-    c.data.max_len = 32
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 64, 2, 4, 32
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps, c.training.ema = 32, 300, 0.99
-    c.training.log_every, c.training.eval_every, c.training.checkpoint_every = 50, 10_000, 10_000
-    c.optim.lr, c.optim.warmup = 2e-3, 30
-    c.eval.time_samples = 8
-    c.sampling.steps, c.sampling.num_samples = 32, 4
-    c.logging.progress_bar = False
-    return c
+    return tiny_config("base", **LEARNS)
 
 
 @pytest.mark.slow
@@ -416,13 +397,7 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
 
     pt = os.path.join(workdir, "torch_checkpoints", "checkpoint_step_300.pt")
     jax_dir = str(tmp_path / "jax_run")
-    result = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", f"--src={pt}", f"--dst={jax_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("sedd_jax.convert", f"--src={pt}", f"--dst={jax_dir}", check=False)
     assert result.returncode == 0, result.stderr
     weights = conversion.read_orbax(jax_dir)
     assert weights.step == 300 and weights.config.to_dict() == config.to_dict()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
 import sys
 import types
 
@@ -20,8 +19,8 @@ import torch
 from sedd_jax import conversion
 from sedd_jax.run_configs import ImportOptions
 from sedd_torch.models.sedd import SEDD as TorchSEDD
+from tests.helpers import run_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
 
 # upstream's configs/config.yaml as Hydra writes it into <run>/.hydra/config.yaml, with a
@@ -164,14 +163,7 @@ def max_log_score_error(weights: conversion.Weights, run: UpstreamRun) -> tuple[
 
 
 def convert_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
-    )
+    return run_cli("sedd_jax.convert", *args, env={"JAX_PLATFORMS": "cpu"}, check=False)
 
 
 # ------------------------------------------------------------------------- upstream

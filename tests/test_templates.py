@@ -1,9 +1,6 @@
 """Infilling templates: parsing, layouts, and fixed residues surviving real sampling."""
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +8,7 @@ import pytest
 from sedd_jax.data.fasta import FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
+from tests.helpers import run_cli
 
 
 def test_template_segments_and_length_range():
@@ -94,21 +92,13 @@ def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
     }
     write_fasta(str(templates), [FastaRecord(k, "", v) for k, v in texts.items()])
     out = tmp_path / "filled.fasta"
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.sample",
-            f"--workdir={workdir}",
-            "--num=5",
-            "--steps=8",
-            f"--templates={templates}",
-            f"--out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    result = run_cli(
+        "sedd_jax.sample",
+        f"--workdir={workdir}",
+        "--num=5",
+        "--steps=8",
+        f"--templates={templates}",
+        f"--out={out}",
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -145,11 +135,5 @@ def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
     np.testing.assert_array_equal(tokens[clamp], x[clamp])
     np.testing.assert_array_equal(tokens[~valid], tok.pad_id)
     assert (tokens[valid & ~clamp] != graph.mask_id).all()
-    bad = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.sample", f"--workdir={workdir}", "--template=MKT[9-3]"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    bad = run_cli("sedd_jax.sample", f"--workdir={workdir}", "--template=MKT[9-3]", check=False)
     assert bad.returncode != 0 and "high < low" in bad.stderr and "Traceback" not in bad.stderr

@@ -4,10 +4,6 @@ scored and sampled by sedd_jax with no manual conversion."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +20,8 @@ from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 from sedd_jax.training import checkpoint
 from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import pair_track_objective
+from tests.helpers import run_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, PRESCHOOL, STRENGTH, EPS = 4, 4, 3.0, 1e-3
 
 
@@ -160,11 +156,9 @@ def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
 def test_sedd_jax_sample_runs_on_a_twin_pair_workdir(twin_pair_run, tmp_path):
     _, workdir, _ = twin_pair_run
     out = tmp_path / "pairs.csv"
-    run = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.sample", f"--workdir={workdir}", "--num=2",
-         "--steps=4", f"--out={out}"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-        timeout=240,
+    run = run_cli(
+        "sedd_jax.sample", f"--workdir={workdir}", "--num=2", "--steps=4", f"--out={out}",
+        timeout=240, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     lines = out.read_text().strip().splitlines()
