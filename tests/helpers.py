@@ -92,6 +92,23 @@ MULTI_HOST = {
     "logging.progress_bar": False,
 }
 
+# The shared finished runs of conftest.py (`tiny_single_run`, `tiny_pair_run`): a few
+# steps of the tiny model on the demo proteins / demo pairs, then the run's own samples.
+TINY_RUN = {
+    "training.batch_size": 8,
+    "training.n_steps": 3,
+    "training.log_every": 3,
+    "training.eval_every": 10_000,
+    "training.checkpoint_every": 10_000,
+    "eval.time_samples": 1,
+    "eval.batch_size": 8,
+    "eval.max_batches": 1,
+    "sampling.steps": 4,
+    "sampling.num_samples": 8,
+}
+TINY_SINGLE_RUN = TINY_RUN | {"data.max_len": 32}
+TINY_PAIR_RUN = TINY_RUN | {"data.max_protein_len": 32, "data.max_ligand_len": 48}
+
 
 def load_config(name_or_path: str | os.PathLike) -> ml_collections.ConfigDict:
     """ "base" / "dual": the defaults; "demo": configs/demo.py; or the path of a config file."""

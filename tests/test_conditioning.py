@@ -31,27 +31,11 @@ def test_ligand_files_read_smi_and_csv_with_ids(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def joint_run(tmp_path_factory, missing_data):
-    from sedd_jax.data.pairs import PairSourceNotFoundError, load_demo_pairs
-    from sedd_jax.defaults import dual_base_config
-    from sedd_jax.training.loop import train_and_evaluate
+def joint_run(tiny_pair_run):
+    """The session's finished pair run and the demo pairs it trained on."""
+    from sedd_jax.data.pairs import load_demo_pairs
 
-    try:
-        pairs = load_demo_pairs()
-    except PairSourceNotFoundError as e:
-        missing_data(e)
-    c = dual_base_config()
-    c.data.max_protein_len, c.data.max_ligand_len = 32, 48
-    c.model.hidden, c.model.n_heads, c.model.cond_dim = 32, 2, 16
-    c.model.n_blocks_protein = c.model.n_blocks_ligand = 1
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps = 8, 2
-    c.eval.max_batches, c.eval.batch_size = 1, 8
-    c.sampling.steps, c.sampling.num_samples = 2, 1
-    c.logging.progress_bar = False
-    workdir = tmp_path_factory.mktemp("joint")
-    train_and_evaluate(c, str(workdir))
-    return workdir, pairs
+    return tiny_pair_run.workdir, load_demo_pairs()
 
 
 def run_sample(*args, devices=1):

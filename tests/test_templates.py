@@ -70,19 +70,8 @@ def test_template_rows_clamp_exactly_the_fixed_positions():
 
 
 @pytest.mark.slow
-def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
-    from sedd_jax.defaults import base_config
-    from sedd_jax.training.loop import train_and_evaluate
-
-    c = base_config()
-    c.data.max_len = 48
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps = 8, 2
-    c.eval.max_batches, c.sampling.steps, c.sampling.num_samples = 1, 2, 1
-    c.logging.progress_bar = False
-    workdir = tmp_path / "run"
-    train_and_evaluate(c, str(workdir))
+def test_sample_cli_fills_templates_and_keeps_fixed_residues(tiny_single_run, tmp_path):
+    c, workdir = tiny_single_run.config, tiny_single_run.workdir
     templates = tmp_path / "templates.fasta"
     texts = {
         "prefix": "MKT[20]",
