@@ -74,6 +74,7 @@ def _faults(choice: str) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
 def test_restart_keeps_freed_memory_mapped():
     name, system = _faults("system")
@@ -88,6 +89,7 @@ def test_restart_keeps_freed_memory_mapped():
         assert tcmalloc < 1_000
 
 
+@pytest.mark.slow
 def test_interactive_sessions_are_not_restarted():
     """`python -i` (as a notebook kernel): the call returns, the process is not replaced."""
     env = _plain_env()
@@ -112,6 +114,7 @@ def _train_cli(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
 def test_train_cli_restarts_under_the_allocator(tmp_path):
     expected = "tcmalloc" if allocator.find_tcmalloc() else "glibc"

@@ -338,6 +338,7 @@ def test_config_disagreeing_with_the_weights_names_the_keys():
     assert "rotary_emb.inv_freq" in message and "n_heads" in message
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_source(tmp_path):
     result = run_cli(
         "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x", timeout=120, check=False

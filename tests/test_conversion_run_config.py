@@ -169,6 +169,7 @@ def convert_cli(*args):
 # ------------------------------------------------------------------------- upstream
 
 
+@pytest.mark.slow
 def test_upstream_uniform_run_imports_with_its_config_and_the_twins_log_scores(tmp_path):
     run = upstream_run(str(tmp_path), "uniform", 30, "geometric", sigma_max=20.0)
     result = convert_cli(f"--src={run.path}", f"--dst={tmp_path}/jax")
@@ -201,6 +202,7 @@ def test_upstream_uniform_run_imports_with_its_config_and_the_twins_log_scores(t
     assert largest > 1.0 and error <= 2e-6
 
 
+@pytest.mark.slow
 def test_without_a_config_an_ambiguous_checkpoint_is_refused_until_flags_say(tmp_path):
     run = upstream_run(str(tmp_path), "uniform", 30, yaml=False)
     refused = convert_cli(f"--src={run.path}", f"--dst={tmp_path}/no")

@@ -160,6 +160,7 @@ def test_uniprot_release_metalink_md5_is_checked(server, fasta_gz, tmp_path):
     assert "RELEASE.metalink" in open(path + ".download.json").read()
 
 
+@pytest.mark.slow
 def test_cli_local_file_and_one_line_error(fasta_gz, tmp_path):
     src = tmp_path / "local.fasta.gz"
     src.write_bytes(fasta_gz)

@@ -237,6 +237,7 @@ def test_headline_metrics_are_cheap_numbers():
     assert headline_metrics("protein", ["ACDE"], ["ACDE"])["composition_kl"] == 0.0
 
 
+@pytest.mark.slow
 def test_metrics_package_imports_no_jax():
     code = (
         "import sys; import sedd_jax.metrics.report, sedd_jax.metrics.samples, "

@@ -35,9 +35,7 @@ def test_joint_demo_run_reports_both_pair_files(tiny_pair_run):
     joint = sample_report.run(summary["samples_joint"], workdir=str(workdir), **small)
     assert set(joint["tracks"]) == {"protein", "ligand"}
     assert 0.0 <= joint["headline"]["ligand/validity"] <= 1.0
-    cond = sample_report.run(
-        summary["samples_ligand_given_protein"], workdir=str(workdir), **small
-    )
+    cond = sample_report.run(summary["samples_ligand_given_protein"], workdir=str(workdir), **small)
     assert set(cond["tracks"]) == {"ligand", "specificity"}
     for name in ("report_samples_joint", "report_samples_ligand_given_protein"):
         assert os.path.isfile(os.path.join(workdir, name, "report.md"))

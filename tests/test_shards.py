@@ -96,6 +96,7 @@ def test_mmseqs_examples_20000_prepare_to_18801_unique_split_by_hash(mmseqs_dir)
     assert shards.manifest["sources"][0]["sha256"]
 
 
+@pytest.mark.slow
 @needs_mmseqs
 def test_kill_9_while_preparing_leaves_a_directory_that_resumes(mmseqs_dir, tmp_path):
     out = tmp_path / "killed"
@@ -234,6 +235,7 @@ def _host_script(directory, host, out):
     )
 
 
+@pytest.mark.slow
 def test_two_hosts_read_disjoint_halves_of_every_batch_and_together_the_epoch(
     demo_shards, tmp_path
 ):
@@ -280,6 +282,7 @@ def test_length_bucketing_cuts_padding_and_keeps_each_record_once_per_epoch(demo
 # --- bad input -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_truncated_gzip_is_one_line_naming_file_and_line(tmp_path):
     src = tmp_path / "cut.fasta.gz"
     write_fasta(src, read_fasta(sources.demo_path())[:300])
@@ -288,6 +291,7 @@ def test_truncated_gzip_is_one_line_naming_file_and_line(tmp_path):
     assert "cut.fasta.gz:" in line and "corrupt or truncated gzip" in line
 
 
+@pytest.mark.slow
 def test_non_fasta_text_and_empty_records_name_the_line(tmp_path):
     text = tmp_path / "notes.fasta"
     text.write_text("these are my notes\n>a\nMKV\n")
@@ -303,6 +307,7 @@ def test_non_fasta_text_and_empty_records_name_the_line(tmp_path):
     assert "data.bin: cannot tell what this file holds" in line
 
 
+@pytest.mark.slow
 def test_smiles_file_with_unparsable_line_fails_naming_it_or_is_skipped(tmp_path):
     smi = tmp_path / "mols.smi"
     smi.write_text("CCO ethanol\nc1ccccc1\nC1CC!x\nCC(=O)O\n")

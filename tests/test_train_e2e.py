@@ -119,6 +119,7 @@ def _run_cli(*args):
     return _run_module("sedd_jax.train", *args)
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_config_key(tmp_path):
     result = _run_cli(
         "--config=configs/demo.py", "--config.optim.learning_rate=1", f"--workdir={tmp_path}"
@@ -127,6 +128,7 @@ def test_cli_rejects_unknown_config_key(tmp_path):
     assert "learning_rate" in result.stderr
 
 
+@pytest.mark.slow
 def test_stable_config_without_prepared_uniref50_says_how_to_get_it(tmp_path):
     result = _run_cli(
         "--config=configs/stable.py",
@@ -163,6 +165,7 @@ def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
     assert (run / "checkpoints" / "2").is_dir()
 
 
+@pytest.mark.slow
 def test_resuming_with_a_changed_model_is_an_error_not_a_fresh_start(tmp_path):
     overrides = {
         "data.max_len": 16,

@@ -57,6 +57,7 @@ def twin_pair_run(tmp_path_factory):
     return config, workdir, train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_twin_pair_run_logs_the_time_bias_schedule(twin_pair_run):
     from sedd_torch.training.step import step_generator
 
@@ -114,6 +115,7 @@ def test_jax_pair_objective_follows_the_time_bias_schedule():
     assert means == sorted(means) and means[-1] == means[-2]  # plain sampler from p = 1
 
 
+@pytest.mark.slow
 def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
     """load_params converts the twin's .pt on the fly: the JAX model with those EMA weights
     gives the twin's log-scores."""

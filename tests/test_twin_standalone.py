@@ -61,6 +61,7 @@ def twin_run(workdir: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
     workdir = str(tmp_path / "twin")
     out = twin_run(workdir)
