@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from sedd_jax.common.tasks import TaskMixture
-from sedd_jax.defaults import dual_base_config
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs
@@ -20,25 +19,34 @@ from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 from sedd_jax.training import checkpoint
 from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import pair_track_objective
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_config
 
 STEPS, PRESCHOOL, STRENGTH, EPS = 4, 4, 3.0, 1e-3
 
 
 def tiny_pair_config():
-    c = dual_base_config()
-    c.backend, c.seed = "torch", 3
-    c.data.max_protein_len, c.data.max_ligand_len, c.data.max_pairs = 32, 48, 300
-    c.model.hidden, c.model.n_heads, c.model.cond_dim = 32, 2, 16
-    c.model.n_blocks_protein, c.model.n_blocks_ligand, c.model.dropout = 1, 1, 0.0
-    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, STEPS, 1
-    c.training.eval_every = c.training.checkpoint_every = 1000
-    c.eval.batch_size, c.eval.time_samples, c.eval.max_batches = 16, 1, 1
-    c.sampling.steps, c.sampling.num_samples = 4, 2
-    c.curriculum.type, c.curriculum.ramp = "time_bias", "linear"
-    c.curriculum.preschool_steps, c.curriculum.bias_strength = PRESCHOOL, STRENGTH
-    c.logging.progress_bar = False
-    return c
+    overrides = {
+        "backend": "torch",
+        "seed": 3,
+        "data.max_protein_len": 32,
+        "data.max_ligand_len": 48,
+        "data.max_pairs": 300,
+        "training.batch_size": 8,
+        "training.n_steps": STEPS,
+        "training.log_every": 1,
+        "training.eval_every": 1000,
+        "training.checkpoint_every": 1000,
+        "eval.batch_size": 16,
+        "eval.time_samples": 1,
+        "eval.max_batches": 1,
+        "sampling.steps": 4,
+        "sampling.num_samples": 2,
+        "curriculum.type": "time_bias",
+        "curriculum.ramp": "linear",
+        "curriculum.preschool_steps": PRESCHOOL,
+        "curriculum.bias_strength": STRENGTH,
+    }
+    return tiny_config("dual", **overrides)
 
 
 def biased_mean(u, step):
