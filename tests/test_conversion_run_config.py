@@ -19,7 +19,13 @@ import torch
 from sedd_jax import conversion
 from sedd_jax.run_configs import ImportOptions
 from sedd_torch.models.sedd import SEDD as TorchSEDD
-from tests.helpers import run_cli
+from tests.helpers import (
+    conversion_config,
+    random_weights,
+    reference_checkpoint,
+    reference_state_dict,
+    run_cli,
+)
 
 torch.set_num_threads(1)
 
@@ -325,8 +331,6 @@ def save_with_module(obj, path, module_name, cls):
 
 
 def reference_run(path, noise):
-    from test_conversion import reference_checkpoint, reference_state_dict
-
     raw = reference_state_dict(64, 2, 4, 32, 37, seed=1)
     ema = {k: v + 1.0 for k, v in raw.items() if not k.endswith("inv_freq")}
     values = {
@@ -366,8 +370,6 @@ def test_reference_checkpoint_with_pickled_config_loads_weights_only_with_its_no
 
 
 def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
-    from test_conversion import reference_checkpoint, reference_state_dict
-
     @dataclasses.dataclass
     class Payload:
         note: str = "hi"
@@ -391,9 +393,7 @@ def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
 
 
 def test_uniform_geometric_run_round_trips_with_its_config_and_log_scores(tmp_path):
-    from test_conversion import random_weights, tiny_config
-
-    config = tiny_config("sedd")
+    config = conversion_config("sedd")
     config.graph.type, config.data.vocab_size = "uniform", 30
     config.noise.type, config.noise.sigma_min, config.noise.sigma_max = "geometric", 1e-4, 20.0
     weights = random_weights(config)
