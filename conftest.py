@@ -1,14 +1,21 @@
 """Test-session setup shared by tests/ and parity_tests/.
 
 XLA compilations are cached on disk for the session, so end-to-end tests that build the
-same train step several times (kill-and-resume) compile it once.
+same train step several times (kill-and-resume) compile it once; command-line runs
+(`tests.helpers.run_cli`) share the cache. `tiny_single_run` and `tiny_pair_run` are
+finished runs trained once per session for the tests that only read a run.
 """
 
+import dataclasses
 import os
+import pathlib
 import tempfile
 
 import jax
+import ml_collections
 import pytest
+
+from tests.helpers import TINY_PAIR_RUN, TINY_SINGLE_RUN, tiny_config
 
 _CACHE = os.environ.get("SEDD_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sedd-xla-cache-")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
@@ -27,3 +34,39 @@ def missing_data():
         pytest.skip(str(error))
 
     return handle
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A trained run: its workdir, config and `train_and_evaluate` summary (sample files).
+    Shared by the session: tests read it and write their outputs under their tmp_path."""
+
+    workdir: pathlib.Path
+    config: ml_collections.ConfigDict
+    summary: dict
+
+
+def _train(tmp_path_factory, name: str, config) -> FinishedRun:
+    from sedd_jax.training.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp(name)
+    return FinishedRun(workdir, config, train_and_evaluate(config, str(workdir)))
+
+
+@pytest.fixture(scope="session")
+def tiny_single_run(tmp_path_factory):
+    """The tiny protein model, 3 steps on the demo proteins (cropped to 32), 8 samples."""
+    return _train(tmp_path_factory, "tiny_single_run", tiny_config("base", **TINY_SINGLE_RUN))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_run(tmp_path_factory, missing_data):
+    """The tiny dual-track model, 3 steps on the demo pairs (proteins cropped to 32,
+    ligands to 48 tokens), 8 samples per task; skipped without the demo pairs."""
+    from sedd_jax.data.pairs import PairSourceNotFoundError, load_demo_pairs
+
+    try:
+        load_demo_pairs()
+    except PairSourceNotFoundError as error:
+        missing_data(error)
+    return _train(tmp_path_factory, "tiny_pair_run", tiny_config("dual", **TINY_PAIR_RUN))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from twin_helpers import LIGAND_V, dual_pair, example_inputs, max_error, t
+
+from tests.helpers import LIGAND_V, dual_pair, example_inputs, max_error, t
 
 TOL = 1e-5
 

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from twin_helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, example_inputs, max_error, t
 
 from sedd_jax import conversion
 from sedd_jax.diffusion import joint as jax_joint
@@ -19,6 +18,7 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_torch.diffusion import joint as torch_joint
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
+from tests.helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, example_inputs, max_error, t
 
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4
 STEPS = 16

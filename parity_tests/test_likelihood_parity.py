@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from twin_helpers import ReplayRand, example_inputs, t, twin_pair
 
 from sedd_jax.diffusion import graphs as jax_graphs
 from sedd_jax.diffusion.catsample import uniform
@@ -14,6 +13,7 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_torch.diffusion import graphs as torch_graphs
 from sedd_torch.diffusion import likelihood as torch_likelihood
 from sedd_torch.diffusion import noise as torch_noise
+from tests.helpers import ReplayRand, example_inputs, t, twin_pair
 
 N = 25
 K = 4

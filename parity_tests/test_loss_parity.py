@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from twin_helpers import ReplayRand, example_inputs, max_error, t, twin_pair
 
 from sedd_jax import conversion
 from sedd_jax.diffusion import graphs as jax_graphs
@@ -17,6 +16,7 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_torch.diffusion import graphs as torch_graphs
 from sedd_torch.diffusion import losses as torch_losses
 from sedd_torch.diffusion import noise as torch_noise
+from tests.helpers import ReplayRand, example_inputs, max_error, t, twin_pair
 
 N = 25
 LOSS_TOL = 1e-5

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from twin_helpers import example_inputs, max_error, t, tiny_kwargs, twin_pair
 
 from sedd_jax import conversion
 from sedd_jax.models.sedd import SEDD
 from sedd_torch.models.sedd import SEDD as TorchSEDD
+from tests.helpers import example_inputs, max_error, t, tiny_kwargs, twin_pair
 
 TOL = 1e-5
 

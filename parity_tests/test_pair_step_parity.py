@@ -8,8 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from test_step_parity import EPS, optim_config
-from twin_helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, example_inputs, t
 
 from sedd_jax import conversion
 from sedd_jax.common.tasks import TaskMixture
@@ -29,6 +27,16 @@ from sedd_torch.training import optim as torch_optim
 from sedd_torch.training.state import create_train_state
 from sedd_torch.training.step import train_step as torch_train_step
 from sedd_torch.training.tasks import pair_track_objective as torch_pair_objective
+from tests.helpers import (
+    LIGAND_V,
+    PROTEIN_V,
+    STEP_EPS,
+    ReplayRand,
+    dual_pair,
+    example_inputs,
+    step_optim_config,
+    t,
+)
 
 STEPS = 3
 # max |p_torch - p_jax| / (1 + max |p_jax|) over params and EMA after 3 steps (reached:
@@ -90,13 +98,13 @@ def max_error(a: dict, b: dict) -> float:
 def test_pair_optimizer_steps_leave_equal_params_and_ema(record, variant):
     model, params, twin = dual_pair(variant)
     batch = pair_batch()
-    oc, total, ema = optim_config(), 20, 0.999
+    oc, total, ema = step_optim_config(), 20, 0.999
     tx, schedule = make_optimizer(oc, total), learning_rate_schedule(oc, total)
     rng = jax.random.key_data(jax.random.key(11))
     state = TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params), rng)
     graphs = PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
     objective, step_metrics = pair_track_objective(
-        model, graphs, LogLinearNoise(), MIXTURE, EPS, curriculum()
+        model, graphs, LogLinearNoise(), MIXTURE, STEP_EPS, curriculum()
     )
     j_step = jax.jit(
         lambda s, b: train_step(
@@ -112,7 +120,7 @@ def test_pair_optimizer_steps_leave_equal_params_and_ema(record, variant):
     )
     t_graphs = PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
     t_objective, t_step_metrics = torch_pair_objective(
-        t_graphs, TorchLogLinear(), MIXTURE, EPS, curriculum()
+        t_graphs, TorchLogLinear(), MIXTURE, STEP_EPS, curriculum()
     )
     torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
     batch_t = {k: t(v)[None] for k, v in batch.items()}

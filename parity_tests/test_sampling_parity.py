@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from twin_helpers import example_inputs, t, twin_pair
 
 from sedd_jax.diffusion import graphs as jax_graphs
 from sedd_jax.diffusion.noise import LogLinearNoise
@@ -24,6 +23,7 @@ from sedd_jax.diffusion.sampling import pc_sample
 from sedd_torch.diffusion import graphs as torch_graphs
 from sedd_torch.diffusion import noise as torch_noise
 from sedd_torch.diffusion import sampling as torch_sampling
+from tests.helpers import example_inputs, t, twin_pair
 
 N = 25
 STEPS = 24

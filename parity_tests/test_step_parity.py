@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from twin_helpers import ReplayRand, example_inputs, t, twin_pair
 
 from sedd_jax import conversion
-from sedd_jax.defaults import base_config
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing
@@ -24,21 +22,14 @@ from sedd_torch.training import optim as torch_optim
 from sedd_torch.training.state import create_train_state
 from sedd_torch.training.step import train_step as torch_train_step
 from sedd_torch.training.tasks import single_track_objective as torch_single_objective
+from tests.helpers import STEP_EPS, ReplayRand, example_inputs, step_optim_config, t, twin_pair
 
 STEPS = 3
-EPS = 1e-3
 # max |p_torch - p_jax| / (1 + max |p_jax|), params and EMA. Data-dependent: Adam's
 # update of an embedding row with a tiny gradient amplifies float32 summation order
 # (keys 1, 2, 3, 7 of the per-example draws: 2.8e-6, 3.9e-7, 9.0e-7, 3.8e-6; the loss and
 # the gradient norm agree to 1e-5 and 1e-4 on every step)
 TOL = 5e-6
-
-
-def optim_config():
-    c = base_config().optim
-    c.lr, c.warmup, c.warmup_init_fraction = 2e-3, 2, 0.5  # lr(0) > 0, then a cosine
-    c.weight_decay, c.grad_clip = 0.1, 0.05  # decay and (active) clipping
-    return c
 
 
 def jax_step_draws(rng, step, shape):
@@ -60,11 +51,13 @@ def test_optimizer_steps_leave_equal_params_and_ema(record):
     model, params, twin, _ = twin_pair("protlig")
     _, _, valid = example_inputs()
     x0 = np.random.default_rng(3).integers(0, 25, size=valid.shape).astype(np.int32)
-    oc, total, ema = optim_config(), 20, 0.999
+    oc, total, ema = step_optim_config(), 20, 0.999
     tx, schedule = make_optimizer(oc, total), learning_rate_schedule(oc, total)
     rng = jax.random.key_data(jax.random.key(7))
     state = TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params), rng)
-    objective, step_metrics = single_track_objective(model, Absorbing(25), LogLinearNoise(), EPS)
+    objective, step_metrics = single_track_objective(
+        model, Absorbing(25), LogLinearNoise(), STEP_EPS
+    )
     j_step = jax.jit(
         lambda s, b: train_step(
             s,
@@ -81,7 +74,9 @@ def test_optimizer_steps_leave_equal_params_and_ema(record):
     batch_j = {"tokens": x0, "valid": valid, "example_id": ids}
 
     torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
-    t_objective, t_step_metrics = torch_single_objective(TorchAbsorbing(25), TorchLogLinear(), EPS)
+    t_objective, t_step_metrics = torch_single_objective(
+        TorchAbsorbing(25), TorchLogLinear(), STEP_EPS
+    )
     batch_t = {"tokens": t(x0)[None], "valid": t(valid)[None]}
     for step in range(STEPS):
         state, metrics_j = j_step(state, batch_j)

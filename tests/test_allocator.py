@@ -4,12 +4,12 @@ re-exec, and what it is for: a freed large buffer comes back without fresh page 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
 
 from sedd_jax import allocator
+from tests.helpers import run_cli
 
 LINUX = sys.platform.startswith("linux")
 LIB = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
@@ -70,12 +70,11 @@ def _plain_env() -> dict:
 
 def _faults(choice: str) -> tuple[str, int]:
     env = _plain_env()
-    out = subprocess.run(
-        [sys.executable, "-c", FAULTS, choice], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = run_cli("-c", FAULTS, choice, base_env=env).stdout.split()
     return out[0], int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
 def test_restart_keeps_freed_memory_mapped():
     name, system = _faults("system")
@@ -90,14 +89,13 @@ def test_restart_keeps_freed_memory_mapped():
         assert tcmalloc < 1_000
 
 
+@pytest.mark.slow
 def test_interactive_sessions_are_not_restarted():
     """`python -i` (as a notebook kernel): the call returns, the process is not replaced."""
     env = _plain_env()
     code = "from sedd_jax import allocator; allocator.restart_if_needed('glibc', 'cpu')\n"
     code += "print('still here', allocator.running())\n"
-    out = subprocess.run(
-        [sys.executable, "-i", "-q"], input=code, env=env, capture_output=True, text=True
-    )
+    out = run_cli("-i", "-q", stdin=code, base_env=env, check=False)
     assert "still here system" in out.stdout, out.stderr
 
 
@@ -105,12 +103,18 @@ def _train_cli(tmp_path, *args):
     """`python -m sedd_jax.train` on a config that stops at its (missing) data, after the
     allocator step."""
     env = _plain_env()
-    command = [sys.executable, "-m", "sedd_jax.train", "--config=configs/stable.py"]
-    command += [f"--workdir={tmp_path}", f"--config.data.path={tmp_path}/none", *args]
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    args = [f"--workdir={tmp_path}", f"--config.data.path={tmp_path}/none", *args]
+    return run_cli(
+        "sedd_jax.train",
+        "--config=configs/stable.py",
+        *args,
+        base_env=env,
+        timeout=120,
+        check=False,
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (LINUX and allocator._is_glibc()), reason="glibc tunables: Linux glibc")
 def test_train_cli_restarts_under_the_allocator(tmp_path):
     expected = "tcmalloc" if allocator.find_tcmalloc() else "glibc"

@@ -3,16 +3,12 @@ same output on 1 and 2 devices."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from sedd_jax.conditioning import ConditionFileError, read_ligands, read_proteins
 from sedd_jax.data.fasta import FastaRecord, write_fasta
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_cli
 
 
 def test_ligand_files_read_smi_and_csv_with_ids(tmp_path):
@@ -35,27 +31,11 @@ def test_ligand_files_read_smi_and_csv_with_ids(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def joint_run(tmp_path_factory, missing_data):
-    from sedd_jax.data.pairs import PairSourceNotFoundError, load_demo_pairs
-    from sedd_jax.defaults import dual_base_config
-    from sedd_jax.training.loop import train_and_evaluate
+def joint_run(tiny_pair_run):
+    """The session's finished pair run and the demo pairs it trained on."""
+    from sedd_jax.data.pairs import load_demo_pairs
 
-    try:
-        pairs = load_demo_pairs()
-    except PairSourceNotFoundError as e:
-        missing_data(e)
-    c = dual_base_config()
-    c.data.max_protein_len, c.data.max_ligand_len = 32, 48
-    c.model.hidden, c.model.n_heads, c.model.cond_dim = 32, 2, 16
-    c.model.n_blocks_protein = c.model.n_blocks_ligand = 1
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps = 8, 2
-    c.eval.max_batches, c.eval.batch_size = 1, 8
-    c.sampling.steps, c.sampling.num_samples = 2, 1
-    c.logging.progress_bar = False
-    workdir = tmp_path_factory.mktemp("joint")
-    train_and_evaluate(c, str(workdir))
-    return workdir, pairs
+    return tiny_pair_run.workdir, load_demo_pairs()
 
 
 def run_sample(*args, devices=1):
@@ -63,17 +43,7 @@ def run_sample(*args, devices=1):
 
 
 def run_module(module, *args, devices=1):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
+    return run_cli(module, *args, devices=devices, timeout=600, check=False)
 
 
 def read_rows(path):

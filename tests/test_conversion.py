@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 import types
 
@@ -16,37 +15,23 @@ import pytest
 import torch
 
 from sedd_jax import conversion
-from sedd_jax.defaults import base_config
 from sedd_jax.models.sedd import expected_parameter_count
 from sedd_jax.training import checkpoint
 from sedd_jax.training.optim import make_optimizer
 from sedd_jax.training.state import create_train_state
 from sedd_torch.models.sedd import SEDD as TorchSEDD
+from tests.helpers import (
+    LEARNS,
+    REFERENCE_CONFIG,
+    conversion_config,
+    random_weights,
+    reference_checkpoint,
+    reference_state_dict,
+    run_cli,
+    tiny_config,
+)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)  # small models; threads only contend on a busy 2-core machine
-
-
-def tiny_config(variant="protlig"):
-    c = base_config()
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 2, 4, 16
-    c.model.variant = variant
-    c.training.n_steps = 10
-    return c
-
-
-def random_weights(config, seed=0, step=5) -> conversion.Weights:
-    """Weights with distinct random params and EMA (numpy draws, nothing compiled)."""
-    shapes = conversion.abstract_params(config)
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        return rng.standard_normal(leaf.shape).astype(np.float32) / 4
-
-    params = jax.tree_util.tree_map(draw, shapes)
-    ema = jax.tree_util.tree_map(draw, shapes)
-    meta = {"protein_vocab_size": config.data.vocab_size, "length_distribution": [0.5, 0.5]}
-    return conversion.Weights(params, ema, step, config, meta)
 
 
 def restore_as_the_loop_does(workdir, config):
@@ -80,7 +65,7 @@ def assert_trees_equal(a, b):
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 @pytest.mark.parametrize("variant", ["protlig", "sedd"])
 def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
-    weights = random_weights(tiny_config(variant))
+    weights = random_weights(conversion_config(variant))
     conversion.write_orbax(str(tmp_path / "run"), weights)
     path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / f"ckpt{suffix}"))
     conversion.import_torch(path, str(tmp_path / "back"))
@@ -96,7 +81,7 @@ def test_orbax_torch_orbax_round_trip_is_bit_exact(tmp_path, suffix, variant):
 
 
 def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
-    config = tiny_config()
+    config = conversion_config()
     weights = random_weights(config)
     conversion.export_pt(weights, str(tmp_path / "ckpt.pt"))
     payload = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -111,7 +96,7 @@ def test_exported_pt_is_the_reference_layout_and_loads_into_the_twin(tmp_path):
 
 
 def test_export_of_one_weight_set_is_a_plain_state_dict(tmp_path):
-    weights = random_weights(tiny_config("sedd"))
+    weights = random_weights(conversion_config("sedd"))
     path = conversion.export_safetensors(weights, str(tmp_path / "ema.safetensors"), "ema")
     from safetensors.torch import load_file
 
@@ -122,72 +107,6 @@ def test_export_of_one_weight_set_is_a_plain_state_dict(tmp_path):
 
 
 # --------------------------------------------------------------- reference checkpoints
-
-
-def reference_state_dict(d=768, n_blocks=8, heads=12, c=256, vocab=37, seed=0) -> dict:
-    """A state_dict with exactly the names and shapes of the reference's
-    transformer_v100.SEDD (reference-system.md §1.1.5), in its registration order."""
-    shapes = {"vocab_embed.weight": (vocab, d)}
-    shapes |= {"sigma_map.mlp.0.weight": (c, 256), "sigma_map.mlp.0.bias": (c,)}
-    shapes |= {"sigma_map.mlp.2.weight": (c, c), "sigma_map.mlp.2.bias": (c,)}
-    shapes |= {"rotary_emb.inv_freq": (d // heads // 2,)}
-    for i in range(n_blocks):
-        b = f"blocks.{i}."
-        shapes |= {
-            b + "norm1.weight": (d,),
-            b + "attn_qkv.weight": (3 * d, d),
-            b + "attn_out.weight": (d, d),
-            b + "norm2.weight": (d,),
-            b + "mlp.fc1.weight": (4 * d, d),
-            b + "mlp.fc1.bias": (4 * d,),
-            b + "mlp.fc2.weight": (d, 4 * d),
-            b + "mlp.fc2.bias": (d,),
-            b + "adaLN_modulation.weight": (6 * d, c),
-            b + "adaLN_modulation.bias": (6 * d,),
-        }
-    shapes |= {
-        "output_layer.norm.weight": (d,),
-        "output_layer.linear.weight": (vocab, d),
-        "output_layer.adaLN_modulation.weight": (2 * d, c),
-        "output_layer.adaLN_modulation.bias": (2 * d,),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in shapes.items():
-        if name.endswith("inv_freq"):
-            out[name] = 1.0 / 10000 ** (torch.arange(0, 2 * shape[0], 2).float() / (2 * shape[0]))
-        elif name.endswith("norm.weight") or ".norm" in name:
-            out[name] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        else:
-            fan_in = shape[-1] if len(shape) == 2 else 1
-            scale = 1.0 if name == "vocab_embed.weight" else 1.0 / np.sqrt(fan_in)
-            out[name] = scale * torch.randn(shape, generator=gen)
-    return out
-
-
-REFERENCE_CONFIG = {
-    "tokens": 36,
-    "model": {"hidden_size": 768, "n_heads": 12},
-    "noise": {"type": "cosine", "sigma_min": 1e-4, "sigma_max": 0.5, "eps": 0.02},
-}
-
-
-def reference_checkpoint(state_dict, ema_state_dict=None, config=None) -> dict:
-    """The reference trainer's `save_checkpoint` layout (reference-system.md §4.1)."""
-    params = [v for k, v in state_dict.items() if not k.endswith("inv_freq")]
-    shadows = params if ema_state_dict is None else list(ema_state_dict.values())
-    return {
-        "step": 500,
-        "epoch": 3,
-        "best_loss": 1.5,
-        "model_state_dict": state_dict,
-        "ema_state_dict": {"decay": 0.9995, "num_updates": 500, "shadow_params": shadows},
-        "optimizer_state_dict": {},
-        "scheduler_state_dict": {},
-        "scaler_state_dict": None,
-        "noise_state_dict": {},
-        "config": config if config is not None else REFERENCE_CONFIG,
-    }
 
 
 def test_reference_checkpoint_at_the_stable_size_gives_the_twins_log_scores():
@@ -343,13 +262,10 @@ def test_config_disagreeing_with_the_weights_names_the_keys():
     assert "rotary_emb.inv_freq" in message and "n_heads" in message
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_source(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "sedd_jax.convert", f"--src={tmp_path}/none.pt", "--dst=x", timeout=120, check=False
     )
     assert result.returncode != 0
     assert "none.pt does not exist" in result.stderr
@@ -377,17 +293,7 @@ def test_tensor_only_file_loads_without_running_pickled_code(tmp_path):
 
 def torch_demo_config():
     """The JAX end-to-end test's tiny config (tests/test_train_e2e.py), on the twin."""
-    c = tiny_config()
-    c.data.max_len = 32
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 64, 2, 4, 32
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps, c.training.ema = 32, 300, 0.99
-    c.training.log_every, c.training.eval_every, c.training.checkpoint_every = 50, 10_000, 10_000
-    c.optim.lr, c.optim.warmup = 2e-3, 30
-    c.eval.time_samples = 8
-    c.sampling.steps, c.sampling.num_samples = 32, 4
-    c.logging.progress_bar = False
-    return c
+    return tiny_config("base", **LEARNS)
 
 
 @pytest.mark.slow
@@ -416,13 +322,7 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
 
     pt = os.path.join(workdir, "torch_checkpoints", "checkpoint_step_300.pt")
     jax_dir = str(tmp_path / "jax_run")
-    result = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", f"--src={pt}", f"--dst={jax_dir}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("sedd_jax.convert", f"--src={pt}", f"--dst={jax_dir}", check=False)
     assert result.returncode == 0, result.stderr
     weights = conversion.read_orbax(jax_dir)
     assert weights.step == 300 and weights.config.to_dict() == config.to_dict()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
 import sys
 import types
 
@@ -20,8 +19,14 @@ import torch
 from sedd_jax import conversion
 from sedd_jax.conversion.run_settings import ImportOptions
 from sedd_torch.models.sedd import SEDD as TorchSEDD
+from tests.helpers import (
+    conversion_config,
+    random_weights,
+    reference_checkpoint,
+    reference_state_dict,
+    run_cli,
+)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
 
 # upstream's configs/config.yaml as Hydra writes it into <run>/.hydra/config.yaml, with a
@@ -164,19 +169,13 @@ def max_log_score_error(weights: conversion.Weights, run: UpstreamRun) -> tuple[
 
 
 def convert_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "sedd_jax.convert", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
-    )
+    return run_cli("sedd_jax.convert", *args, env={"JAX_PLATFORMS": "cpu"}, check=False)
 
 
 # ------------------------------------------------------------------------- upstream
 
 
+@pytest.mark.slow
 def test_upstream_uniform_run_imports_with_its_config_and_the_twins_log_scores(tmp_path):
     run = upstream_run(str(tmp_path), "uniform", 30, "geometric", sigma_max=20.0)
     result = convert_cli(f"--src={run.path}", f"--dst={tmp_path}/jax")
@@ -209,6 +208,7 @@ def test_upstream_uniform_run_imports_with_its_config_and_the_twins_log_scores(t
     assert largest > 1.0 and error <= 2e-6
 
 
+@pytest.mark.slow
 def test_without_a_config_an_ambiguous_checkpoint_is_refused_until_flags_say(tmp_path):
     run = upstream_run(str(tmp_path), "uniform", 30, yaml=False)
     refused = convert_cli(f"--src={run.path}", f"--dst={tmp_path}/no")
@@ -331,8 +331,6 @@ def save_with_module(obj, path, module_name, cls):
 
 
 def reference_run(path, noise):
-    from test_conversion import reference_checkpoint, reference_state_dict
-
     raw = reference_state_dict(64, 2, 4, 32, 37, seed=1)
     ema = {k: v + 1.0 for k, v in raw.items() if not k.endswith("inv_freq")}
     values = {
@@ -372,8 +370,6 @@ def test_reference_checkpoint_with_pickled_config_loads_weights_only_with_its_no
 
 
 def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
-    from test_conversion import reference_checkpoint, reference_state_dict
-
     @dataclasses.dataclass
     class Payload:
         note: str = "hi"
@@ -397,9 +393,7 @@ def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
 
 
 def test_uniform_geometric_run_round_trips_with_its_config_and_log_scores(tmp_path):
-    from test_conversion import random_weights, tiny_config
-
-    config = tiny_config("sedd")
+    config = conversion_config("sedd")
     config.graph.type, config.data.vocab_size = "uniform", 30
     config.noise.type, config.noise.sigma_min, config.noise.sigma_max = "geometric", 1e-4, 20.0
     weights = random_weights(config)

@@ -4,8 +4,6 @@ import gzip
 import hashlib
 import http.server
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -13,8 +11,7 @@ import pytest
 from sedd_jax.data import download as dl
 from sedd_jax.data.fasta import read_fasta, write_fasta
 from sedd_jax.data.sources import demo_path
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_cli
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -163,26 +160,23 @@ def test_uniprot_release_metalink_md5_is_checked(server, fasta_gz, tmp_path):
     assert "RELEASE.metalink" in open(path + ".download.json").read()
 
 
+@pytest.mark.slow
 def test_cli_local_file_and_one_line_error(fasta_gz, tmp_path):
     src = tmp_path / "local.fasta.gz"
     src.write_bytes(fasta_gz)
-    env = dict(os.environ, PYTHONPATH=REPO)
-    run = [sys.executable, "-m", "sedd_jax.data.download"]
-    ok = subprocess.run(
-        [*run, str(src), "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    run = "sedd_jax.data.download"
+    ok = run_cli(run, src, "--out", tmp_path / "o", timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr
     assert gzip.decompress((tmp_path / "o" / "local.fasta.gz").read_bytes())
-    bad = subprocess.run(
-        [*run, "http://127.0.0.1:9/none.gz", "--out", str(tmp_path / "b"), "--retries", "0"],
-        capture_output=True,
-        text=True,
-        env=env,
+    bad = run_cli(
+        run,
+        "http://127.0.0.1:9/none.gz",
+        "--out",
+        tmp_path / "b",
+        "--retries",
+        "0",
         timeout=60,
+        check=False,
     )
     assert bad.returncode != 0
     assert bad.stderr.strip().startswith("error: http://127.0.0.1:9/none.gz")

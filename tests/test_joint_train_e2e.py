@@ -4,35 +4,39 @@ import csv
 
 import pytest
 
-from sedd_jax.defaults import dual_base_config
 from sedd_jax.training.loop import train_and_evaluate
 from sedd_jax.training.metrics_log import read_metrics
+from tests.helpers import tiny_config
 
 pytest.importorskip("rdkit")
 
 
+JOINT_LEARNS = {
+    "data.max_protein_len": 32,
+    "data.max_ligand_len": 64,
+    "model.hidden": 64,
+    "model.n_heads": 4,
+    "model.cond_dim": 32,
+    "model.n_blocks_protein": 2,
+    "model.n_blocks_ligand": 2,
+    "training.batch_size": 16,
+    "training.n_steps": 400,
+    "training.ema": 0.99,
+    "training.log_every": 100,
+    "training.eval_every": 10_000,
+    "training.checkpoint_every": 10_000,
+    "optim.lr": 2e-3,
+    "optim.warmup": 40,
+    "eval.batch_size": 64,
+    "eval.time_samples": 2,
+    "eval.max_batches": 4,
+    "sampling.steps": 16,
+    "sampling.num_samples": 4,
+}
+
+
 def tiny_joint_config():
-    c = dual_base_config()
-    c.data.max_protein_len = 32
-    c.data.max_ligand_len = 64
-    c.model.hidden, c.model.n_heads, c.model.cond_dim = 64, 4, 32
-    c.model.n_blocks_protein = c.model.n_blocks_ligand = 2
-    c.model.dropout = 0.0
-    c.training.batch_size = 16
-    c.training.n_steps = 400
-    c.training.ema = 0.99
-    c.training.log_every = 100
-    c.training.eval_every = 10_000
-    c.training.checkpoint_every = 10_000
-    c.optim.lr = 2e-3
-    c.optim.warmup = 40
-    c.eval.batch_size = 64
-    c.eval.time_samples = 2
-    c.eval.max_batches = 4
-    c.sampling.steps = 16
-    c.sampling.num_samples = 4
-    c.logging.progress_bar = False
-    return c
+    return tiny_config("dual", **JOINT_LEARNS)
 
 
 @pytest.mark.slow

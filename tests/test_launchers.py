@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("launch_slurm.sh", "launch_pbs.sh")]
+from tests.helpers import REPO
+
+SCRIPTS = [str(REPO / "scripts" / n) for n in ("launch_slurm.sh", "launch_pbs.sh")]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -9,6 +9,7 @@ pytest.importorskip("parasail")
 pytest.importorskip("rdkit")
 
 from sedd_jax.metrics import alignment, headline_metrics, ligand, pairs, protein, stats  # noqa: E402
+from tests.helpers import run_cli
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -236,12 +237,10 @@ def test_headline_metrics_are_cheap_numbers():
     assert headline_metrics("protein", ["ACDE"], ["ACDE"])["composition_kl"] == 0.0
 
 
+@pytest.mark.slow
 def test_metrics_package_imports_no_jax():
-    import subprocess
-    import sys
-
     code = (
         "import sys; import sedd_jax.metrics.report, sedd_jax.metrics.samples, "
         "sedd_jax.metrics.headline; assert 'jax' not in sys.modules, 'jax imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    run_cli("-c", code, timeout=120)

@@ -6,39 +6,25 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sedd_jax.defaults import base_config
 from sedd_jax.training.checkpoint import make_manager
 from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 from sedd_jax.training.loss_scale import LossScaler
 from sedd_jax.training.metrics_log import read_metrics
+from tests.helpers import LEARNS, tiny_config
 
 
 def demo_config(dtype: str, **overrides):
-    c = base_config()
-    c.data.max_len = 32
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 64, 2, 4, 32
-    c.model.dropout = 0.0
-    c.model.dtype = dtype
-    c.training.batch_size = 32
-    c.training.n_steps = 150
-    c.training.ema = 0.99
-    c.training.log_every = 25
-    c.training.eval_every = 10_000
-    c.training.checkpoint_every = 10_000
-    c.optim.lr = 2e-3
-    c.optim.warmup = 30
-    c.eval.time_samples = 4
-    c.eval.max_batches = 4
-    c.sampling.steps = 4
-    c.sampling.num_samples = 1
-    c.logging.progress_bar = False
-    for key, value in overrides.items():
-        *sections, name = key.split(".")
-        block = c
-        for section in sections:
-            block = block[section]
-        block[name] = value
-    return c
+    """The learning run of test_train_e2e, half as long, in `dtype`."""
+    short = {
+        "model.dtype": dtype,
+        "training.n_steps": 150,
+        "training.log_every": 25,
+        "eval.time_samples": 4,
+        "eval.max_batches": 4,
+        "sampling.steps": 4,
+        "sampling.num_samples": 1,
+    }
+    return tiny_config("base", **(LEARNS | short | overrides))
 
 
 def test_loss_scaler_halves_on_overflow_grows_after_interval_and_gives_up():

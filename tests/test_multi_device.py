@@ -3,11 +3,10 @@ and parameters of one device on the same global batch: draws follow the example,
 device or the micro-batch."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import run_cli
 
 # max |p_mode - p_1device| / (1 + max |p_1device|) over params, EMA and Adam moments,
 # after 3 steps at lr 1e-2 (params move by up to 2e-2); float32 summation order is the
@@ -89,10 +88,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_every_mode_on_four_devices_matches_one_device_step_by_step():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
+    result = run_cli("-c", SCRIPT, devices=4, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4

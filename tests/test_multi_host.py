@@ -4,9 +4,6 @@ topologies (2 processes -> 1 process with 1 device, and back)."""
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -14,50 +11,18 @@ import pytest
 
 from sedd_jax.training.checkpoint import restore_raw_state
 from sedd_jax.training.metrics_log import read_metrics
+from tests.helpers import MULTI_HOST, cli_overrides, free_port, start_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # max |a - b| / (1 + max |b|) over params, EMA and optimizer state: float32 summation
 # order (gloo vs in-process reductions, 4 vs 1 device) is the only difference
 TOL = 1e-5
 
-OVERRIDES = [
-    "--config.data.max_len=16",
-    "--config.model.hidden=32",
-    "--config.model.n_blocks=1",
-    "--config.model.n_heads=2",
-    "--config.model.cond_dim=16",
-    "--config.model.dropout=0.1",
-    "--config.training.batch_size=8",
-    # 4 of 5 steps per run: no final evaluation and sampling, which this test does not need
-    "--config.training.n_steps=5",
-    "--config.optim.warmup=1",
-    "--config.training.log_every=1",
-    "--config.training.eval_every=1000",
-    "--config.training.checkpoint_every=2",
-    "--config.eval.max_batches=1",
-    "--config.eval.time_samples=1",
-    "--config.sampling.steps=2",
-    "--config.sampling.num_samples=1",
-    "--config.logging.progress_bar=False",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _train(workdir, processes: int, devices: int, *extra):
     """Run `python -m sedd_jax.train` as `processes` processes with `devices` each."""
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
-    args = [sys.executable, "-m", "sedd_jax.train", "--config=configs/demo.py"]
-    args += [f"--workdir={workdir}", *OVERRIDES, *extra]
-    port = _free_port()
+    args = ["--config=configs/demo.py", f"--workdir={workdir}", *cli_overrides(MULTI_HOST)]
+    args += extra
+    port = free_port()
     procs = []
     for rank in range(processes):
         dist = []
@@ -68,8 +33,13 @@ def _train(workdir, processes: int, devices: int, *extra):
                 f"--config.distributed.process_id={rank}",
             ]
         procs.append(
-            subprocess.Popen(
-                args + dist, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            start_cli(
+                "sedd_jax.train",
+                *args,
+                *dist,
+                env={"JAX_PLATFORMS": "cpu"},
+                devices=devices,
+                text=False,
             )
         )
     outputs = [p.communicate(timeout=600) for p in procs]

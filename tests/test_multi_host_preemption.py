@@ -5,18 +5,16 @@ save and exit 0, the rerun continues from that step, and metrics.jsonl holds one
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from test_multi_host import OVERRIDES, REPO, _free_port
 
 from sedd_jax.training.checkpoint import make_manager
 from sedd_jax.training.metrics_log import read_metrics
+from tests.helpers import MULTI_HOST, cli_overrides, free_port, start_cli
 
 RUN = [
-    *(o for o in OVERRIDES if "n_steps" not in o and "checkpoint_every" not in o),
+    *(o for o in cli_overrides(MULTI_HOST) if "n_steps" not in o and "checkpoint_every" not in o),
     "--config.training.n_steps=100000",  # runs until signalled
     "--config.training.checkpoint_every=100000",  # the only checkpoint is the preemption's
     "--config.training.preemption_check_every=1",
@@ -24,23 +22,17 @@ RUN = [
 
 
 def _start(workdir, *extra):
-    env = dict(
-        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"
-    )
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in range(2):
-        args = [sys.executable, "-m", "sedd_jax.train", "--config=configs/demo.py"]
-        args += [f"--workdir={workdir}", *RUN, *extra]
+        args = ["--config=configs/demo.py", f"--workdir={workdir}", *RUN, *extra]
         args += [
             f"--config.distributed.coordinator_address=127.0.0.1:{port}",
             "--config.distributed.num_processes=2",
             f"--config.distributed.process_id={rank}",
         ]
         procs.append(
-            subprocess.Popen(
-                args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
+            start_cli("sedd_jax.train", *args, env={"JAX_PLATFORMS": "cpu"}, devices=2, text=False)
         )
     return procs
 

@@ -7,9 +7,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from test_sampler_oracles import JOINT, PAIR_GRAPHS, PAIR_NOISE, unconditional_aware_oracle
 
 from sedd_jax.diffusion.likelihood import pair_sequence_elbo
+from tests.helpers import JOINT, PAIR_GRAPHS, PAIR_NOISE, unconditional_aware_oracle
 
 SIZE = 3000
 

@@ -4,17 +4,13 @@ log; a resumed run's metrics.jsonl holds one row per (step, kind of row)."""
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 
-import jax
 import pytest
 
 from sedd_jax.training.checkpoint import make_manager
 from sedd_jax.training.metrics_log import read_metrics, rewind_metrics
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_cli, start_cli
 
 TINY = [
     "--config.data.max_len=16",
@@ -33,49 +29,18 @@ TINY = [
 ]
 
 
-def cached_env():
-    """Subprocesses share the session's persistent XLA cache (conftest.py): a rerun with
-    the same shapes and config does not compile again."""
-    return {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-
-
-def train_command(workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "sedd_jax.train",
-        "--config=configs/demo.py",
-        f"--workdir={workdir}",
-        *TINY,
-        *overrides,
-    ]
+def train_args(workdir, *overrides):
+    return ["--config=configs/demo.py", f"--workdir={workdir}", *TINY, *overrides]
 
 
 def run_training(workdir, *overrides):
-    return subprocess.run(
-        train_command(workdir, *overrides),
-        cwd=REPO,
-        env=cached_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """Subprocesses share the session's persistent XLA cache (`helpers.cli_env`): a rerun
+    with the same shapes and config does not compile again."""
+    return run_cli("sedd_jax.train", *train_args(workdir, *overrides), check=False)
 
 
 def start_training(workdir, *overrides):
-    return subprocess.Popen(
-        train_command(workdir, *overrides),
-        cwd=REPO,
-        env=cached_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("sedd_jax.train", *train_args(workdir, *overrides))
 
 
 def wait_for_train_step(workdir, at_least: int, proc, timeout: float = 240.0) -> int:

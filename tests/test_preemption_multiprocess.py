@@ -2,15 +2,11 @@
 the flag of one process reaches both, at the same check, and only at a check step."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import free_port, start_cli
 
 WORKER = textwrap.dedent(
     """
@@ -45,29 +41,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_stop_at_the_same_check_when_one_is_signalled(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(port), str(i)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = [start_cli(str(script), port, i, env={"JAX_PLATFORMS": "cpu"}) for i in range(2)]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=120)

@@ -12,8 +12,7 @@ import pytest
 from sedd_jax.data import sources
 from sedd_jax.data.fasta import FastaError, FastaReader, FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.protein import ProteinTokenizer, clean_sequence, standard_fraction
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")

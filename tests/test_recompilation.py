@@ -6,9 +6,9 @@ Counted with `jax.monitoring`'s backend-compile events, never timed.
 import jax
 import numpy as np
 import pytest
-from test_train_e2e import tiny_config
 
 from sedd_jax.training import loop
+from tests.helpers import LEARNS, tiny_config
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -46,7 +46,7 @@ class CompileLog:
 def run_counted(monkeypatch, tmp_path, **overrides) -> CompileLog:
     log = CompileLog()
     monkeypatch.setattr(loop, "make_parallel", log.wrap(loop.make_parallel))
-    config = tiny_config(**overrides)
+    config = tiny_config("base", **(LEARNS | overrides))
     loop.train_and_evaluate(config, str(tmp_path))
     log.steps.append((log.count, None))  # after the last step (and the final hooks)
     return log

@@ -1,11 +1,8 @@
 """The sample-quality report: `python -m sedd_jax.evaluate --samples=FILE` and its inputs."""
 
 import csv
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -17,8 +14,8 @@ from sedd_jax import sample_report  # noqa: E402
 from sedd_jax.data.fasta import FastaRecord, read_fasta, write_fasta  # noqa: E402
 from sedd_jax.data.sources import demo_path  # noqa: E402
 from sedd_jax.metrics import samples as samples_lib  # noqa: E402
+from tests.helpers import load_config, run_cli  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMILES = [
     "CCO",
     "c1ccccc1",
@@ -29,13 +26,6 @@ SMILES = [
     "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
     "c1ccc2ccccc2c1",
 ]
-
-
-def _config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _write_csv(path, header, rows):
@@ -62,7 +52,7 @@ def test_sample_files_are_recognised_by_content(tmp_path):
 
 
 def test_reference_from_the_demo_config_is_its_training_crops():
-    reference, what = sample_report.reference_from_config(_config("demo"))
+    reference, what = sample_report.reference_from_config(load_config("demo"))
     assert "training split" in what and not reference["smiles"]
     assert 1000 < len(reference["proteins"]) < 2100  # the validation share is held out
     assert max(len(p) for p in reference["proteins"]) == 64  # data.max_len
@@ -76,20 +66,11 @@ def test_report_cli_on_a_small_fasta_writes_json_markdown_and_plots(tmp_path):
     reference = tmp_path / "reference.fasta"
     write_fasta(reference, [FastaRecord(f"r{i}", "", p) for i, p in enumerate(proteins)])
     out = tmp_path / "report"
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.evaluate",
-            f"--samples={samples}",
-            f"--reference={reference}",
-            f"--report_dir={out}",
-        ],
-        check=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
+    run_cli(
+        "sedd_jax.evaluate",
+        f"--samples={samples}",
+        f"--reference={reference}",
+        f"--report_dir={out}",
     )
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "protein" and report["num_samples"] == 20

@@ -16,11 +16,19 @@ import pytest
 import scipy.stats
 
 from sedd_jax.diffusion.catsample import uniform
-from sedd_jax.diffusion.graphs import Absorbing, Uniform, esigm1
-from sedd_jax.diffusion.joint import PairGraphs, sample_pairs
+from sedd_jax.diffusion.graphs import Absorbing, Uniform
+from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.noise import GeometricNoise, LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.sampling import analytic_predictor, euler_predictor
+from tests.helpers import (
+    JOINT,
+    PAIR_GRAPHS,
+    PAIR_NOISE,
+    K,
+    oracle_pair_score,
+    unconditional_aware_oracle,
+)
 
 P = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 N = len(P)
@@ -124,39 +132,6 @@ def test_uniform_step_follows_its_closed_form_transition(predictor):
 
 # --- pairs ---------------------------------------------------------------------------------
 
-JOINT = np.array([[0.30, 0.02, 0.03], [0.02, 0.25, 0.03], [0.05, 0.05, 0.25]])  # p(a, b)
-K = JOINT.shape[0]
-PAIR_GRAPHS = PairGraphs(Absorbing(K), Absorbing(K))
-PAIR_NOISE = LogLinearNoise(1e-3)
-
-
-def oracle_pair_score(p_t, l_t, sigma, p_valid, l_valid, mode):
-    """Exact log-scores of one-token tracks [B, 1] under JOINT (absorbing, shared sigma).
-
-    A masked position's ratios are p(y | other) / (e^sigma - 1) when the other track is
-    clean, p(y) / (e^sigma - 1) when it is masked; a clean position has 0 at itself and
-    -inf elsewhere (the mask column of a masked position is 0, as `oracles`).
-    """
-    del p_valid, l_valid, mode
-    log_joint = jnp.log(jnp.asarray(JOINT, jnp.float32))
-    log_p_a = jax.nn.logsumexp(log_joint, axis=1)
-    log_p_b = jax.nn.logsumexp(log_joint, axis=0)
-    shift = jnp.log(esigm1(sigma))[:, None]  # [B, 1]
-
-    def track(x, other, log_marginal, log_cond):
-        """log_cond[c, y] = log p(y | other = c)."""
-        other_masked = (other[:, 0] == K)[:, None]
-        given = jnp.where(
-            other_masked, log_marginal[None], log_cond[jnp.minimum(other[:, 0], K - 1)]
-        )
-        masked_row = jnp.concatenate([given - shift, jnp.zeros((x.shape[0], 1))], axis=-1)
-        clean_row = jnp.where(jax.nn.one_hot(x[:, 0], K + 1, dtype=bool), 0.0, -jnp.inf)
-        return jnp.where((x[:, 0] == K)[:, None], masked_row, clean_row)[:, None, :]
-
-    protein = track(p_t, l_t, log_p_a, (log_joint - log_p_b[None, :]).T)
-    ligand = track(l_t, p_t, log_p_b, log_joint - log_p_a[:, None])
-    return protein, ligand
-
 
 @functools.partial(jax.jit, static_argnames=("task", "predictor"))
 def run_pairs(protein, ligand, key, task, predictor):
@@ -210,17 +185,6 @@ def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_tra
         # the marginal (a sampler that ignores the context) is rejected
         marginal = table.sum(0) / table.sum()
         assert chi_square_p_value(counts, marginal) < 1e-6
-
-
-def unconditional_aware_oracle(p_t, l_t, sigma, p_valid, l_valid, mode):
-    """The oracle, with `*_only` modes scoring a track without seeing the other one."""
-    if mode == "ligand_only":
-        hidden = jnp.full_like(p_t, K)
-        return None, oracle_pair_score(hidden, l_t, sigma, p_valid, l_valid, mode)[1]
-    if mode == "protein_only":
-        hidden = jnp.full_like(l_t, K)
-        return oracle_pair_score(p_t, hidden, sigma, p_valid, l_valid, mode)[0], None
-    return oracle_pair_score(p_t, l_t, sigma, p_valid, l_valid, mode)
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])

@@ -19,9 +19,8 @@ from sedd_jax.data.loader import FieldSpec, ShardLoader, pad_fraction, window_st
 from sedd_jax.data.prepare import prepare
 from sedd_jax.data.protein import ProteinTokenizer, clean_sequence
 from sedd_jax.data.shards import DataError, ShardSet, UnfinishedPreparationError
+from tests.helpers import cli_overrides, run_cli, start_cli, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=REPO)
 HAS_MMSEQS = os.path.isfile(sources.MMSEQS_EXAMPLES_PATH)
 needs_mmseqs = pytest.mark.skipif(
     not HAS_MMSEQS, reason="apt-get install --no-install-recommends mmseqs2-examples"
@@ -29,13 +28,7 @@ needs_mmseqs = pytest.mark.skipif(
 
 
 def _prepare_cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "sedd_jax.data.prepare", "--no_progress", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-    )
+    return run_cli("sedd_jax.data.prepare", "--no_progress", *args, timeout=timeout, check=False)
 
 
 def _one_line_error(result) -> str:
@@ -103,15 +96,13 @@ def test_mmseqs_examples_20000_prepare_to_18801_unique_split_by_hash(mmseqs_dir)
     assert shards.manifest["sources"][0]["sha256"]
 
 
+@pytest.mark.slow
 @needs_mmseqs
 def test_kill_9_while_preparing_leaves_a_directory_that_resumes(mmseqs_dir, tmp_path):
     out = tmp_path / "killed"
     args = ["--source=mmseqs_examples", f"--out={out}", "--num_shards=32", "--workers=1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sedd_jax.data.prepare", "--no_progress", *args],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    proc = start_cli(
+        "sedd_jax.data.prepare", "--no_progress", *args, text=False, stdout=subprocess.DEVNULL
     )
     marker = out / ".tmp" / "clean-00003.json"
     deadline = time.time() + 60
@@ -244,17 +235,16 @@ def _host_script(directory, host, out):
     )
 
 
+@pytest.mark.slow
 def test_two_hosts_read_disjoint_halves_of_every_batch_and_together_the_epoch(
     demo_shards, tmp_path
 ):
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _host_script(demo_shards.directory, h, str(tmp_path / f"h{h}.npz")),
-            ],
-            env=ENV,
+        start_cli(
+            "-c",
+            _host_script(demo_shards.directory, h, str(tmp_path / f"h{h}.npz")),
+            stdout=None,
+            stderr=None,
         )
         for h in (0, 1)
     ]
@@ -292,6 +282,7 @@ def test_length_bucketing_cuts_padding_and_keeps_each_record_once_per_epoch(demo
 # --- bad input -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_truncated_gzip_is_one_line_naming_file_and_line(tmp_path):
     src = tmp_path / "cut.fasta.gz"
     write_fasta(src, read_fasta(sources.demo_path())[:300])
@@ -300,6 +291,7 @@ def test_truncated_gzip_is_one_line_naming_file_and_line(tmp_path):
     assert "cut.fasta.gz:" in line and "corrupt or truncated gzip" in line
 
 
+@pytest.mark.slow
 def test_non_fasta_text_and_empty_records_name_the_line(tmp_path):
     text = tmp_path / "notes.fasta"
     text.write_text("these are my notes\n>a\nMKV\n")
@@ -315,6 +307,7 @@ def test_non_fasta_text_and_empty_records_name_the_line(tmp_path):
     assert "data.bin: cannot tell what this file holds" in line
 
 
+@pytest.mark.slow
 def test_smiles_file_with_unparsable_line_fails_naming_it_or_is_skipped(tmp_path):
     smi = tmp_path / "mols.smi"
     smi.write_text("CCO ethanol\nc1ccccc1\nC1CC!x\nCC(=O)O\n")
@@ -362,22 +355,14 @@ def test_train_cli_refuses_changed_shards_in_one_line_before_training(demo_shard
     shutil.copytree(demo_shards.directory, copy)
     shard = copy / "val-00001.tokens.offsets.npy"
     shard.write_bytes(shard.read_bytes()[:-8])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            "--config=configs/demo.py",
-            f"--workdir={tmp_path / 'run'}",
-            "--config.data.source=shards",
-            f"--config.data.path={copy}",
-            "--config.data.min_len=1",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-        cwd=REPO,
+    result = run_cli(
+        "sedd_jax.train",
+        "--config=configs/demo.py",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.data.source=shards",
+        f"--config.data.path={copy}",
+        "--config.data.min_len=1",
+        check=False,
     )
     line = _one_line_error(result)
     assert "val-00001.tokens.offsets.npy: sha256 does not match" in line
@@ -413,29 +398,22 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
         "sampling.num_samples": 4,
         "logging.progress_bar": False,
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            "--config=configs/ligand_moses.py",
-            f"--workdir={tmp_path / 'run'}",
-            *[f"--config.{k}={v}" for k, v in overrides.items()],
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "sedd_jax.train",
+        "--config=configs/ligand_moses.py",
+        f"--workdir={tmp_path / 'run'}",
+        *cli_overrides(overrides),
         timeout=600,
-        cwd=REPO,
-        env=dict(ENV, SEDD_DATA_CACHE=str(tmp_path / "cache")),
+        env={"SEDD_DATA_CACHE": str(tmp_path / "cache")},
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     samples = (tmp_path / "run" / "samples.smi").read_text().splitlines()
     assert len(samples) == 4 and all(line.endswith(f"sample_{i}") for i, line in enumerate(samples))
     # the sample CLI reads the ligand tokenizer from the checkpoint: a .smi of 6 samples
     out = tmp_path / "more.smi"
-    cli = [sys.executable, "-m", "sedd_jax.sample", f"--workdir={tmp_path / 'run'}"]
-    cli += ["--num=6", "--steps=4", f"--out={out}"]
-    sampled = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=REPO, env=ENV)
+    cli = ["sedd_jax.sample", f"--workdir={tmp_path / 'run'}"]
+    sampled = run_cli(*cli, "--num=6", "--steps=4", f"--out={out}", check=False)
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     rows = [line.split("\t") for line in out.read_text().splitlines()]
     assert [row[1] for row in rows] == [f"sample_{i}" for i in range(6)]
@@ -444,9 +422,7 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
     characters = set("".join(lines))
     assert all(set(row[0].replace("<unk>", "")) <= characters for row in rows), rows
     assert sum(len(row[0]) for row in rows) > 0
-    refused = subprocess.run(
-        [*cli[:4], "--num=2", "--prefix=MKT"], capture_output=True, text=True, cwd=REPO, env=ENV
-    )
+    refused = run_cli(*cli, "--num=2", "--prefix=MKT", check=False)
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1].endswith("this checkpoint samples ligands")
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -462,19 +438,19 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
 
 
 def _tiny_train_config(**data):
-    from sedd_jax.defaults import base_config
-
-    c = base_config()
-    c.data.max_len, c.data.crop = 16, "random"  # almost every demo protein is cropped
-    for key, value in data.items():
-        c.data[key] = value
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps = 8, 6
-    c.training.log_every, c.training.eval_every, c.training.checkpoint_every = 3, 100, 3
-    c.eval.max_batches, c.sampling.steps, c.sampling.num_samples = 1, 2, 2
-    c.logging.progress_bar = False
-    return c
+    overrides = {
+        "data.max_len": 16,
+        "data.crop": "random",  # almost every demo protein is cropped
+        "training.batch_size": 8,
+        "training.n_steps": 6,
+        "training.log_every": 3,
+        "training.eval_every": 100,
+        "training.checkpoint_every": 3,
+        "eval.max_batches": 1,
+        "sampling.steps": 2,
+        "sampling.num_samples": 2,
+    }
+    return tiny_config("base", **(overrides | {f"data.{k}": v for k, v in data.items()}))
 
 
 @pytest.mark.slow

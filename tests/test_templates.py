@@ -1,9 +1,6 @@
 """Infilling templates: parsing, layouts, and fixed residues surviving real sampling."""
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +8,7 @@ import pytest
 from sedd_jax.data.fasta import FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
+from tests.helpers import run_cli
 
 
 def test_template_segments_and_length_range():
@@ -72,19 +70,8 @@ def test_template_rows_clamp_exactly_the_fixed_positions():
 
 
 @pytest.mark.slow
-def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
-    from sedd_jax.defaults import base_config
-    from sedd_jax.training.loop import train_and_evaluate
-
-    c = base_config()
-    c.data.max_len = 48
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-    c.model.dropout = 0.0
-    c.training.batch_size, c.training.n_steps = 8, 2
-    c.eval.max_batches, c.sampling.steps, c.sampling.num_samples = 1, 2, 1
-    c.logging.progress_bar = False
-    workdir = tmp_path / "run"
-    train_and_evaluate(c, str(workdir))
+def test_sample_cli_fills_templates_and_keeps_fixed_residues(tiny_single_run, tmp_path):
+    c, workdir = tiny_single_run.config, tiny_single_run.workdir
     templates = tmp_path / "templates.fasta"
     texts = {
         "prefix": "MKT[20]",
@@ -94,21 +81,13 @@ def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
     }
     write_fasta(str(templates), [FastaRecord(k, "", v) for k, v in texts.items()])
     out = tmp_path / "filled.fasta"
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.sample",
-            f"--workdir={workdir}",
-            "--num=5",
-            "--steps=8",
-            f"--templates={templates}",
-            f"--out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    result = run_cli(
+        "sedd_jax.sample",
+        f"--workdir={workdir}",
+        "--num=5",
+        "--steps=8",
+        f"--templates={templates}",
+        f"--out={out}",
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -145,11 +124,5 @@ def test_sample_cli_fills_templates_and_keeps_fixed_residues(tmp_path):
     np.testing.assert_array_equal(tokens[clamp], x[clamp])
     np.testing.assert_array_equal(tokens[~valid], tok.pad_id)
     assert (tokens[valid & ~clamp] != graph.mask_id).all()
-    bad = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.sample", f"--workdir={workdir}", "--template=MKT[9-3]"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    bad = run_cli("sedd_jax.sample", f"--workdir={workdir}", "--template=MKT[9-3]", check=False)
     assert bad.returncode != 0 and "high < low" in bad.stderr and "Traceback" not in bad.stderr

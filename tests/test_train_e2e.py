@@ -2,44 +2,20 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from sedd_jax.data.fasta import read_fasta
-from sedd_jax.defaults import base_config
 from sedd_jax.training.checkpoint import CheckpointMismatchError, make_manager
 from sedd_jax.training.loop import train_and_evaluate
 from sedd_jax.training.metrics_log import read_metrics
+from tests.helpers import LEARNS, REPO, run_cli, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def tiny_config(**overrides):
-    c = base_config()
-    c.data.max_len = 32
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 64, 2, 4, 32
-    c.model.dropout = 0.0
-    c.training.batch_size = 32
-    c.training.n_steps = 300
-    c.training.ema = 0.99
-    c.training.log_every = 50
-    c.training.eval_every = 10_000
-    c.training.checkpoint_every = 10_000
-    c.optim.lr = 2e-3
-    c.optim.warmup = 30
-    c.eval.time_samples = 8
-    c.sampling.steps = 32
-    c.sampling.num_samples = 4
-    c.logging.progress_bar = False
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        c[section][name] = value
-    return c
+def learning_config(**overrides):
+    return tiny_config("base", **(LEARNS | overrides))
 
 
 def last(rows, key):
@@ -48,7 +24,7 @@ def last(rows, key):
 
 @pytest.mark.slow
 def test_training_on_demo_proteins_beats_step0_and_unigram_baseline(tmp_path):
-    summary = train_and_evaluate(tiny_config(), str(tmp_path))
+    summary = train_and_evaluate(learning_config(), str(tmp_path))
     rows = read_metrics(str(tmp_path))
     initial = [r["val/loss_ema"] for r in rows if "val/loss_ema" in r][0]
     unigram = last(rows, "val/loss_unigram")
@@ -114,12 +90,12 @@ def test_kill_and_resume_gives_bit_identical_parameters(tmp_path):
         "sampling.num_samples": 2,
     }
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    train_and_evaluate(tiny_config(**overrides), straight)
+    train_and_evaluate(learning_config(**overrides), straight)
     first = train_and_evaluate(
-        tiny_config(**overrides, **{"training.stop_after_steps": 4}), resumed
+        learning_config(**overrides, **{"training.stop_after_steps": 4}), resumed
     )
     assert first["step"] == 4
-    second = train_and_evaluate(tiny_config(**overrides), resumed)
+    second = train_and_evaluate(learning_config(**overrides), resumed)
     assert second["step"] == 8
     a, b = _restore_tree(straight, 8), _restore_tree(resumed, 8)
     leaves_a = ocp.tree.to_flat_dict(a)
@@ -136,19 +112,14 @@ def test_kill_and_resume_gives_bit_identical_parameters(tmp_path):
 
 
 def _run_module(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(module, *args, check=False)
 
 
 def _run_cli(*args):
     return _run_module("sedd_jax.train", *args)
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_config_key(tmp_path):
     result = _run_cli(
         "--config=configs/demo.py", "--config.optim.learning_rate=1", f"--workdir={tmp_path}"
@@ -157,6 +128,7 @@ def test_cli_rejects_unknown_config_key(tmp_path):
     assert "learning_rate" in result.stderr
 
 
+@pytest.mark.slow
 def test_stable_config_without_prepared_uniref50_says_how_to_get_it(tmp_path):
     result = _run_cli(
         "--config=configs/stable.py",
@@ -174,22 +146,17 @@ def test_stable_config_without_prepared_uniref50_says_how_to_get_it(tmp_path):
 @pytest.mark.slow
 def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
     """The README's command has no --workdir: outputs go to ./runs/<config name>."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sedd_jax.train",
-            f"--config={os.path.join(REPO, 'configs', 'demo.py')}",
-            "--config.training.n_steps=2",
-            "--config.eval.max_batches=1",
-            "--config.sampling.steps=2",
-            "--config.sampling.num_samples=2",
-            "--config.logging.progress_bar=False",
-        ],
+    result = run_cli(
+        "sedd_jax.train",
+        f"--config={REPO / 'configs' / 'demo.py'}",
+        "--config.training.n_steps=2",
+        "--config.eval.max_batches=1",
+        "--config.sampling.steps=2",
+        "--config.sampling.num_samples=2",
+        "--config.logging.progress_bar=False",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs" / "demo"
@@ -198,6 +165,7 @@ def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
     assert (run / "checkpoints" / "2").is_dir()
 
 
+@pytest.mark.slow
 def test_resuming_with_a_changed_model_is_an_error_not_a_fresh_start(tmp_path):
     overrides = {
         "data.max_len": 16,
@@ -211,7 +179,7 @@ def test_resuming_with_a_changed_model_is_an_error_not_a_fresh_start(tmp_path):
         "sampling.steps": 2,
         "sampling.num_samples": 1,
     }
-    train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    train_and_evaluate(learning_config(**overrides), str(tmp_path))
     with pytest.raises(CheckpointMismatchError, match="new --workdir"):
-        train_and_evaluate(tiny_config(**{**overrides, "model.hidden": 48}), str(tmp_path))
+        train_and_evaluate(learning_config(**{**overrides, "model.hidden": 48}), str(tmp_path))
     assert make_manager(str(tmp_path), keep=10, async_save=False).all_steps() == [2]

@@ -4,10 +4,6 @@ scored and sampled by sedd_jax with no manual conversion."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +11,6 @@ import pytest
 import torch
 
 from sedd_jax.common.tasks import TaskMixture
-from sedd_jax.defaults import dual_base_config
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs
@@ -23,25 +18,34 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import pair_track_objective
+from tests.helpers import run_cli, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, PRESCHOOL, STRENGTH, EPS = 4, 4, 3.0, 1e-3
 
 
 def tiny_pair_config():
-    c = dual_base_config()
-    c.backend, c.seed = "torch", 3
-    c.data.max_protein_len, c.data.max_ligand_len, c.data.max_pairs = 32, 48, 300
-    c.model.hidden, c.model.n_heads, c.model.cond_dim = 32, 2, 16
-    c.model.n_blocks_protein, c.model.n_blocks_ligand, c.model.dropout = 1, 1, 0.0
-    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, STEPS, 1
-    c.training.eval_every = c.training.checkpoint_every = 1000
-    c.eval.batch_size, c.eval.time_samples, c.eval.max_batches = 16, 1, 1
-    c.sampling.steps, c.sampling.num_samples = 4, 2
-    c.curriculum.type, c.curriculum.ramp = "time_bias", "linear"
-    c.curriculum.preschool_steps, c.curriculum.bias_strength = PRESCHOOL, STRENGTH
-    c.logging.progress_bar = False
-    return c
+    overrides = {
+        "backend": "torch",
+        "seed": 3,
+        "data.max_protein_len": 32,
+        "data.max_ligand_len": 48,
+        "data.max_pairs": 300,
+        "training.batch_size": 8,
+        "training.n_steps": STEPS,
+        "training.log_every": 1,
+        "training.eval_every": 1000,
+        "training.checkpoint_every": 1000,
+        "eval.batch_size": 16,
+        "eval.time_samples": 1,
+        "eval.max_batches": 1,
+        "sampling.steps": 4,
+        "sampling.num_samples": 2,
+        "curriculum.type": "time_bias",
+        "curriculum.ramp": "linear",
+        "curriculum.preschool_steps": PRESCHOOL,
+        "curriculum.bias_strength": STRENGTH,
+    }
+    return tiny_config("dual", **overrides)
 
 
 def biased_mean(u, step):
@@ -60,6 +64,7 @@ def twin_pair_run(tmp_path_factory):
     return config, workdir, train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_twin_pair_run_logs_the_time_bias_schedule(twin_pair_run):
     from sedd_torch.training.step import step_generator
 
@@ -117,6 +122,7 @@ def test_jax_pair_objective_follows_the_time_bias_schedule():
     assert means == sorted(means) and means[-1] == means[-2]  # plain sampler from p = 1
 
 
+@pytest.mark.slow
 def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
     """open_run converts the twin's .pt on the fly: the JAX model with those EMA weights
     gives the twin's log-scores."""
@@ -160,11 +166,9 @@ def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
 def test_sedd_jax_sample_runs_on_a_twin_pair_workdir(twin_pair_run, tmp_path):
     _, workdir, _ = twin_pair_run
     out = tmp_path / "pairs.csv"
-    run = subprocess.run(
-        [sys.executable, "-m", "sedd_jax.sample", f"--workdir={workdir}", "--num=2",
-         "--steps=4", f"--out={out}"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-        timeout=240,
+    run = run_cli(
+        "sedd_jax.sample", f"--workdir={workdir}", "--num=2", "--steps=4", f"--out={out}",
+        timeout=240, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     lines = out.read_text().strip().splitlines()

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_cli
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 BLOCKED = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 SCRIPT = """
@@ -54,19 +54,14 @@ print(json.dumps({{"summary": summary, "loaded": loaded, "losses": losses}}))
 
 def twin_run(workdir: str) -> dict:
     """Train two twin steps in a subprocess with the JAX stack blocked; its JSON report."""
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(blocked=BLOCKED), workdir],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    result = run_cli(
+        "-c", SCRIPT.format(blocked=BLOCKED), workdir, env=ONE_THREAD, timeout=240, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
     workdir = str(tmp_path / "twin")
     out = twin_run(workdir)
@@ -94,18 +89,17 @@ def test_twin_trains_and_samples_without_jax_flax_optax_orbax(tmp_path):
 def test_sedd_jax_sample_and_evaluate_run_on_a_twin_workdir(tmp_path):
     workdir = str(tmp_path / "twin")
     twin_run(workdir)
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     for command in (
         ["sedd_jax.sample", "--num=2", "--steps=4", f"--out={tmp_path / 's.fasta'}"],
         ["sedd_jax.evaluate", "--time_samples=2", f"--out={tmp_path / 'e.json'}"],
     ):
-        run = subprocess.run(
-            [sys.executable, "-m", command[0], f"--workdir={workdir}", *command[1:]],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
+        run = run_cli(
+            command[0],
+            f"--workdir={workdir}",
+            *command[1:],
+            env=ONE_THREAD,
             timeout=240,
+            check=False,
         )
         assert run.returncode == 0, run.stderr[-3000:]
     with open(tmp_path / "s.fasta") as f:

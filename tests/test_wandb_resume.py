@@ -15,6 +15,7 @@ wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
 from sedd_jax.defaults import base_config  # noqa: E402
+from tests.helpers import apply_overrides  # noqa: E402
 
 TINY = {
     "data.max_len": 16,
@@ -37,11 +38,7 @@ TINY = {
 
 
 def tiny_config(**overrides):
-    c = base_config()
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        c[section][name] = value
-    return c
+    return apply_overrides(base_config(), overrides)
 
 
 def wandb_records(path):
