@@ -298,13 +298,13 @@ def torch_demo_config():
 
 @pytest.mark.slow
 def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
+    from sedd_jax.common.metrics_log import read_metrics
     from sedd_jax.data.fasta import read_fasta
     from sedd_jax.data.track_data import run_data
     from sedd_jax.diffusion.graphs import get_graph
     from sedd_jax.diffusion.noise import get_noise
     from sedd_jax.training.evaluation import make_eval_step, validation_loss
     from sedd_jax.training.generation import generate, make_sampler
-    from sedd_jax.training.metrics_log import read_metrics
     from sedd_torch.training.loop import train_and_evaluate
 
     config = torch_demo_config()

@@ -197,8 +197,8 @@ def test_score_entropy_loss_with_sigma_scale_is_the_loss_of_the_scaled_schedule(
 @pytest.mark.slow
 def test_training_follows_the_configured_curriculum_and_logs_it(tmp_path):
     """`config.curriculum` reaches the train step; progress and mean t are logged per step."""
+    from sedd_jax.common.metrics_log import read_metrics
     from sedd_jax.training.loop import train_and_evaluate
-    from sedd_jax.training.metrics_log import read_metrics
 
     c = base_config()
     c.data.max_len = 16

@@ -16,8 +16,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import make_manager
-from sedd_jax.training.metrics_log import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_STEPS = 120

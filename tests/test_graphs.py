@@ -217,6 +217,7 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
 
     Both losses come from `training.evaluation` with the same validation batches and keys.
     """
+    from sedd_jax.common.metrics_log import read_metrics
     from sedd_jax.data.fasta import read_fasta
     from sedd_jax.data.track_data import run_data
     from sedd_jax.diffusion.noise import get_noise
@@ -227,7 +228,6 @@ def test_uniform_graph_trains_the_demo_below_the_unigram_baseline(tmp_path):
         validation_loss,
     )
     from sedd_jax.training.loop import train_and_evaluate
-    from sedd_jax.training.metrics_log import read_metrics
 
     c = base_config()
     c.graph.type = "uniform"  # model.scale_by_sigma is ignored for the uniform graph

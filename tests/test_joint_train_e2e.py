@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 from tests.helpers import tiny_config
 
 pytest.importorskip("rdkit")

@@ -82,10 +82,7 @@ def twin_violations(path: pathlib.Path) -> list[str]:
 
 # Today's violations, one entry per module: strict xfails, so fixing one fails its test
 # until the entry goes.
-KNOWN = {
-    "sedd_torch.training.trainer": "imports sedd_jax.training.metrics_log (numpy-only, but "
-    "in sedd_jax.training): MetricsLogger belongs in sedd_jax.common",
-}
+KNOWN: dict[str, str] = {}
 
 
 def cases(packages):

@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data import prepare
 from sedd_jax.data.shards import DataError
 from sedd_jax.data.smiles import canonicalize
 from sedd_jax.data.track_data import load_pair_track
 from sedd_jax.defaults import dual_base_config
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 
 pytest.importorskip("rdkit")
 pytest.importorskip("selfies")

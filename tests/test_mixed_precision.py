@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import make_manager
 from sedd_jax.training.loop import NonFiniteLossError, train_and_evaluate
 from sedd_jax.training.loss_scale import LossScaler
-from sedd_jax.training.metrics_log import read_metrics
 from tests.helpers import LEARNS, tiny_config
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import restore_raw_state
-from sedd_jax.training.metrics_log import read_metrics
 from tests.helpers import MULTI_HOST, cli_overrides, free_port, start_cli
 
 # max |a - b| / (1 + max |b|) over params, EMA and optimizer state: float32 summation

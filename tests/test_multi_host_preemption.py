@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import make_manager
-from sedd_jax.training.metrics_log import read_metrics
 from tests.helpers import MULTI_HOST, cli_overrides, free_port, start_cli
 
 RUN = [

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics, rewind_metrics
 from sedd_jax.training.checkpoint import make_manager
-from sedd_jax.training.metrics_log import read_metrics, rewind_metrics
 from tests.helpers import run_cli, start_cli
 
 TINY = [

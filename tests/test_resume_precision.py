@@ -4,9 +4,9 @@ after float16 steps skipped for overflow."""
 
 import numpy as np
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.defaults import base_config
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.optim import learning_rate_schedule
 
 

@@ -429,11 +429,13 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
     assert any("train/loss" in m for m in metrics)
     # evaluate reads the SMILES vocabulary too: a bound on the run's validation SMILES
     scored = tmp_path / "likelihood.json"
-    cli = [sys.executable, "-m", "sedd_jax.evaluate", f"--workdir={tmp_path / 'run'}"]
-    cli += ["--time_samples=2", f"--out={scored}"]
-    env = dict(ENV, SEDD_DATA_CACHE=str(tmp_path / "cache"))
-    evaluated = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    run_cli(
+        "sedd_jax.evaluate",
+        f"--workdir={tmp_path / 'run'}",
+        "--time_samples=2",
+        f"--out={scored}",
+        env={"SEDD_DATA_CACHE": str(tmp_path / "cache")},
+    )
     assert json.loads(scored.read_text())["nats_per_token"] > 0
 
 

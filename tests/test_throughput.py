@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.defaults import base_config, dual_base_config
 from sedd_jax.models.dual import build_dual_model
 from sedd_jax.models.sedd import build_model
 from sedd_jax.training import throughput
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import build_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

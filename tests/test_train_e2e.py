@@ -7,10 +7,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.training.checkpoint import CheckpointMismatchError, make_manager
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 from tests.helpers import LEARNS, REPO, run_cli, tiny_config
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.common.tasks import TaskMixture
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
-from sedd_jax.training.metrics_log import read_metrics
 from sedd_jax.training.tasks import pair_track_objective
 from tests.helpers import run_cli, tiny_config
 

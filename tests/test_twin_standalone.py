@@ -34,7 +34,7 @@ import torch
 torch.set_num_threads(1)
 import sedd_torch  # noqa: F401
 from sedd_jax.defaults import base_config
-from sedd_jax.training.metrics_log import read_metrics
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_torch.training.loop import train_and_evaluate
 
 c = base_config()

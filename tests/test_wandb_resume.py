@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 
 wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402

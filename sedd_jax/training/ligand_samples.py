@@ -13,9 +13,9 @@ import importlib.util
 import numpy as np
 from ml_collections import ConfigDict
 
+from sedd_jax.common.metrics_log import MetricsLogger
 from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.metrics.headline import headline_metrics
-from sedd_jax.training.metrics_log import MetricsLogger
 
 SAMPLE_METRICS_SEED = 0x5A3  # fixed keys of the in-training samples (added to config.seed)
 # which task the in-training ligand samples come from: the first one the mixture trains

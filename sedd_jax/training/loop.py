@@ -22,10 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from sedd_jax.common.errors import NonFiniteLossError  # noqa: F401  (re-exported)
+from sedd_jax.common.metrics_log import MetricsLogger
 from sedd_jax.models.sedd import count_parameters
 from sedd_jax.training import checkpoint
 from sedd_jax.training.loss_scale import GAUGES, make_loss_scaler
-from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.parallel import global_batch_size, local_copy, make_parallel
 from sedd_jax.training.preemption import Preemption

@@ -27,8 +27,8 @@ import torch
 from tqdm import tqdm
 
 from sedd_jax.common.errors import NonFiniteLossError
+from sedd_jax.common.metrics_log import MetricsLogger
 from sedd_jax.common.preemption import SignalFlag
-from sedd_jax.training.metrics_log import MetricsLogger
 from sedd_torch.device import resolve_device
 from sedd_torch.models.sedd import count_parameters
 from sedd_torch.training import checkpoint
