@@ -1,0 +1,51 @@
+"""Length head: p(L_generated | clean context track), one head per conditional direction.
+
+    (context tokens [B, Lc], context valid [B, Lc]) -> logits [B, max_len + 1]
+
+The generated track's length is a categorical over 0..max_len, predicted from a masked
+mean-pool of the clean context track's token embeddings (its own table, independent of
+the diffusion model's) followed by an MLP. Trained with cross-entropy in nats per
+sequence; sampling draws L from it instead of the marginal p(L), and the likelihood
+uses -log p(L | context) as its length term for conditional tasks.
+
+Parameters live in a separate sub-tree beside the dual model's (`length_ligand` for
+ligand | protein, `length_protein` for protein | ligand), each with `embed` [V, d],
+`mlp_in`, `mlp_out` (torch `a.weight` [out, in] <-> flax `a/kernel` [in, out]), so the
+dual model's parameter names and conversion stay unchanged.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+HEAD_NAMES = {"ligand_given_protein": "length_ligand", "protein_given_ligand": "length_protein"}
+
+
+class LengthHead(nn.Module):
+    """Masked mean-pooled embedding -> MLP -> logits over generated lengths 0..max_len."""
+
+    vocab_size: int
+    max_len: int
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+        emb = nn.Embed(self.vocab_size, self.hidden, name="embed")(tokens)
+        weight = valid[..., None].astype(jnp.float32)
+        pooled = (emb * weight).sum(axis=1) / jnp.maximum(weight.sum(axis=1), 1.0)
+        h = nn.gelu(nn.Dense(self.hidden, name="mlp_in")(pooled), approximate=False)
+        return nn.Dense(self.max_len + 1, name="mlp_out")(h).astype(jnp.float32)
+
+
+def length_nll(logits: jax.Array, lengths: jax.Array) -> jax.Array:
+    """-log p(L | context) in nats per sequence, [B]; logits [B, max_len + 1], lengths [B]."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, lengths[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def sample_lengths(key: jax.Array, logits: jax.Array, min_len: int = 1) -> jax.Array:
+    """Draw L ~ p(L | context) restricted to L >= min_len, [B] int32."""
+    allowed = jnp.arange(logits.shape[-1]) >= min_len
+    return jax.random.categorical(key, jnp.where(allowed, logits, -jnp.inf)).astype(jnp.int32)
