@@ -48,3 +48,28 @@ def test_cached_token_law():
     counts = np.bincount(x.ravel(), minlength=len(P))[: len(P)]
     tv = 0.5 * np.abs(counts / counts.sum() - P).sum()
     assert tv < 0.02, tv
+
+
+def test_first_hitting_token_law_and_calls():
+    graph = Absorbing(len(P))
+    fn = unigram_log_score_fn(jnp.log(P), graph)
+    x0 = jnp.full((256, 32), graph.mask_id, jnp.int32)
+    sample = jax.jit(
+        lambda key: pc_sample(
+            fn,
+            graph,
+            LogLinearNoise(1e-3),
+            x0,
+            key,
+            steps=1024,
+            predictor="first_hitting",
+            return_calls=True,
+        )
+    )
+    x, calls = sample(jax.random.PRNGKey(1))
+    x = np.asarray(x)
+    assert int(calls) <= 32
+    assert (x < len(P)).all()
+    counts = np.bincount(x.ravel(), minlength=len(P))[: len(P)]
+    tv = 0.5 * np.abs(counts / counts.sum() - P).sum()
+    assert tv < 0.02, tv

@@ -125,7 +125,7 @@ def transition_reshaper(
 
 PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
 # samplers that are not one-step predictors: pc_sample runs them with their own loop
-SAMPLERS = ("cached",)
+SAMPLERS = ("cached", "first_hitting")
 
 
 def _sigma_factor(graph, x, sigma):
@@ -170,6 +170,80 @@ def cached_scan(log_score_fn, graph, noise, x_start, keep, x_init, ts, dt, draw,
     carry = (x_start, x_never, cond0, jnp.int32(0))
     (x, _, _, calls), _ = jax.lax.scan(body, carry, jnp.arange(steps))
     return x, calls
+
+
+def first_hitting_sample(
+    log_score_fn, graph, noise, x_start, keep, key, *, eps, reshape, max_calls
+):
+    """First-hitting sampler (absorbing graph): reveal one token per network call at its
+    exact reveal time, so there is no discretisation error and at most L calls.
+
+    Worked in sigma: a position masked at sigma stays masked at sigma' < sigma with
+    probability (1 - e^-sigma') / (1 - e^-sigma); the next of n masked positions to be
+    revealed goes at the max of n such times: 1 - e^-sigma' = (1 - e^-sigma) v^(1/n), v ~
+    U(0, 1). A uniformly chosen masked position then draws its token from the model's
+    conditional at sigma' (the masked row's real-token columns of the score). Rows whose
+    next time falls below sigma_bar(eps) stop, and their masks go to the denoiser at eps.
+    Returns (x, network calls []). Each row has its own sigma; one call serves the batch.
+    """
+    if not graph.absorb:
+        raise ValueError("sampling.predictor='first_hitting' needs the absorbing graph")
+    batch, length = x_start.shape
+    sigma_end = noise.total(jnp.float32(eps))
+    sigma0 = jnp.full((batch,), noise.total(jnp.float32(1.0)), jnp.float32)
+    real = jnp.arange(graph.dim) != graph.mask_id
+
+    def active(x, sigma):
+        return (jnp.sum((x == graph.mask_id) & ~keep, axis=1) > 0) & (sigma > sigma_end)
+
+    def next_sigma(x, sigma, v):
+        n = jnp.sum((x == graph.mask_id) & ~keep, axis=1)
+        frac = v ** (1.0 / jnp.maximum(n, 1).astype(jnp.float32))
+        return -jnp.log1p(jnp.expm1(-sigma) * frac)
+
+    def cond_fn(carry):
+        x, sigma, k, _ = carry
+        return (k < max_calls) & jnp.any(active(x, sigma))
+
+    def body(carry):
+        x, sigma, k, calls = carry
+        kk = jax.random.fold_in(key, k)
+        kv, kp, kt = jax.random.split(kk, 3)
+        go = active(x, sigma)
+        new = next_sigma(x, sigma, race_uniform(kv, (batch,)))
+        go = go & (new > sigma_end)
+        sigma = jnp.where(active(x, sigma), new, sigma)
+        masked = (x == graph.mask_id) & ~keep
+        pos = categorical_from_uniform(
+            masked.astype(jnp.float32), race_uniform(kp, (batch, length))
+        )
+        score = jnp.exp(log_score_fn(x, jnp.maximum(sigma, sigma_end)).astype(jnp.float32))
+        probs = jnp.where(real, score, 0.0)
+        probs = probs if reshape is None else reshape(probs, x)
+        row = jnp.take_along_axis(probs, pos[:, None, None], axis=1)[:, 0]
+        tok = categorical_from_uniform(row, race_uniform(kt, (batch, graph.dim)))
+        hit = go[:, None] & (jnp.arange(length)[None, :] == pos[:, None])
+        x = jnp.where(hit, tok[:, None], x)
+        return x, sigma, k + 1, calls + 1
+
+    x, sigma, _, calls = jax.lax.while_loop(
+        cond_fn, body, (x_start, sigma0, jnp.int32(0), jnp.int32(0))
+    )
+    left = jnp.any((x == graph.mask_id) & ~keep)
+    x = jax.lax.cond(
+        left,
+        lambda: denoise(
+            log_score_fn,
+            graph,
+            noise,
+            x,
+            jnp.float32(eps),
+            race_uniform(jax.random.fold_in(key, max_calls + 2), x.shape + (graph.dim,)),
+            reshape,
+        ),
+        lambda: x,
+    )
+    return x, calls + left.astype(jnp.int32)
 
 
 def time_grid(steps: int, eps: float) -> jax.Array:
@@ -242,6 +316,22 @@ def pc_sample(
         x = step_fn(log_score_fn, graph, noise, x, ts[i], dt, draw(i), reshape)
         return jnp.where(keep, x_init, x), None
 
+    if predictor == "first_hitting":
+        if key is None:
+            raise ValueError("sampling.predictor='first_hitting' draws from a key")
+        x, calls = first_hitting_sample(
+            log_score_fn,
+            graph,
+            noise,
+            x_start,
+            keep,
+            key,
+            eps=eps,
+            reshape=reshape,
+            max_calls=x_init.shape[1],
+        )
+        x = jnp.where(keep, x_init, x)
+        return (x, calls) if return_calls else x
     if predictor == "cached":
         x, calls = cached_scan(
             log_score_fn, graph, noise, x_start, keep, x_init, ts, dt, draw, reshape, steps
