@@ -11,6 +11,14 @@ and applies temperature / top-p (`transition_reshaper`).
 Conditioning is by clamping: `clamp` [B, L] marks positions held at their `x_init`
 values at every step (prompts, pads, a conditioning track); `prefix_prompt`,
 `position_prompt` and `with_padding` build (x_init, clamp) pairs.
+
+Beside the one-step PREDICTORS, `pc_sample` runs the SAMPLERS with their own loops
+(absorbing graph, single track only; `joint.sample_pairs` and guidance do not take them
+yet): "cached" (`cached_scan`: analytic steps, the network called only when a token of
+the batch changed since the last call; exact for sigma-free scores, an approximation for
+sigma-conditioned networks) and "first_hitting" (`first_hitting_sample`: one token per
+call at its exact reveal time, at most L calls, key only). Both honour clamps and
+`reshape` (forbidden ids, temperature, top-p).
 """
 
 from __future__ import annotations
