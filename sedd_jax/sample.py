@@ -68,7 +68,14 @@ _OUT = flags.DEFINE_string(
 )
 _NUM = flags.DEFINE_integer("num", 8, "Number of samples.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: the run's).")
-_PREDICTOR = flags.DEFINE_enum("predictor", None, ["euler", "analytic", "none"], "Predictor.")
+_PREDICTOR = flags.DEFINE_enum(
+    "predictor",
+    None,
+    ["euler", "analytic", "none", "cached", "first_hitting"],
+    "Predictor: euler, analytic, none, cached (absorbing graph: analytic steps "
+    "that reuse the network output while no token changed) or first_hitting (one "
+    "token per call at its exact reveal time).",
+)
 _LENGTH = flags.DEFINE_integer("length", 0, "Length of generated tracks; 0 draws from data.")
 _PREFIX = flags.DEFINE_string("prefix", "", "Protein prefix held fixed (single track).")
 _TEMPLATE = flags.DEFINE_string(
