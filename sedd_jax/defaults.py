@@ -101,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.process_id = -1
     c.distributed.port = 12355  # coordinator port when the address comes from PBS
 
+    c.loss = ml_collections.ConfigDict()
+    c.loss.type = "score_entropy"  # score_entropy | masked_ce (absorbing graph only; MDLM/MD4)
+
     c.curriculum = ml_collections.ConfigDict()
     c.curriculum.type = "none"  # none | time_bias | sigma_scale
     c.curriculum.ramp = "exponential"  # linear | exponential | cosine

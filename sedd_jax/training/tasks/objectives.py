@@ -18,12 +18,24 @@ import jax.numpy as jnp
 
 from sedd_jax.diffusion.curriculum import check_curriculum, progress
 from sedd_jax.diffusion.joint import joint_score_entropy_loss
-from sedd_jax.diffusion.losses import score_entropy_loss
+from sedd_jax.diffusion.losses import LOSSES
 
 
-def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
-    """(objective, step_metrics) of the single-track loss (`score_entropy_loss`)."""
+def check_loss_type(loss_type: str, graph) -> str:
+    """`loss.type`, validated: masked_ce is the absorbing graph's (uniform: score_entropy)."""
+    if loss_type not in LOSSES:
+        raise ValueError(f"loss.type={loss_type!r}: expected one of {sorted(LOSSES)}")
+    if loss_type == "masked_ce" and not graph.absorb:
+        raise ValueError("loss.type=masked_ce needs graph.type=absorbing; uniform: score_entropy")
+    return loss_type
+
+
+def single_track_objective(
+    model, graph, noise, sampling_eps: float, curriculum=None, loss_type="score_entropy"
+):
+    """(objective, step_metrics) of the single-track loss (`losses.LOSSES[loss_type]`)."""
     curriculum = check_curriculum(curriculum)
+    loss_fn = LOSSES[check_loss_type(loss_type, graph)]
 
     def objective(params, batch, key, step, dropout_key):
         tokens, valid = batch["tokens"], batch["valid"]
@@ -39,7 +51,7 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
                 example_ids=batch["example_id"],
             )
 
-        out = score_entropy_loss(
+        out = loss_fn(
             log_score_fn,
             graph,
             noise,

@@ -51,7 +51,12 @@ class SingleTrack:
         self.warnings: list[str] = []
         warn_schedule(self.graph, self.noise, self.warnings)
         self.objective, self.step_metrics = single_track_objective(
-            self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
+            self.model,
+            self.graph,
+            self.noise,
+            config.training.sampling_eps,
+            config.curriculum,
+            config.loss.type,
         )
         self.eval_step = make_eval_step(
             self.model, self.graph, self.noise, config.training.sampling_eps
