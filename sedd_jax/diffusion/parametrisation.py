@@ -15,7 +15,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PARAMETRISATIONS", "log_score_to_mean_log_probs", "mean_log_probs", "mean_to_log_score"]
+__all__ = [
+    "PARAMETRISATIONS",
+    "as_log_score_fn",
+    "log_score_to_mean_log_probs",
+    "mean_log_probs",
+    "mean_to_log_score",
+    "parametrisation_of",
+]
 
 PARAMETRISATIONS = ("score", "mean")
 
@@ -41,7 +48,7 @@ def mean_to_log_score(
     score on the absorbing graph (score entropy is zero there): 0 everywhere.
     """
     log_p = mean_log_probs(logits, mask_id)
-    log_ratio = -jnp.log(jnp.expm1(_sigma(sigma, logits.ndim)))
+    log_ratio = -jnp.log(jnp.maximum(jnp.expm1(_sigma(sigma, logits.ndim)), 1e-30))
     is_mask_col = jnp.arange(logits.shape[-1]) == mask_id
     scores = jnp.where(is_mask_col, 0.0, log_p + log_ratio)
     return jnp.where((x_t == mask_id)[..., None], scores, 0.0)
@@ -52,3 +59,24 @@ def log_score_to_mean_log_probs(log_score: jax.Array, sigma: jax.Array, mask_id:
     renormalised over the non-mask ids (exact when the scores obey RADD's relation; a
     projection onto it otherwise)."""
     return mean_log_probs(log_score, mask_id)
+
+
+def parametrisation_of(config) -> str:
+    """What a run's network outputs: "mean" logits when trained with loss.type=masked_ce,
+    else "score" (SEDD log-scores). Configs without a `loss` block predate masked_ce."""
+    loss = config.get("loss", None)
+    return "mean" if loss is not None and loss.get("type", "") == "masked_ce" else "score"
+
+
+def as_log_score_fn(output_fn, parametrisation: str, mask_id: int):
+    """fn(x_t [B, L], sigma [B]) -> log-scores [B, L, V] from the network's
+    `output_fn(x_t, sigma)`, whichever parametrisation it was trained in."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(f"parametrisation={parametrisation!r}: expected one of {PARAMETRISATIONS}")
+    if parametrisation == "score":
+        return output_fn
+
+    def log_score_fn(x, sigma):
+        return mean_to_log_score(output_fn(x, sigma), sigma, x, mask_id)
+
+    return log_score_fn
