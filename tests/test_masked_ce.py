@@ -79,7 +79,8 @@ def test_uniform_graph_keeps_score_entropy():
     assert check_loss_type("masked_ce", GRAPH) == "masked_ce"
 
 
-def test_masked_ce_training_lowers_the_validation_bound(tmp_path):
+@pytest.mark.parametrize("time_sampling", ["uniform", "antithetic"])
+def test_masked_ce_training_lowers_the_validation_bound(tmp_path, time_sampling):
     """A tiny run with loss.type=masked_ce learns; its evaluation and sampling read the
     mean outputs as log-scores (parametrisation "mean")."""
     from sedd_jax.defaults import base_config
@@ -88,6 +89,7 @@ def test_masked_ce_training_lowers_the_validation_bound(tmp_path):
 
     c = base_config()
     c.loss.type = "masked_ce"
+    c.training.time_sampling = time_sampling
     c.data.max_len = 32
     c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
     c.model.dropout = 0.0

@@ -23,11 +23,26 @@ from sedd_jax.diffusion.parametrisation import mean_log_probs
 
 LogScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 LOSS_TYPES = ("score_entropy", "masked_ce")
+TIME_SAMPLINGS = ("uniform", "antithetic")
+
+
+def antithetic_times(
+    key: jax.Array, example_id: jax.Array, global_batch: int, sampling_eps: float
+) -> jax.Array:
+    """Stratified times over the global batch: t = eps + (1 - eps) * ((u0 + id / B) mod 1),
+    u0 ~ U[0, 1) from `key` (one key, the same on every device), `example_id` [b] the rows'
+    global positions: one t per 1/B bin, whatever the device count. [b]"""
+    u0 = jax.random.uniform(key, ())
+    u = jnp.mod(u0 + example_id.astype(jnp.float32) / global_batch, 1.0)
+    return (1.0 - sampling_eps) * u + sampling_eps
+
 
 __all__ = [
     "LogScoreFn",
     "TokenLosses",
     "LOSS_TYPES",
+    "TIME_SAMPLINGS",
+    "antithetic_times",
     "loss_times",
     "masked_ce_loss",
     "masked_ce_per_token",
@@ -104,6 +119,7 @@ def score_entropy_loss(
     *,
     step: jax.Array | int = 0,
     curriculum=None,
+    t: jax.Array | None = None,
 ) -> TokenLosses:
     """The single-track loss of training and evaluation: one fresh t per sequence.
 
@@ -114,9 +130,11 @@ def score_entropy_loss(
     none. The optimised loss is `losses.sum() / valid.sum()` (summed over micro-batches
     and devices first); without a curriculum its expectation over t is the diffusion
     ELBO in nats per token (up to the prior term and the [0, eps] sliver; `likelihood`
-    computes the full bound).
+    computes the full bound). Given times `t` [B] (e.g. `antithetic_times`) replace the
+    drawn ones; the corruption key is the same either way.
     """
-    t, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else t
     losses = per_token_loss(
         log_score_fn,
         graph,
@@ -174,10 +192,12 @@ def masked_ce_loss(
     *,
     step: jax.Array | int = 0,
     curriculum=None,
+    t: jax.Array | None = None,
 ) -> TokenLosses:
     """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`):
     same keys, times, curriculum and reduction."""
-    t, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else t
     losses = masked_ce_per_token(
         logits_fn,
         graph,

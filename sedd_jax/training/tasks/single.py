@@ -58,6 +58,8 @@ class SingleTrack:
             config.training.sampling_eps,
             config.curriculum,
             config.loss.type,
+            config.training.time_sampling,
+            config.training.batch_size,
         )
         self.parametrisation = parametrisation_of(config)
         self.eval_step = make_eval_step(

@@ -43,6 +43,8 @@ class SingleTrack:
             config.curriculum,
             config.get("loss", {}).get("type", "score_entropy"),
         )
+        if config.training.get("time_sampling", "uniform") != "uniform":
+            raise ValueError("the twin trainer supports training.time_sampling=uniform only")
 
     def batcher(self, batch_size: int):
         """sedd_jax's training batches of (seed, step), read from the shards with numpy."""
