@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.training.stop_after_steps = 0  # >0: leave this invocation early (resume later)
     c.training.ema = 0.9999
     c.training.sampling_eps = 1e-3
+    c.training.time_sampling = "uniform"  # uniform | antithetic (stratified over the global batch)
     c.training.log_every = 50
     c.training.eval_every = 500
     c.training.checkpoint_every = 500
@@ -100,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = 0
     c.distributed.process_id = -1
     c.distributed.port = 12355  # coordinator port when the address comes from PBS
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.type = "score_entropy"  # score_entropy | masked_ce (absorbing graph only; MDLM/MD4)
 
     c.curriculum = ml_collections.ConfigDict()
     c.curriculum.type = "none"  # none | time_bias | sigma_scale

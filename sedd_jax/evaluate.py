@@ -36,6 +36,7 @@ from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.data.protein import clean_sequence
 from sedd_jax.diffusion.likelihood import dataset_likelihood, make_likelihood_fn
+from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.runs import Run, open_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with checkpoints/.")
@@ -179,7 +180,14 @@ def main(argv):
     arrays, long, what = evaluation_arrays(run, _FASTA.value)
     time_samples = _TIME_SAMPLES.value or config.eval.get("likelihood_time_samples", 128)
     method = _METHOD.value or config.eval.get("likelihood_method", "stratified")
-    fn = make_likelihood_fn(model, graph, noise, time_samples=time_samples, method=method)
+    fn = make_likelihood_fn(
+        model,
+        graph,
+        noise,
+        time_samples=time_samples,
+        method=method,
+        parametrisation=parametrisation_of(config),
+    )
     common = dict(batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value)
     lengths = meta.get("length_distribution")
     result = dataset_likelihood(fn, params, arrays, length_distribution=lengths, **common)

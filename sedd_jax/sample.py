@@ -52,6 +52,7 @@ from sedd_jax.data.fasta import FastaError, FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
 from sedd_jax.diffusion.guidance import UNCONDITIONAL
 from sedd_jax.diffusion.joint import TASKS
+from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.runs import Run, open_run
 from sedd_jax.training.generation import (
     generate,
@@ -165,7 +166,8 @@ def sample_templates(sampler, params, graph, tokenizer, config) -> list[FastaRec
 def _single_track_sampler(run: Run):
     """(sampler, graph) of a single-track run."""
     graph, noise, model = run.components.graph, run.components.noise, run.components.model
-    return make_sampler(model, graph, noise, sampling_config(run.config)), graph
+    sc, parametrisation = sampling_config(run.config), parametrisation_of(run.config)
+    return make_sampler(model, graph, noise, sc, parametrisation), graph
 
 
 def _draw(sampler, params, graph, tokenizer, meta, config, prefix: str = ""):

@@ -56,6 +56,7 @@ from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.joint import TASKS, joint_per_token_loss, task_roles
 from sedd_jax.diffusion.losses import per_token_loss
+from sedd_jax.diffusion.parametrisation import as_log_score_fn
 
 
 def _stratified(key, time_samples, batch):
@@ -225,13 +226,23 @@ def summarize_sequences(nll, tokens, length_log_prob=None) -> dict:
     return out
 
 
-def make_likelihood_fn(model, graph, noise, *, time_samples: int, method: str = "stratified"):
+def make_likelihood_fn(
+    model,
+    graph,
+    noise,
+    *,
+    time_samples: int,
+    method: str = "stratified",
+    parametrisation: str = "score",
+):
     """jit fn(params, tokens [B, L], valid [B, L], key) -> `sequence_elbo` dict."""
 
     @jax.jit
     def likelihood(params, tokens, valid, key):
-        def log_score_fn(x, sigma):
+        def output_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
+
+        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
 
         return sequence_elbo(
             log_score_fn,

@@ -19,13 +19,33 @@ from sedd_jax.diffusion.curriculum import (
     sample_times,
     sigma_multiplier,
 )
+from sedd_jax.diffusion.parametrisation import mean_log_probs
 
 LogScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+LOSS_TYPES = ("score_entropy", "masked_ce")
+TIME_SAMPLINGS = ("uniform", "antithetic")
+
+
+def antithetic_times(
+    key: jax.Array, example_id: jax.Array, global_batch: int, sampling_eps: float
+) -> jax.Array:
+    """Stratified times over the global batch: t = eps + (1 - eps) * ((u0 + id / B) mod 1),
+    u0 ~ U[0, 1) from `key` (one key, the same on every device), `example_id` [b] the rows'
+    global positions: one t per 1/B bin, whatever the device count. [b]"""
+    u0 = jax.random.uniform(key, ())
+    u = jnp.mod(u0 + example_id.astype(jnp.float32) / global_batch, 1.0)
+    return (1.0 - sampling_eps) * u + sampling_eps
+
 
 __all__ = [
     "LogScoreFn",
     "TokenLosses",
+    "LOSS_TYPES",
+    "TIME_SAMPLINGS",
+    "antithetic_times",
     "loss_times",
+    "masked_ce_loss",
+    "masked_ce_per_token",
     "per_token_loss",
     "sample_times",
     "score_entropy_loss",
@@ -99,6 +119,7 @@ def score_entropy_loss(
     *,
     step: jax.Array | int = 0,
     curriculum=None,
+    t: jax.Array | None = None,
 ) -> TokenLosses:
     """The single-track loss of training and evaluation: one fresh t per sequence.
 
@@ -109,9 +130,11 @@ def score_entropy_loss(
     none. The optimised loss is `losses.sum() / valid.sum()` (summed over micro-batches
     and devices first); without a curriculum its expectation over t is the diffusion
     ELBO in nats per token (up to the prior term and the [0, eps] sliver; `likelihood`
-    computes the full bound).
+    computes the full bound). Given times `t` [B] (e.g. `antithetic_times`) replace the
+    drawn ones; the corruption key is the same either way.
     """
-    t, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else t
     losses = per_token_loss(
         log_score_fn,
         graph,
@@ -123,3 +146,69 @@ def score_entropy_loss(
         sigma_scale=sigma_multiplier(step, curriculum),
     )
     return TokenLosses(losses, t)
+
+
+def masked_ce_per_token(
+    logits_fn: LogScoreFn,
+    graph,
+    noise,
+    x0: jax.Array,
+    valid: jax.Array,
+    t: jax.Array,
+    key: jax.Array | None = None,
+    *,
+    x_t: jax.Array | None = None,
+    sigma_scale: jax.Array | float = 1.0,
+) -> jax.Array:
+    """MDLM/MD4's absorbing-graph ELBO term at every position, zero at pads and unmasked
+    tokens: [B, L].
+
+    With alpha = exp(-sigma'), the weight is -alpha'/(1 - alpha) = dsigma' / expm1(sigma'),
+    times -log p(x0 | x_t), p the softmax of `logits_fn(x_t, sigma')` [B, L, V] over the
+    non-mask ids. Pointwise equal to `per_token_loss` of the same outputs mapped by
+    `parametrisation.mean_to_log_score` (RADD). Keys and `x_t` as in `per_token_loss`.
+    """
+    if not graph.absorb:
+        raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
+    sigma, dsigma = noise(t)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = keys.rowwise(graph.sample_transition, key, x0, sigma, valid)
+    log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
+    nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    weight = dsigma / jnp.expm1(sigma)
+    scored = valid & (x_t == graph.mask_id)
+    return jnp.where(scored, weight[:, None] * jnp.where(scored, nll, 0.0), 0.0)
+
+
+def masked_ce_loss(
+    logits_fn: LogScoreFn,
+    graph,
+    noise,
+    x0: jax.Array,
+    valid: jax.Array,
+    key: jax.Array,
+    sampling_eps: float = 1e-3,
+    *,
+    step: jax.Array | int = 0,
+    curriculum=None,
+    t: jax.Array | None = None,
+) -> TokenLosses:
+    """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`):
+    same keys, times, curriculum and reduction."""
+    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else t
+    losses = masked_ce_per_token(
+        logits_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        t,
+        noise_key,
+        sigma_scale=sigma_multiplier(step, curriculum),
+    )
+    return TokenLosses(losses, t)
+
+
+LOSSES = {"score_entropy": score_entropy_loss, "masked_ce": masked_ce_loss}

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from sedd_jax.common.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
+from sedd_jax.diffusion.parametrisation import as_log_score_fn
 
 
 def _sums(out, valid) -> tuple[jax.Array, jax.Array]:
@@ -20,13 +21,15 @@ def _sums(out, valid) -> tuple[jax.Array, jax.Array]:
     return out.losses.sum(), valid.sum().astype(jnp.float32)
 
 
-def make_eval_step(model, graph, noise, sampling_eps: float):
+def make_eval_step(model, graph, noise, sampling_eps: float, parametrisation: str = "score"):
     """jit fn(params, tokens [B, L], valid [B, L], key) -> (loss_sum, num_valid)."""
 
     @jax.jit
     def eval_step(params, tokens, valid, key):
-        def log_score_fn(x, sigma):
+        def output_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
+
+        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
 
         return _sums(
             score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps), valid

@@ -20,6 +20,7 @@ from sedd_jax.common.generation import (  # noqa: F401
 )
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
+from sedd_jax.diffusion.parametrisation import as_log_score_fn
 from sedd_jax.diffusion.sampling import pc_sample
 
 
@@ -31,7 +32,7 @@ def _controls(sampling_config) -> dict:
     }
 
 
-def make_sampler(model, graph, noise, sampling_config):
+def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "score"):
     """jit fn(params, x_init [B, L], valid [B, L], clamp [B, L], key, forbidden=None)
     -> tokens [B, L].
 
@@ -41,8 +42,10 @@ def make_sampler(model, graph, noise, sampling_config):
 
     @jax.jit
     def sample(params, x_init, valid, clamp, key, forbidden=None):
-        def log_score_fn(x, sigma):
+        def output_fn(x, sigma):
             return model.apply({"params": params}, x, sigma, valid)
+
+        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
 
         return pc_sample(
             log_score_fn,

@@ -16,6 +16,7 @@ from sedd_torch.diffusion.curriculum import (
     sample_times,  # noqa: F401  (re-exported, as sedd_jax)
     sigma_multiplier,
 )
+from sedd_torch.diffusion.parametrisation import mean_log_probs
 
 
 class TokenLosses(NamedTuple):
@@ -67,3 +68,43 @@ def score_entropy_loss(
         sigma_scale=sigma_multiplier(step, curriculum),
     )
     return TokenLosses(losses, t)
+
+
+def masked_ce_per_token(
+    logits_fn, graph, noise, x0, valid, t, rand=None, *, x_t=None, sigma_scale=1.0
+):
+    """dsigma' / expm1(sigma') * -log p(x0 | x_t) at masked valid positions, else 0: [B, L]
+    (MDLM/MD4; p = softmax of the logits over non-mask ids)."""
+    if not graph.absorb:
+        raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
+    sigma, dsigma = noise(t)
+    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = graph.sample_transition(rand, x0, sigma, valid)
+    log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
+    nll = -torch.gather(log_p, -1, x0.long()[..., None])[..., 0]
+    scored = valid & (x_t == graph.mask_id)
+    weight = (dsigma / torch.expm1(sigma))[:, None]
+    return torch.where(scored, weight * torch.where(scored, nll, 0.0), 0.0)
+
+
+def masked_ce_loss(
+    logits_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
+) -> TokenLosses:
+    """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`)."""
+    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
+    losses = masked_ce_per_token(
+        logits_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        t,
+        rand,
+        sigma_scale=sigma_multiplier(step, curriculum),
+    )
+    return TokenLosses(losses, t)
+
+
+LOSSES = {"score_entropy": score_entropy_loss, "masked_ce": masked_ce_loss}

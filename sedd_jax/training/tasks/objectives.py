@@ -14,16 +14,66 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 from sedd_jax.diffusion.curriculum import check_curriculum, progress
 from sedd_jax.diffusion.joint import joint_score_entropy_loss
-from sedd_jax.diffusion.losses import score_entropy_loss
+from sedd_jax.diffusion.losses import LOSSES, TIME_SAMPLINGS, antithetic_times
 
 
-def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=None):
-    """(objective, step_metrics) of the single-track loss (`score_entropy_loss`)."""
+def check_loss_type(loss_type: str, graph) -> str:
+    """`loss.type`, validated: masked_ce is the absorbing graph's (uniform: score_entropy)."""
+    if loss_type not in LOSSES:
+        raise ValueError(f"loss.type={loss_type!r}: expected one of {sorted(LOSSES)}")
+    if loss_type == "masked_ce" and not graph.absorb:
+        raise ValueError("loss.type=masked_ce needs graph.type=absorbing; uniform: score_entropy")
+    return loss_type
+
+
+def require_plain_objective(config, where: str) -> None:
+    """Refuse settings that `where` does not implement yet (no key is silently ignored)."""
+    loss_type = config.get("loss", {}).get("type", "score_entropy")
+    time_sampling = config.training.get("time_sampling", "uniform")
+    if loss_type != "score_entropy" or time_sampling != "uniform":
+        raise ValueError(
+            f"{where} supports loss.type=score_entropy and training.time_sampling=uniform only"
+            f" (got {loss_type}, {time_sampling})"
+        )
+
+
+def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
+    """fn(batch, dropout_key) -> times [b] or None (None: the loss draws its own). The
+    antithetic offset u0 comes from the step's dropout key, the same on every device."""
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"training.time_sampling={time_sampling!r}: one of {TIME_SAMPLINGS}")
+    if time_sampling == "uniform":
+        return lambda batch, dropout_key: None
+    if curriculum.type == "time_bias":
+        raise ValueError("training.time_sampling=antithetic does not combine with time_bias")
+
+    def times(batch, dropout_key):
+        key = jax.random.fold_in(dropout_key, 1)
+        return antithetic_times(key, batch["example_id"], global_batch, sampling_eps)
+
+    return times
+
+
+def single_track_objective(
+    model,
+    graph,
+    noise,
+    sampling_eps: float,
+    curriculum=None,
+    loss_type="score_entropy",
+    time_sampling="uniform",
+    global_batch: int = 1,
+):
+    """(objective, step_metrics) of the single-track loss (`losses.LOSSES[loss_type]`),
+    times drawn per row ("uniform") or stratified over the global batch ("antithetic")."""
     curriculum = check_curriculum(curriculum)
+    loss_fn = LOSSES[check_loss_type(loss_type, graph)]
+    override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
 
     def objective(params, batch, key, step, dropout_key):
         tokens, valid = batch["tokens"], batch["valid"]
@@ -39,7 +89,7 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
                 example_ids=batch["example_id"],
             )
 
-        out = score_entropy_loss(
+        out = loss_fn(
             log_score_fn,
             graph,
             noise,
@@ -49,6 +99,7 @@ def single_track_objective(model, graph, noise, sampling_eps: float, curriculum=
             sampling_eps,
             step=step,
             curriculum=curriculum,
+            t=override(batch, dropout_key),
         )
         aux = {"t_sum": out.t.sum(), "sequences": jnp.float32(out.t.shape[0])}
         return out.losses.sum(), valid.sum().astype(jnp.float32), aux

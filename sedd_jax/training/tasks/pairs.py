@@ -48,7 +48,7 @@ from sedd_jax.training.ligand_samples import (
     sample_metrics_num,
     selfies_of,
 )
-from sedd_jax.training.tasks.objectives import pair_track_objective
+from sedd_jax.training.tasks.objectives import pair_track_objective, require_plain_objective
 
 
 class PairTrack:
@@ -62,6 +62,7 @@ class PairTrack:
         self.warnings: list[str] = []
         warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
+        require_plain_objective(config, "the pair task")
         self.objective, self.step_metrics = pair_track_objective(
             self.model,
             self.graphs,

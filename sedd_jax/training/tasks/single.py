@@ -20,6 +20,7 @@ from sedd_jax.common.sample_files import write_protein_samples, write_smiles_sam
 from sedd_jax.data.smiles import SmilesTokenizer
 from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.metrics.headline import prepare_reference
 from sedd_jax.runs import Tokenizers, build_components
 from sedd_jax.training.evaluation import (
@@ -51,10 +52,22 @@ class SingleTrack:
         self.warnings: list[str] = []
         warn_schedule(self.graph, self.noise, self.warnings)
         self.objective, self.step_metrics = single_track_objective(
-            self.model, self.graph, self.noise, config.training.sampling_eps, config.curriculum
+            self.model,
+            self.graph,
+            self.noise,
+            config.training.sampling_eps,
+            config.curriculum,
+            config.loss.type,
+            config.training.time_sampling,
+            config.training.batch_size,
         )
+        self.parametrisation = parametrisation_of(config)
         self.eval_step = make_eval_step(
-            self.model, self.graph, self.noise, config.training.sampling_eps
+            self.model,
+            self.graph,
+            self.noise,
+            config.training.sampling_eps,
+            self.parametrisation,
         )
         self.sample_metrics_num = sample_metrics_num(config, self.tokenizer, self.warnings)
         self._sampler = None
@@ -101,7 +114,9 @@ class SingleTrack:
         """`num` sampled sequences (strings) and, for SELFIES, their SELFIES (else None)."""
         sc = self.config.sampling
         if self._sampler is None:
-            self._sampler = make_sampler(self.model, self.graph, self.noise, sc)
+            self._sampler = make_sampler(
+                self.model, self.graph, self.noise, sc, self.parametrisation
+            )
         tokens, valid = generate(
             self._sampler,
             params,

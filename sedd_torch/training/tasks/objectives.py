@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from sedd_torch.diffusion.curriculum import check_curriculum, progress
 from sedd_torch.diffusion.joint import joint_score_entropy_loss
-from sedd_torch.diffusion.losses import score_entropy_loss
+from sedd_torch.diffusion.losses import LOSSES
 
 
-def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
-    """(objective, step_metrics) of the single-track loss (`score_entropy_loss`)."""
+def single_track_objective(
+    graph, noise, sampling_eps: float, curriculum=None, loss_type="score_entropy"
+):
+    """(objective, step_metrics) of the single-track loss (`losses.LOSSES[loss_type]`)."""
     curriculum = check_curriculum(curriculum)
+    if loss_type == "masked_ce" and not graph.absorb:
+        raise ValueError("loss.type=masked_ce needs graph.type=absorbing; uniform: score_entropy")
+    loss_fn = LOSSES[loss_type]
 
     def objective(model, batch, rand, step):
         tokens, valid = batch["tokens"], batch["valid"]
@@ -25,7 +30,7 @@ def single_track_objective(graph, noise, sampling_eps: float, curriculum=None):
         def log_score_fn(x, sigma):
             return model(x, sigma, valid)
 
-        out = score_entropy_loss(
+        out = loss_fn(
             log_score_fn,
             graph,
             noise,

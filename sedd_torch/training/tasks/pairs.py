@@ -45,6 +45,10 @@ class PairTrack:
             self.graphs.ligand.dim,
             self.graphs.protein.absorb,
         ).to(device)
+        if config.get("loss", {}).get("type", "score_entropy") != "score_entropy":
+            raise ValueError("the twin pair task supports loss.type=score_entropy only")
+        if config.training.get("time_sampling", "uniform") != "uniform":
+            raise ValueError("the twin trainer supports training.time_sampling=uniform only")
         self.objective, self.step_metrics = pair_track_objective(
             self.graphs, self.noise, self.mixture, config.training.sampling_eps, config.curriculum
         )

@@ -37,8 +37,14 @@ class SingleTrack:
         warn_schedule(self.graph, self.noise, self.warnings)
         self.model = build_model(config.model, self.graph.dim, self.graph.absorb).to(device)
         self.objective, self.step_metrics = single_track_objective(
-            self.graph, self.noise, config.training.sampling_eps, config.curriculum
+            self.graph,
+            self.noise,
+            config.training.sampling_eps,
+            config.curriculum,
+            config.get("loss", {}).get("type", "score_entropy"),
         )
+        if config.training.get("time_sampling", "uniform") != "uniform":
+            raise ValueError("the twin trainer supports training.time_sampling=uniform only")
 
     def batcher(self, batch_size: int):
         """sedd_jax's training batches of (seed, step), read from the shards with numpy."""

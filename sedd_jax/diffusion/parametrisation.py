@@ -1,0 +1,82 @@
+"""Mean (MDLM/MD4) and score (SEDD) parametrisations of an absorbing-graph network.
+
+For the absorbing graph with alpha = exp(-sigma_bar), the concrete score at a masked
+position is s(x_t -> y) = alpha / (1 - alpha) * p(x0 = y | x_t) (RADD, Ou et al. 2024), so
+
+    log s_y = log p_y - log(expm1(sigma_bar)),   y != mask.
+
+A mean-parametrised network gives logits [B, L, V]; p is their softmax over the non-mask
+ids. Both functions are pure maps on outputs, so samplers and the likelihood bound can
+consume a log-score whichever way the network was trained.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "PARAMETRISATIONS",
+    "as_log_score_fn",
+    "log_score_to_mean_log_probs",
+    "mean_log_probs",
+    "mean_to_log_score",
+    "parametrisation_of",
+]
+
+PARAMETRISATIONS = ("score", "mean")
+
+
+def _sigma(sigma: jax.Array, ndim: int) -> jax.Array:
+    sigma = jnp.asarray(sigma, jnp.float32)
+    return sigma.reshape(sigma.shape + (1,) * (ndim - sigma.ndim))
+
+
+def mean_log_probs(logits: jax.Array, mask_id: int) -> jax.Array:
+    """log p(x0 = y | x_t) [B, L, V]: log-softmax over non-mask ids, -inf at the mask id."""
+    is_mask = jnp.arange(logits.shape[-1]) == mask_id
+    return jax.nn.log_softmax(jnp.where(is_mask, -jnp.inf, logits.astype(jnp.float32)), axis=-1)
+
+
+def mean_to_log_score(
+    logits: jax.Array, sigma: jax.Array, x_t: jax.Array, mask_id: int
+) -> jax.Array:
+    """SEDD log-scores [B, L, V] from mean logits [B, L, V] at sigma_bar [B].
+
+    Masked positions: log p_y - log(expm1(sigma)) for y != mask and 0 at the mask id (the
+    score at the current token, as the SEDD network sets it). Unmasked positions carry no
+    score on the absorbing graph (score entropy is zero there): 0 everywhere.
+    """
+    log_p = mean_log_probs(logits, mask_id)
+    log_ratio = -jnp.log(jnp.maximum(jnp.expm1(_sigma(sigma, logits.ndim)), 1e-30))
+    is_mask_col = jnp.arange(logits.shape[-1]) == mask_id
+    scores = jnp.where(is_mask_col, 0.0, log_p + log_ratio)
+    return jnp.where((x_t == mask_id)[..., None], scores, 0.0)
+
+
+def log_score_to_mean_log_probs(log_score: jax.Array, sigma: jax.Array, mask_id: int) -> jax.Array:
+    """Inverse map at masked positions: log p(x0 = y | x_t) [B, L, V] from SEDD log-scores,
+    renormalised over the non-mask ids (exact when the scores obey RADD's relation; a
+    projection onto it otherwise)."""
+    return mean_log_probs(log_score, mask_id)
+
+
+def parametrisation_of(config) -> str:
+    """What a run's network outputs: "mean" logits when trained with loss.type=masked_ce,
+    else "score" (SEDD log-scores). Configs without a `loss` block predate masked_ce."""
+    loss = config.get("loss", None)
+    return "mean" if loss is not None and loss.get("type", "") == "masked_ce" else "score"
+
+
+def as_log_score_fn(output_fn, parametrisation: str, mask_id: int):
+    """fn(x_t [B, L], sigma [B]) -> log-scores [B, L, V] from the network's
+    `output_fn(x_t, sigma)`, whichever parametrisation it was trained in."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(f"parametrisation={parametrisation!r}: expected one of {PARAMETRISATIONS}")
+    if parametrisation == "score":
+        return output_fn
+
+    def log_score_fn(x, sigma):
+        return mean_to_log_score(output_fn(x, sigma), sigma, x, mask_id)
+
+    return log_score_fn
