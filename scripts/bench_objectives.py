@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.defaults import base_config
 from sedd_jax.training.loop import train_and_evaluate
-from sedd_jax.training.metrics_log import read_metrics
 
 LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 

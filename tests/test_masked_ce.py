@@ -83,9 +83,9 @@ def test_uniform_graph_keeps_score_entropy():
 def test_masked_ce_training_lowers_the_validation_bound(tmp_path, time_sampling):
     """A tiny run with loss.type=masked_ce learns; its evaluation and sampling read the
     mean outputs as log-scores (parametrisation "mean")."""
+    from sedd_jax.common.metrics_log import read_metrics
     from sedd_jax.defaults import base_config
     from sedd_jax.training.loop import train_and_evaluate
-    from sedd_jax.training.metrics_log import read_metrics
 
     c = base_config()
     c.loss.type = "masked_ce"
