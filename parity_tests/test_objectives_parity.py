@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from twin_helpers import max_error, t
 
 from sedd_jax.diffusion import graphs as jax_graphs
 from sedd_jax.diffusion.losses import masked_ce_per_token
@@ -13,6 +12,7 @@ from sedd_torch.diffusion import graphs as torch_graphs
 from sedd_torch.diffusion import losses as torch_losses
 from sedd_torch.diffusion import noise as torch_noise
 from sedd_torch.diffusion import parametrisation as torch_param
+from tests.helpers import max_error, t
 
 N, TOL = 7, 1e-5
 
