@@ -1,6 +1,7 @@
 """Test-session setup shared by tests/ and parity_tests/.
 
-XLA compilations are cached on disk for the session, so end-to-end tests that build the
+XLA compilations are cached on disk for the session (one directory for every pytest-xdist
+worker), so end-to-end tests that build the
 same train step several times (kill-and-resume) compile it once; command-line runs
 (`tests.helpers.run_cli`) share the cache. `tiny_single_run` and `tiny_pair_run` are
 finished runs trained once per session for the tests that only read a run.
@@ -18,6 +19,9 @@ import pytest
 from tests.helpers import TINY_PAIR_RUN, TINY_SINGLE_RUN, tiny_config
 
 _CACHE = os.environ.get("SEDD_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sedd-xla-cache-")
+# pytest-xdist workers start after this file is imported by the controller: they inherit
+# the variable and share one cache.
+os.environ["SEDD_TEST_XLA_CACHE"] = _CACHE
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

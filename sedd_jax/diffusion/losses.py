@@ -76,6 +76,17 @@ def loss_times(
     return keys.draw(times, time_key, batch), noise_key
 
 
+def noised(graph, noise, x0, valid, t, key, x_t=None, sigma_scale=1.0):
+    """(sigma', dsigma' [B], x_t [B, L]) at times t [B]: sigma' = sigma_scale * sigma_bar(t),
+    dsigma' = sigma_scale * dsigma(t), and x0 corrupted with `key` (one key or per-example
+    keys [B]) unless x_t is given."""
+    sigma, dsigma = noise(t)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = keys.rowwise(graph.sample_transition, key, x0, sigma, valid)
+    return sigma, dsigma, x_t
+
+
 def per_token_loss(
     log_score_fn: LogScoreFn,
     graph,
@@ -98,10 +109,7 @@ def per_token_loss(
     the loss a deterministic function of (x0, valid, t, x_t), e.g. to compare a padded
     batch with its sequences one by one.
     """
-    sigma, dsigma = noise(t)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
-    if x_t is None:
-        x_t = keys.rowwise(graph.sample_transition, key, x0, sigma, valid)
+    sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, key, x_t, sigma_scale)
     log_score = log_score_fn(x_t, sigma).astype(jnp.float32)
     # pads never reach an exponential (NaN-safe gradients; see `Absorbing.score_entropy`)
     entropy = graph.score_entropy(jnp.where(valid[..., None], log_score, 0.0), sigma, x_t, x0)
@@ -133,19 +141,19 @@ def score_entropy_loss(
     computes the full bound). Given times `t` [B] (e.g. `antithetic_times`) replace the
     drawn ones; the corruption key is the same either way.
     """
-    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
-    t = drawn if t is None else t
-    losses = per_token_loss(
+    return _over_times(
+        per_token_loss,
         log_score_fn,
         graph,
         noise,
         x0,
         valid,
+        key,
+        sampling_eps,
+        step,
+        curriculum,
         t,
-        noise_key,
-        sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return TokenLosses(losses, t)
 
 
 def masked_ce_per_token(
@@ -170,10 +178,7 @@ def masked_ce_per_token(
     """
     if not graph.absorb:
         raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
-    sigma, dsigma = noise(t)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
-    if x_t is None:
-        x_t = keys.rowwise(graph.sample_transition, key, x0, sigma, valid)
+    sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, key, x_t, sigma_scale)
     log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
     nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
     weight = dsigma / jnp.expm1(sigma)
@@ -196,19 +201,28 @@ def masked_ce_loss(
 ) -> TokenLosses:
     """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`):
     same keys, times, curriculum and reduction."""
-    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
-    t = drawn if t is None else t
-    losses = masked_ce_per_token(
+    return _over_times(
+        masked_ce_per_token,
         logits_fn,
         graph,
         noise,
         x0,
         valid,
+        key,
+        sampling_eps,
+        step,
+        curriculum,
         t,
-        noise_key,
-        sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return TokenLosses(losses, t)
+
+
+def _over_times(per_token, fn, graph, noise, x0, valid, key, sampling_eps, step, curriculum, t):
+    """`per_token` at one time per sequence: drawn (curriculum-aware; `loss_times` splits
+    `key` into time and corruption keys) unless given, sigma scaled by the curriculum."""
+    drawn, noise_key = loss_times(key, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else t
+    scale = sigma_multiplier(step, curriculum)
+    return TokenLosses(per_token(fn, graph, noise, x0, valid, t, noise_key, sigma_scale=scale), t)
 
 
 LOSSES = {"score_entropy": score_entropy_loss, "masked_ce": masked_ce_loss}

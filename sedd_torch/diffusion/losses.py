@@ -32,6 +32,17 @@ def loss_times(rand, batch: int, sampling_eps: float, step=0, curriculum=None):
     return sample_curriculum_times(rand, batch, step, curriculum, sampling_eps)
 
 
+def noised(graph, noise, x0, valid, t, rand, x_t=None, sigma_scale=1.0):
+    """(sigma', dsigma' [B], x_t [B, L]): the scaled schedule at t and x0 corrupted with
+    `rand` unless x_t is given."""
+    sigma, dsigma = noise(t)
+    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
+    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+    if x_t is None:
+        x_t = graph.sample_transition(rand, x0, sigma, valid)
+    return sigma, dsigma, x_t
+
+
 def per_token_loss(
     log_score_fn, graph, noise, x0, valid, t, rand=None, *, x_t=None, sigma_scale=1.0
 ):
@@ -40,11 +51,7 @@ def per_token_loss(
     sigma' = sigma_scale * sigma_bar(t), dsigma' = sigma_scale * dsigma(t); x0 is
     corrupted with `rand` unless x_t [B, L] is given.
     """
-    sigma, dsigma = noise(t)
-    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
-    if x_t is None:
-        x_t = graph.sample_transition(rand, x0, sigma, valid)
+    sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, rand, x_t, sigma_scale)
     log_score = torch.where(valid[..., None], log_score_fn(x_t, sigma).float(), 0.0)
     entropy = graph.score_entropy(log_score, sigma, x_t, x0)
     return torch.where(valid, dsigma[:, None] * entropy, 0.0)
@@ -56,18 +63,9 @@ def score_entropy_loss(
     """The single-track loss of training and evaluation: one fresh t per sequence, drawn
     (curriculum-biased at `step`) before the corruption; with `sigma_scale` the scaled
     sigma corrupts, conditions and weights. loss = losses.sum() / valid.sum()."""
-    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
-    losses = per_token_loss(
-        log_score_fn,
-        graph,
-        noise,
-        x0,
-        valid,
-        t,
-        rand,
-        sigma_scale=sigma_multiplier(step, curriculum),
+    return _over_times(
+        per_token_loss, log_score_fn, graph, noise, x0, valid, rand, sampling_eps, step, curriculum
     )
-    return TokenLosses(losses, t)
 
 
 def masked_ce_per_token(
@@ -77,11 +75,7 @@ def masked_ce_per_token(
     (MDLM/MD4; p = softmax of the logits over non-mask ids)."""
     if not graph.absorb:
         raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
-    sigma, dsigma = noise(t)
-    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
-    if x_t is None:
-        x_t = graph.sample_transition(rand, x0, sigma, valid)
+    sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, rand, x_t, sigma_scale)
     log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
     nll = -torch.gather(log_p, -1, x0.long()[..., None])[..., 0]
     scored = valid & (x_t == graph.mask_id)
@@ -93,18 +87,26 @@ def masked_ce_loss(
     logits_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
 ) -> TokenLosses:
     """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`)."""
-    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
-    losses = masked_ce_per_token(
+    return _over_times(
+        masked_ce_per_token,
         logits_fn,
         graph,
         noise,
         x0,
         valid,
-        t,
         rand,
-        sigma_scale=sigma_multiplier(step, curriculum),
+        sampling_eps,
+        step,
+        curriculum,
     )
-    return TokenLosses(losses, t)
+
+
+def _over_times(per_token, fn, graph, noise, x0, valid, rand, sampling_eps, step, curriculum):
+    """`per_token` at one time per sequence, drawn (curriculum-aware) before the corruption,
+    sigma scaled by the curriculum."""
+    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
+    scale = sigma_multiplier(step, curriculum)
+    return TokenLosses(per_token(fn, graph, noise, x0, valid, t, rand, sigma_scale=scale), t)
 
 
 LOSSES = {"score_entropy": score_entropy_loss, "masked_ce": masked_ce_loss}
