@@ -189,6 +189,18 @@ def cached_scan(log_score_fn, graph, noise, x_start, keep, x_init, ts, dt, draw,
     return x, calls
 
 
+def first_hitting_uniforms(key, k, batch: int, length: int, dim: int):
+    """Call k's uniforms of `first_hitting_sample`: (reveal time [B], position [B, L],
+    token [B, V]), from split(fold_in(key, k), 3); the denoiser's come from
+    fold_in(key, max_calls + 2)."""
+    kv, kp, kt = jax.random.split(jax.random.fold_in(key, k), 3)
+    return (
+        race_uniform(kv, (batch,)),
+        race_uniform(kp, (batch, length)),
+        race_uniform(kt, (batch, dim)),
+    )
+
+
 def first_hitting_sample(
     log_score_fn, graph, noise, x_start, keep, key, *, eps, reshape, max_calls
 ):
@@ -224,21 +236,18 @@ def first_hitting_sample(
 
     def body(carry):
         x, sigma, k, calls = carry
-        kk = jax.random.fold_in(key, k)
-        kv, kp, kt = jax.random.split(kk, 3)
+        v, pos_u, tok_u = first_hitting_uniforms(key, k, batch, length, graph.dim)
         go = active(x, sigma)
-        new = next_sigma(x, sigma, race_uniform(kv, (batch,)))
+        new = next_sigma(x, sigma, v)
         go = go & (new > sigma_end)
         sigma = jnp.where(active(x, sigma), new, sigma)
         masked = (x == graph.mask_id) & ~keep
-        pos = categorical_from_uniform(
-            masked.astype(jnp.float32), race_uniform(kp, (batch, length))
-        )
+        pos = categorical_from_uniform(masked.astype(jnp.float32), pos_u)
         score = jnp.exp(log_score_fn(x, jnp.maximum(sigma, sigma_end)).astype(jnp.float32))
         probs = jnp.where(real, score, 0.0)
         probs = probs if reshape is None else reshape(probs, x)
         row = jnp.take_along_axis(probs, pos[:, None, None], axis=1)[:, 0]
-        tok = categorical_from_uniform(row, race_uniform(kt, (batch, graph.dim)))
+        tok = categorical_from_uniform(row, tok_u)
         hit = go[:, None] & (jnp.arange(length)[None, :] == pos[:, None])
         x = jnp.where(hit, tok[:, None], x)
         return x, sigma, k + 1, calls + 1
