@@ -179,3 +179,15 @@ def test_pair_sampler_takes_remdm_and_draws_the_oracle_joint():
     p, l = np.asarray(p)[:, 0], np.asarray(l)[:, 0]
     assert p.max() < K and l.max() < K
     assert p_value(np.bincount(p * K + l, minlength=K * K), JOINT.ravel()) > 1e-4
+
+
+def test_pair_sampler_refuses_remdm_settings_it_would_ignore():
+    from sedd_jax.defaults import base_config
+    from sedd_jax.training.generation import make_pair_sampler
+
+    sampling = base_config().sampling
+    sampling.predictor, sampling.remdm_eta = "remdm", 0.1
+    with pytest.raises(ValueError, match="only at its defaults"):
+        make_pair_sampler(None, PAIR_GRAPHS, PAIR_NOISE, sampling, "joint")
+    sampling.remdm_eta = RemdmSettings().eta
+    assert callable(make_pair_sampler(None, PAIR_GRAPHS, PAIR_NOISE, sampling, "joint"))
