@@ -6,7 +6,8 @@ The score is the exact oracle of i.i.d. tokens (`diffusion.oracles`), so the tok
 of the samples is known: TV is 0.5 sum |freq - p| over the B x L drawn tokens (sampling
 error alone is about sqrt(V / (2 pi B L))). Seconds are the median of 3 jitted runs
 after a compile run; the oracle is cheap, so seconds understate what skipped calls save
-with a network: the calls column is the cost model for a trained network.
+with a network: the calls column is the cost model for a trained network. remdm rows:
+the default cap schedule (eta 0.008), rescale at eta 0.5 and conf (`diffusion/remdm.py`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ import numpy as np
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import pc_sample
 
 P = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.07, 0.05, 0.03, 0.01, 0.01])
+SAMPLERS = {  # row label: (predictor, remdm settings)
+    "euler": ("euler", None),
+    "analytic": ("analytic", None),
+    "cached": ("cached", None),
+    "first_hitting": ("first_hitting", None),
+    "remdm cap 0.008": ("remdm", RemdmSettings("cap", 0.008)),
+    "remdm rescale 0.5": ("remdm", RemdmSettings("rescale", 0.5)),
+    "remdm conf": ("remdm", RemdmSettings("conf")),
+}
 
 
 def main():
@@ -39,9 +50,9 @@ def main():
     print("| sampler | steps | network calls | seconds | TV |")
     print("|---|---:|---:|---:|---:|")
     for steps in [int(s) for s in args.steps.split(",")]:
-        for predictor in ("euler", "analytic", "cached", "first_hitting"):
+        for label, (predictor, remdm) in SAMPLERS.items():
             run = jax.jit(
-                lambda key, p=predictor, s=steps: pc_sample(
+                lambda key, p=predictor, s=steps, r=remdm: pc_sample(
                     fn,
                     graph,
                     LogLinearNoise(1e-3),
@@ -49,6 +60,7 @@ def main():
                     key,
                     steps=s,
                     predictor=p,
+                    remdm=r,
                     return_calls=True,
                 )
             )
@@ -62,8 +74,7 @@ def main():
             counts = np.bincount(x.ravel(), minlength=graph.dim)
             tv = 0.5 * np.abs(counts[: len(P)] / x.size - P).sum() + 0.5 * counts[-1] / x.size
             print(
-                f"| {predictor} | {steps} | {int(calls)} | {statistics.median(times):.3f} "
-                f"| {tv:.4f} |"
+                f"| {label} | {steps} | {int(calls)} | {statistics.median(times):.3f} | {tv:.4f} |"
             )
 
 

@@ -142,6 +142,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.length = 0  # 0: draw lengths from the training length distribution
     c.sampling.temperature = 1.0  # heuristic controls of each step's transition
     c.sampling.top_p = 1.0  # distribution (diffusion/sampling.sharpen); 1, 1: plain
+    # predictor = "remdm" (diffusion/remdm.py): decoded tokens are re-masked with sigma_t,
+    # "cap": min(eta, sigma_max), "rescale": eta * sigma_max (eta in [0, 1]), "conf":
+    # sigma_max spread over decoded tokens by softmax(-confidence) (eta unused); no
+    # remasking while t > remdm_t_on (1: from the start); eta = 0 is the analytic sampler
+    c.sampling.remdm_schedule = "cap"
+    c.sampling.remdm_eta = 0.008
+    c.sampling.remdm_t_on = 1.0
 
     c.logging = ml_collections.ConfigDict()
     c.logging.wandb = "disabled"  # disabled | offline | online

@@ -72,11 +72,17 @@ _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: the run's
 _PREDICTOR = flags.DEFINE_enum(
     "predictor",
     None,
-    ["euler", "analytic", "none", "cached", "first_hitting"],
+    ["euler", "analytic", "none", "cached", "first_hitting", "remdm"],
     "Predictor: euler, analytic, none, cached (absorbing graph: analytic steps "
-    "that reuse the network output while no token changed) or first_hitting (one "
-    "token per call at its exact reveal time).",
+    "that reuse the network output while no token changed), first_hitting (one "
+    "token per call at its exact reveal time) or remdm (absorbing graph: analytic steps "
+    "that may re-mask decoded tokens, see --remdm_*).",
 )
+_REMDM_SCHEDULE = flags.DEFINE_enum(
+    "remdm_schedule", None, ["cap", "rescale", "conf"], "ReMDM: schedule of sigma_t."
+)
+_REMDM_ETA = flags.DEFINE_float("remdm_eta", None, "ReMDM: eta of the cap / rescale schedule.")
+_REMDM_T_ON = flags.DEFINE_float("remdm_t_on", None, "ReMDM: re-masking only for t <= t_on.")
 _LENGTH = flags.DEFINE_integer("length", 0, "Length of generated tracks; 0 draws from data.")
 _PREFIX = flags.DEFINE_string("prefix", "", "Protein prefix held fixed (single track).")
 _TEMPLATE = flags.DEFINE_string(
@@ -110,7 +116,14 @@ def sampling_config(config: ConfigDict) -> ConfigDict:
     sc = ConfigDict(config.sampling.to_dict())
     sc.steps = _STEPS.value or sc.steps
     sc.predictor = _PREDICTOR.value or sc.predictor
-    for key, flag in (("temperature", _TEMPERATURE), ("top_p", _TOP_P)):
+    options = (
+        ("temperature", _TEMPERATURE),
+        ("top_p", _TOP_P),
+        ("remdm_schedule", _REMDM_SCHEDULE),
+        ("remdm_eta", _REMDM_ETA),
+        ("remdm_t_on", _REMDM_T_ON),
+    )
+    for key, flag in options:
         if flag.value is not None:
             sc[key] = flag.value
     return sc

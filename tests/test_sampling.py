@@ -74,6 +74,10 @@ def test_oracle_samples_have_the_unigram_frequencies(graph_name, predictor):
 @pytest.mark.parametrize("graph_name", sorted(GRAPHS))
 @pytest.mark.parametrize("predictor", sorted(PREDICTORS))
 def test_clamped_positions_are_identical_after_sampling(graph_name, predictor):
+    if predictor == "remdm" and graph_name == "uniform":
+        with pytest.raises(ValueError, match="needs the absorbing graph"):
+            samples(graph_name, predictor)
+        return
     x, clamp = samples(graph_name, predictor)
     np.testing.assert_array_equal(x[:, PROMPT_POSITIONS], np.tile(PROMPT_TOKENS, (B, 1)))
     assert clamp.sum() == B * len(PROMPT_POSITIONS)

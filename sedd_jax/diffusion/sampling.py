@@ -12,6 +12,9 @@ Conditioning is by clamping: `clamp` [B, L] marks positions held at their `x_ini
 values at every step (prompts, pads, a conditioning track); `prefix_prompt`,
 `position_prompt` and `with_padding` build (x_init, clamp) pairs.
 
+"remdm" (`diffusion/remdm.py`, absorbing graph) is a one-step predictor that may
+re-mask decoded tokens; `pc_sample` runs it through `remdm_scan` with `remdm`
+(`RemdmSettings`: schedule, eta, switch time), `joint.sample_pairs` at the defaults.
 Beside the one-step PREDICTORS, `pc_sample` runs the SAMPLERS with their own loops
 (absorbing graph, single track only; `joint.sample_pairs` and guidance do not take them
 yet): "cached" (`cached_scan`: analytic steps, the network called only when a token of
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 
 from sedd_jax.diffusion.catsample import categorical_from_uniform, forbid, race_uniform
 from sedd_jax.diffusion.graphs import esigm1
+from sedd_jax.diffusion.remdm import RemdmSettings, remdm_predictor, remdm_scan
 
 
 def _batched(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -131,7 +135,12 @@ def transition_reshaper(
     return reshape
 
 
-PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor, "none": none_predictor}
+PREDICTORS = {
+    "euler": euler_predictor,
+    "analytic": analytic_predictor,
+    "none": none_predictor,
+    "remdm": remdm_predictor,  # at RemdmSettings(); pc_sample passes its `remdm`
+}
 # samplers that are not one-step predictors: pc_sample runs them with their own loop
 SAMPLERS = ("cached", "first_hitting")
 
@@ -180,6 +189,18 @@ def cached_scan(log_score_fn, graph, noise, x_start, keep, x_init, ts, dt, draw,
     return x, calls
 
 
+def first_hitting_uniforms(key, k, batch: int, length: int, dim: int):
+    """Call k's uniforms of `first_hitting_sample`: (reveal time [B], position [B, L],
+    token [B, V]), from split(fold_in(key, k), 3); the denoiser's come from
+    fold_in(key, max_calls + 2)."""
+    kv, kp, kt = jax.random.split(jax.random.fold_in(key, k), 3)
+    return (
+        race_uniform(kv, (batch,)),
+        race_uniform(kp, (batch, length)),
+        race_uniform(kt, (batch, dim)),
+    )
+
+
 def first_hitting_sample(
     log_score_fn, graph, noise, x_start, keep, key, *, eps, reshape, max_calls
 ):
@@ -215,21 +236,18 @@ def first_hitting_sample(
 
     def body(carry):
         x, sigma, k, calls = carry
-        kk = jax.random.fold_in(key, k)
-        kv, kp, kt = jax.random.split(kk, 3)
+        v, pos_u, tok_u = first_hitting_uniforms(key, k, batch, length, graph.dim)
         go = active(x, sigma)
-        new = next_sigma(x, sigma, race_uniform(kv, (batch,)))
+        new = next_sigma(x, sigma, v)
         go = go & (new > sigma_end)
         sigma = jnp.where(active(x, sigma), new, sigma)
         masked = (x == graph.mask_id) & ~keep
-        pos = categorical_from_uniform(
-            masked.astype(jnp.float32), race_uniform(kp, (batch, length))
-        )
+        pos = categorical_from_uniform(masked.astype(jnp.float32), pos_u)
         score = jnp.exp(log_score_fn(x, jnp.maximum(sigma, sigma_end)).astype(jnp.float32))
         probs = jnp.where(real, score, 0.0)
         probs = probs if reshape is None else reshape(probs, x)
         row = jnp.take_along_axis(probs, pos[:, None, None], axis=1)[:, 0]
-        tok = categorical_from_uniform(row, race_uniform(kt, (batch, graph.dim)))
+        tok = categorical_from_uniform(row, tok_u)
         hit = go[:, None] & (jnp.arange(length)[None, :] == pos[:, None])
         x = jnp.where(hit, tok[:, None], x)
         return x, sigma, k + 1, calls + 1
@@ -277,6 +295,7 @@ def pc_sample(
     top_p: float = 1.0,
     forbidden: jax.Array | None = None,
     return_calls: bool = False,
+    remdm: RemdmSettings | None = None,
 ) -> jax.Array:
     """Run the reverse process for x [B, L]; one `lax.scan` over the steps.
 
@@ -292,7 +311,8 @@ def pc_sample(
     [V] bool (e.g. `common.generation.forbidden_ids` of the tokenizer's special ids):
     ids never drawn, at any step or by the denoiser (the mask id must not be one).
     predictor "cached" (`cached_scan`) skips network calls while no token changed;
-    `return_calls` (static) returns (x, network calls) instead of x.
+    `return_calls` (static) returns (x, network calls) instead of x. predictor "remdm":
+    `remdm` (static) its schedule, eta and switch time (None: `RemdmSettings()`).
     """
     if predictor not in PREDICTORS and predictor not in SAMPLERS:
         choices = sorted(PREDICTORS) + list(SAMPLERS)
@@ -340,7 +360,12 @@ def pc_sample(
         )
         x = jnp.where(keep, x_init, x)
         return (x, calls) if return_calls else x
-    if predictor == "cached":
+    if predictor == "remdm":
+        settings = RemdmSettings() if remdm is None else remdm
+        args = (x_start, keep, x_init, ts, dt, draw, reshape, steps, settings)
+        x = remdm_scan(log_score_fn, graph, noise, *args)
+        calls = jnp.int32(steps)
+    elif predictor == "cached":
         x, calls = cached_scan(
             log_score_fn, graph, noise, x_start, keep, x_init, ts, dt, draw, reshape, steps
         )

@@ -21,6 +21,7 @@ from sedd_jax.common.generation import (  # noqa: F401
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
+from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import pc_sample
 
 
@@ -30,6 +31,19 @@ def _controls(sampling_config) -> dict:
         "temperature": sampling_config.get("temperature", 1.0),
         "top_p": sampling_config.get("top_p", 1.0),
     }
+
+
+def _pair_remdm_check(sampling_config) -> None:
+    """`joint.sample_pairs` runs "remdm" through `sampling.PREDICTORS` at `RemdmSettings()`
+    only: other remdm settings would be silently ignored, so they are refused."""
+    if sampling_config.predictor != "remdm":
+        return
+    settings = RemdmSettings.from_config(sampling_config)
+    if settings != RemdmSettings():
+        raise ValueError(
+            f"pair sampling takes predictor='remdm' only at its defaults {RemdmSettings()}, "
+            f"not {settings}"
+        )
 
 
 def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "score"):
@@ -59,6 +73,7 @@ def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "s
             denoise_last=sampling_config.denoise,
             clamp=clamp | ~valid,
             forbidden=forbidden,
+            remdm=RemdmSettings.from_config(sampling_config),
             **_controls(sampling_config),
         )
 
@@ -74,7 +89,9 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
     apply to every draw of both generated tracks, as in `make_sampler`; `forbidden` =
     (protein [Vp] bool | None, ligand [Vl] bool | None): ids never drawn. `guidance`
     w > 0: classifier-free guidance of the generated track (`diffusion/guidance.py`).
+    predictor "remdm" only at the default remdm settings (`_pair_remdm_check`).
     """
+    _pair_remdm_check(sampling_config)
 
     @jax.jit
     def sample(params, protein, ligand, protein_valid, ligand_valid, key, forbidden=(None, None)):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from sedd_jax.common.generation import draw_lengths, initial_tokens, tokenizer_forbidden
+from sedd_jax.common.remdm import RemdmSettings
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
 
@@ -43,6 +44,7 @@ def make_sampler(model, graph, noise, sampling_config):
             temperature=sampling_config.get("temperature", 1.0),
             top_p=sampling_config.get("top_p", 1.0),
             forbidden=forbidden,
+            remdm=RemdmSettings.from_config(sampling_config),
         )
 
     return sample
