@@ -379,7 +379,13 @@ def test_dual_track_checkpoint_round_trips_and_loads_into_the_twin(tmp_path):
     weights = conversion.Weights(params, params, 3, config, meta)
     conversion.write_orbax(str(tmp_path / "run"), weights)
     path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / "dual.pt"))
-    twin = build_dual_model(config.model, 26, ligand_tokenizer.vocab_size + 1, absorb=True)
+    twin = build_dual_model(
+        config.model,
+        26,
+        ligand_tokenizer.vocab_size + 1,
+        absorb=True,
+        max_lens=(config.data.max_protein_len, config.data.max_ligand_len),
+    )
     twin.load_state_dict(torch.load(path, weights_only=True)["model_state_dict"])
     conversion.import_torch(path, str(tmp_path / "back"))
     back = conversion.read_orbax(str(tmp_path / "back"))
