@@ -534,7 +534,8 @@ def dual_pair(variant, **overrides):
         cond_dim=32,
         dropout=0.0,
         variant=variant,
-    ) | overrides
+        **overrides,
+    )
     model = DualTrackSEDD(**kwargs)
     protein, ligand = jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8), jnp.int32)
     shapes = jax.eval_shape(
