@@ -360,9 +360,9 @@ def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: in
         def score_fn(p, l, sigma, p_valid, l_valid, mode):
             return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
 
-        def length_fn(context, context_valid, task):
+        def length_fn(context, context_valid, direction):
             return model.apply(
-                {"params": params}, context, context_valid, task, method="length_logits"
+                {"params": params}, context, context_valid, direction, method="length_logits"
             )
 
         return pair_sequence_elbo(

@@ -272,8 +272,9 @@ class DualTrackSEDD(nn.Module):
             tracks = {"protein": (protein, protein_valid), "ligand": (ligand, ligand_valid)}
             for task, (context, _) in CONDITIONAL_TRACKS.items():
                 x, valid = tracks[context]
-                valid = jnp.ones(x.shape, bool) if valid is None else valid
-                self.length_logits(x, valid, task)
+                if x is not None:  # `init_dual_params` (joint mode) gives both tracks
+                    valid = jnp.ones(x.shape, bool) if valid is None else valid
+                    self.length_logits(x, valid, task)
 
         protein_scores = ligand_scores = None
         if protein_head:
