@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from sedd_jax import conversion
 from sedd_jax.models.length import LengthHead
 from sedd_torch.models.length import LengthHead as TorchLengthHead
 from sedd_torch.models.length import length_nll as torch_length_nll
@@ -46,3 +47,132 @@ def test_twin_length_head_learns_each_contexts_length():
         opt.step()
     probs = torch.softmax(head(tokens, valid), -1).detach().numpy()
     assert probs[0, 10] > 0.9 and probs[1, 20] > 0.9
+
+
+# ------------------------------------------- the heads inside the dual model: loss and draws
+
+MAX_P, MAX_L = 13, 9
+HEADS = dict(length_head=True, length_hidden=16, max_protein_len=MAX_P, max_ligand_len=MAX_L)
+
+
+def _pair_batch():
+    from tests.helpers import LIGAND_V, PROTEIN_V, example_inputs
+
+    protein, _, protein_valid = example_inputs(length=MAX_P, seed=1)
+    protein = protein % (PROTEIN_V - 1)
+    ligand = np.random.default_rng(2).integers(0, LIGAND_V - 1, size=(3, MAX_L)).astype(np.int32)
+    ligand_valid = np.arange(MAX_L)[None] < np.array([MAX_L, 3, 5])[:, None]
+    return {
+        "protein": protein,
+        "protein_valid": protein_valid,
+        "ligand": ligand,
+        "ligand_valid": ligand_valid,
+    }
+
+
+def test_pair_loss_with_length_terms_and_head_gradients_match_twin(record):
+    """Per-token losses + the conditional rows' -log p(L | context), summed per track as
+    `PairLosses.sums`, and the heads' gradients: JAX and the twin on the same weights."""
+    import functools
+
+    from sedd_jax.diffusion import joint as jax_joint
+    from sedd_jax.diffusion.catsample import uniform
+    from sedd_jax.diffusion.graphs import Absorbing
+    from sedd_jax.diffusion.noise import LogLinearNoise
+    from sedd_jax.models.length import HEAD_NAMES
+    from sedd_torch.diffusion import joint as torch_joint
+    from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
+    from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
+    from tests.helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, max_error, t
+
+    model, params, twin = dual_pair("protlig", **HEADS)  # also: names and order with heads
+    batch = _pair_batch()
+    graphs_j = jax_joint.PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
+    graphs_t = torch_joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
+    times = np.array([0.3, 0.4, 0.1], np.float32)
+    names = ("ligand_given_protein", "protein_given_ligand", "joint")
+    task_ids = np.array([jax_joint.TASKS.index(n) for n in names], np.int32)
+    key = jax.random.key(4)
+
+    @jax.jit
+    def jax_sums(params):
+        score_fn = functools.partial(model.apply, {"params": params})
+        length_fn = functools.partial(model.apply, {"params": params}, method="length_logits")
+        p, l, p_n, l_n = jax_joint.joint_per_token_loss(
+            score_fn, graphs_j, LogLinearNoise(), batch, times, task_ids, key
+        )
+        lengths = jax_joint.conditional_length_nll(length_fn, batch, task_ids)
+        out = jax_joint.PairLosses(p, l, p_n, l_n, times, task_ids, **{
+            f"{k}_length": v for k, v in lengths.items()})  # fmt: skip
+        sums = out.sums()
+        return sums.total_sum, (sums, lengths)
+
+    (_, (sums_j, lengths_j)), grads_j = jax.value_and_grad(jax_sums, has_aux=True)(params)
+
+    p_key, l_key = jax.random.split(key)
+    rand = ReplayRand(uniform(p_key, batch["protein"].shape), uniform(l_key, batch["ligand"].shape))
+    batch_t = {k: t(v) for k, v in batch.items()}
+    p, l, p_n, l_n = torch_joint.joint_per_token_loss(
+        twin, graphs_t, TorchLogLinear(), batch_t, t(times), t(task_ids), rand
+    )
+    lengths_t = torch_joint.conditional_length_nll(twin.length_logits, batch_t, t(task_ids))
+    out = torch_joint.PairLosses(p, l, p_n, l_n, t(times), t(task_ids), **{
+        f"{k}_length": v for k, v in lengths_t.items()})  # fmt: skip
+    sums_t = out.sums()
+    sums_t.total_sum.backward()
+
+    error = max(max_error(lengths_j[k], lengths_t[k].detach().numpy()) for k in lengths_j)
+    record("length NLL max|d|/(1+max)", error, 1e-5)
+    assert error <= 1e-5 and float(lengths_j["ligand"][0]) > 1.0
+    assert float(lengths_j["protein"][0]) == 0.0 and float(lengths_j["ligand"][2]) == 0.0
+    sum_error = max(
+        max_error(getattr(sums_j, f), getattr(sums_t, f).detach().numpy())
+        for f in ("protein_sum", "ligand_sum")
+    )
+    record("track sums with length term", sum_error, 1e-5)
+    assert sum_error <= 1e-5
+    torch_grads = {n: q.grad for n, q in twin.named_parameters()}
+    worst = 0.0
+    for head in HEAD_NAMES.values():
+        flat = conversion.flax_to_torch({head: grads_j[head]}, "protlig")
+        for name, g in flat.items():
+            worst = max(worst, np.linalg.norm(torch_grads[name].numpy() - g) / np.linalg.norm(g))
+    record("length-head gradient |dg|/|g|", worst, 1e-4)
+    assert worst <= 1e-4
+
+
+def test_length_draws_of_jax_and_twin_follow_the_same_head(record):
+    """Same weights -> the same logits; each backend's sampler draw (`make_length_sampler`)
+    matches p(L | context) restricted to L >= 1 (4000 draws per context)."""
+    from sedd_jax.training.generation import make_length_sampler
+    from sedd_torch.training.generation import make_length_sampler as torch_length_sampler
+    from tests.helpers import dual_pair, max_error, t
+
+    model, params, twin = dual_pair("protlig", **HEADS)
+    batch = _pair_batch()
+    task = "ligand_given_protein"
+    logits = model.apply({"params": params}, batch["protein"], batch["protein_valid"], task,
+                         method="length_logits")  # fmt: skip
+    with torch.no_grad():
+        twin_logits = twin.length_logits(t(batch["protein"]), t(batch["protein_valid"]), task)
+    error = max_error(logits, twin_logits.numpy())
+    record("length logits max|d|/(1+max)", error, 1e-5)
+    assert error <= 1e-5
+    probs = np.asarray(jax.nn.softmax(jnp.where(jnp.arange(MAX_L + 1) >= 1, logits, -jnp.inf)))
+    n = 4000
+    rows = np.repeat(np.arange(3), n)
+    context, valid = batch["protein"][rows], batch["protein_valid"][rows]
+    draws_j = np.asarray(
+        make_length_sampler(model, task)(params, context, valid, jax.random.key(0))
+    )
+    draws_t = torch_length_sampler(twin, task)(
+        t(context), t(valid), torch.Generator().manual_seed(0)
+    ).numpy()
+    worst = 0.0
+    for draws in (draws_j, draws_t):
+        assert draws.min() >= 1 and draws.max() <= MAX_L
+        for r in range(3):
+            hist = np.bincount(draws[rows == r], minlength=MAX_L + 1) / n
+            worst = max(worst, 0.5 * np.abs(hist - probs[r]).sum())
+    record("length draws: total variation to p(L | context)", worst, 0.05)
+    assert worst <= 0.05

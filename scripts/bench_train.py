@@ -161,8 +161,9 @@ def build(size: str, seed: int = 0, dtype: str = "float32"):
         host = {"tokens": rng.integers(5, 25, (batch, length)).astype(np.int32)}
         host["valid"] = np.ones((batch, length), bool)
     else:
-        model = build_dual_model(config.model, PROTEIN_V, LIGAND_V, True)
-        twin = torch_dual_model(config.model, PROTEIN_V, LIGAND_V, True)
+        max_lens = (config.data.max_protein_len, config.data.max_ligand_len)
+        model = build_dual_model(config.model, PROTEIN_V, LIGAND_V, True, max_lens)
+        twin = torch_dual_model(config.model, PROTEIN_V, LIGAND_V, True, max_lens)
         params = init_dual_params(model, jax.random.key(seed))
         lp, ll = lengths
         host = {

@@ -93,9 +93,15 @@ def context_rows(conditions, per_condition, encode, max_len, pad_id, name):
     return tokens, valid
 
 
-def generated_rows(n, length, max_len, length_dist, mask_id, pad_id, seed):
-    """Mask-filled rows to generate (tokens, valid); lengths `length` or drawn from data."""
-    lengths = draw_lengths(n, length, max_len, length_dist, np.random.default_rng(seed))
+def generated_rows(n, length, max_len, length_dist, mask_id, pad_id, seed, head_lengths=None):
+    """Mask-filled rows to generate (tokens, valid). Lengths: `length` when > 0; else
+    `head_lengths(key(seed))` -> [n] (the model's p(L | context) on each row's context,
+    `generation.make_length_sampler`) where the run has a length head; else drawn from
+    the training distribution `length_dist`."""
+    if length <= 0 and head_lengths is not None:
+        lengths = np.asarray(head_lengths(jax.random.key(seed)))
+    else:
+        lengths = draw_lengths(n, length, max_len, length_dist, np.random.default_rng(seed))
     return initial_tokens(lengths, max_len, mask_id, pad_id)
 
 

@@ -192,6 +192,12 @@ def dual_base_config() -> ml_collections.ConfigDict:
     c.model.n_blocks_protein = 8
     c.model.n_blocks_ligand = 8
     c.model.cross_attention = True
+    # p(L_generated | context) heads (models/length.py): trained by the conditional tasks'
+    # loss (-log p(L | context) in the generated track's sum), drawn from when sampling a
+    # conditional task without --length, and the length term of its likelihood; False (and
+    # every checkpoint whose config lacks the key) uses the marginal length distribution
+    c.model.length_head = True
+    c.model.length_hidden = 64  # the heads' embedding / MLP width
 
     # probability of each task per training pair; one model learns all of them
     c.task = ml_collections.ConfigDict()

@@ -113,9 +113,11 @@ def evaluation_arrays(run: Run, fasta: str | None = None):
 
 
 def pair_likelihood(run: Run, params) -> None:
-    """Per task and track: the bound on the validation pairs, nats/token with its error;
-    and, where the run trained both, what the protein tells about its ligand (and back):
-    bound(ligand alone) - bound(ligand | protein), per ligand token and per molecule."""
+    """Per task and track: the bound on the validation pairs, nats/token with its error
+    (given the length; conditional tasks of runs with length heads also the full bound
+    with -log p(L | context)); and, where the run trained both, what the protein tells
+    about its ligand (and back): bound(ligand alone) - bound(ligand | protein), per
+    ligand token and per molecule."""
     from sedd_jax.diffusion.joint import TASKS
     from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
 
@@ -144,6 +146,13 @@ def pair_likelihood(run: Run, params) -> None:
                 f"{r['nats_per_token_se']:.4f} nats/token "
                 f"({r['nats_per_sequence']:.2f} per sequence)"
             )
+            if "length_nats_per_sequence" in r:
+                print(
+                    f"  {'':22s} {'':8s} with -log p(L | context) from the length head "
+                    f"({r['length_nats_per_sequence']:.3f} nats/sequence): "
+                    f"{r['with_length_nats_per_token']:.4f} nats/token "
+                    f"({r['with_length_nats_per_sequence']:.2f} per sequence)"
+                )
     for track, alone, given in (
         ("ligand", "ligand_only", "ligand_given_protein"),
         ("protein", "protein_only", "protein_given_ligand"),

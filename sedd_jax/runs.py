@@ -111,7 +111,11 @@ def build_components(config, tokenizers: Tokenizers) -> Components:
             get_graph(config.graph, tokenizers.ligand.vocab_size),
         )
         model = build_dual_model(
-            config.model, graphs.protein.dim, graphs.ligand.dim, graphs.protein.absorb
+            config.model,
+            graphs.protein.dim,
+            graphs.ligand.dim,
+            graphs.protein.absorb,
+            (config.data.max_protein_len, config.data.max_ligand_len),
         )
         return Components(graphs, noise, model)
     graph = get_graph(config.graph, tokenizers.track.vocab_size)

@@ -18,6 +18,10 @@ for given ligands, one string or a file of them:
     python -m sedd_jax.sample --workdir=runs/joint --task=protein_given_ligand \
         --smiles='CC(=O)Oc1ccccc1C(=O)O' --num=4
 
+Generated lengths: --length=N, else for the conditional tasks of a run with length heads
+(`model.length_head`) a draw from p(L | context) per row, else the training length
+distribution (`length_from` in `<out>.json` says which).
+
 Everything needed (config, vocabularies, length distributions) is read from the
 checkpoint, so no training data is required. The rows are sharded over all local
 devices; the output depends on the seed, not on the number of devices.
@@ -51,12 +55,14 @@ from sedd_jax.conditioning import (
 from sedd_jax.data.fasta import FastaError, FastaRecord, read_fasta, write_fasta
 from sedd_jax.data.templates import TemplateError, parse_template, template_rows
 from sedd_jax.diffusion.guidance import UNCONDITIONAL
-from sedd_jax.diffusion.joint import TASKS
+from sedd_jax.diffusion.joint import CONDITIONAL_TRACKS, TASKS
 from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.runs import Run, open_run
 from sedd_jax.training.generation import (
     generate,
     generate_rows,
+    has_length_head,
+    make_length_sampler,
     make_pair_sampler,
     make_sampler,
 )
@@ -83,7 +89,9 @@ _REMDM_SCHEDULE = flags.DEFINE_enum(
 )
 _REMDM_ETA = flags.DEFINE_float("remdm_eta", None, "ReMDM: eta of the cap / rescale schedule.")
 _REMDM_T_ON = flags.DEFINE_float("remdm_t_on", None, "ReMDM: re-masking only for t <= t_on.")
-_LENGTH = flags.DEFINE_integer("length", 0, "Length of generated tracks; 0 draws from data.")
+_LENGTH = flags.DEFINE_integer(
+    "length", 0, "Length of generated tracks; 0 draws (length head or training data)."
+)
 _PREFIX = flags.DEFINE_string("prefix", "", "Protein prefix held fixed (single track).")
 _TEMPLATE = flags.DEFINE_string(
     "template", "", "Infilling template, e.g. MKT[10]GGSGG[5-20]W (fixed residues, gaps)."
@@ -262,25 +270,32 @@ def sample_pairs_cli(run: Run, params):
         "protein": (protein_tok, dc.max_protein_len, graphs.protein, "protein_length_distribution"),
         "ligand": (ligand_tok, dc.max_ligand_len, graphs.ligand, "ligand_length_distribution"),
     }
-    context = {"ligand_given_protein": "protein", "protein_given_ligand": "ligand"}.get(task)
+    context = CONDITIONAL_TRACKS.get(task, (None,))[0]
     arrays = {}
-    for offset, (track, (tok, max_len, graph, dist_key)) in enumerate(tracks.items()):
+    if context is not None:
+        tok, max_len = tracks[context][:2]
         try:
-            if track == context:
-                arrays[track] = context_rows(conditions, n, tok.encode, max_len, tok.pad_id, track)
-            else:
-                dist = _length_distribution(meta, dist_key)
-                arrays[track] = generated_rows(
-                    rows,
-                    _LENGTH.value,
-                    max_len,
-                    dist,
-                    graph.mask_id,
-                    tok.pad_id,
-                    _SEED.value + offset,
-                )
+            arrays[context] = context_rows(conditions, n, tok.encode, max_len, tok.pad_id, context)
         except ConditionFileError as e:
             sys.exit(str(e))
+    head_lengths = None
+    if has_length_head(model, task):  # p(L | context) of the model, not the marginal
+        draw = make_length_sampler(model, task)
+        head_lengths = functools.partial(draw, params, *arrays[context])
+    length_from = "fixed" if _LENGTH.value > 0 else "head" if head_lengths else "marginal"
+    for offset, (track, (tok, max_len, graph, dist_key)) in enumerate(tracks.items()):
+        if track != context:
+            dist = None if length_from == "head" else _length_distribution(meta, dist_key)
+            arrays[track] = generated_rows(
+                rows,
+                _LENGTH.value,
+                max_len,
+                dist,
+                graph.mask_id,
+                tok.pad_id,
+                _SEED.value + offset,
+                head_lengths,
+            )
     (protein, p_valid), (ligand, l_valid) = arrays["protein"], arrays["ligand"]
     sc = sampling_config(config)
     if _GUIDANCE.value:
@@ -329,6 +344,7 @@ def sample_pairs_cli(run: Run, params):
         "batch": _BATCH.value,
         "devices": jax.local_device_count(),
         "length": _LENGTH.value,
+        "length_from": length_from,  # fixed (--length) | head (p(L | context)) | marginal
         "sampling": {"temperature": 1.0, "top_p": 1.0} | sc.to_dict(),  # as applied
         "never_drawn": {"protein": special_ids(protein_tok), "ligand": special_ids(ligand_tok)},
         "guidance": _GUIDANCE.value,

@@ -514,9 +514,10 @@ class ReplayRand:
         return not self.draws
 
 
-def dual_pair(variant):
+def dual_pair(variant, **overrides):
     """(flax DualTrackSEDD, random params, the twin holding them); asserts that the twin's
-    state_dict names and order are the conversion's."""
+    state_dict names and order are the conversion's. `overrides`: more model fields (e.g.
+    the length heads: length_head=True, max_protein_len=..., max_ligand_len=...)."""
     import torch
 
     from sedd_jax import conversion
@@ -533,6 +534,7 @@ def dual_pair(variant):
         cond_dim=32,
         dropout=0.0,
         variant=variant,
+        **overrides,
     )
     model = DualTrackSEDD(**kwargs)
     protein, ligand = jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8), jnp.int32)

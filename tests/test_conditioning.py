@@ -81,6 +81,7 @@ def test_ligands_for_a_fasta_of_proteins_are_keyed_and_device_independent(joint_
     settings = [json.loads(open(f"{o}.json").read()) for o in outs]
     assert [s["devices"] for s in settings] == [1, 2]
     assert settings[0]["num_per_input"] == 3 and len(settings[0]["inputs_sha256"]) == 64
+    assert settings[0]["length_from"] == "head"  # the run has length heads (the default)
 
 
 @pytest.mark.slow
@@ -125,3 +126,11 @@ def test_evaluate_scores_pair_runs_per_task_and_track(joint_run, tmp_path):
     for tracks in tasks.values():
         for r in tracks.values():
             assert r["nats_per_token"] > 0 and 0 < r["nats_per_token_se"] < r["nats_per_token"]
+    # conditional tasks: the full bound with the length head's -log p(L | context)
+    for task, track in (("ligand_given_protein", "ligand"), ("protein_given_ligand", "protein")):
+        r = tasks[task][track]
+        assert r["length_nats_per_sequence"] > 0
+        assert r["with_length_nats_per_sequence"] == pytest.approx(
+            r["nats_per_sequence"] + r["length_nats_per_sequence"], rel=1e-6
+        )
+    assert "length_nats_per_sequence" not in tasks["joint"]["ligand"]

@@ -379,9 +379,51 @@ def test_dual_track_checkpoint_round_trips_and_loads_into_the_twin(tmp_path):
     weights = conversion.Weights(params, params, 3, config, meta)
     conversion.write_orbax(str(tmp_path / "run"), weights)
     path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / "dual.pt"))
-    twin = build_dual_model(config.model, 26, ligand_tokenizer.vocab_size + 1, absorb=True)
+    twin = build_dual_model(
+        config.model,
+        26,
+        ligand_tokenizer.vocab_size + 1,
+        absorb=True,
+        max_lens=(config.data.max_protein_len, config.data.max_ligand_len),
+    )
     twin.load_state_dict(torch.load(path, weights_only=True)["model_state_dict"])
     conversion.import_torch(path, str(tmp_path / "back"))
     back = conversion.read_orbax(str(tmp_path / "back"))
     assert_trees_equal(params, back.params)
     assert back.meta["ligand_tokenizer"] == ligand_tokenizer.to_dict()
+    # the length heads travel with the rest: embed/embedding <-> embed.weight, and the
+    # twin's p(L | context) is the JAX model's
+    assert {"length_ligand", "length_protein"} <= set(params)
+    model = conversion.model_for(config, meta)
+    context = np.array([[5, 9, 12, 7, 0, 0], [6, 6, 20, 21, 22, 8]], np.int32)
+    valid = np.arange(6)[None] < np.array([[4], [6]])
+    for task in ("ligand_given_protein", "protein_given_ligand"):
+        ids = context if task == "ligand_given_protein" else context % ligand_tokenizer.vocab_size
+        want = model.apply({"params": back.params}, ids, valid, task, method="length_logits")
+        with torch.no_grad():
+            got = twin.length_logits(torch.as_tensor(ids).long(), torch.as_tensor(valid), task)
+        np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_dual_checkpoint_saved_before_the_length_heads_imports_without_them(tmp_path):
+    from sedd_jax.data.smiles import SmilesTokenizer
+    from sedd_jax.defaults import dual_base_config
+
+    config = dual_base_config()
+    config.model.hidden, config.model.n_heads, config.model.cond_dim = 32, 4, 16
+    config.model.n_blocks_protein, config.model.n_blocks_ligand = 1, 1
+    del config.model["length_head"], config.model["length_hidden"]  # an older run's config
+    ligand_tokenizer = SmilesTokenizer.build(["CCO", "c1ccccc1N"])
+    meta = {"protein_vocab_size": 25, "ligand_tokenizer": ligand_tokenizer.to_dict()}
+    shapes = conversion.abstract_params(config, meta)
+    assert not any(name.startswith("length_") for name in shapes)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape, np.float32), shapes)
+    conversion.write_orbax(
+        str(tmp_path / "run"), conversion.Weights(params, params, 2, config, meta)
+    )
+    path = conversion.export_torch(str(tmp_path / "run"), str(tmp_path / "old.pt"))
+    conversion.import_torch(path, str(tmp_path / "back"))
+    back = conversion.read_orbax(str(tmp_path / "back"))
+    assert back.config.model.length_head is False  # recorded in the converted run's settings
+    assert_trees_equal(params, back.params)

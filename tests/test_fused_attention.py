@@ -166,7 +166,8 @@ def test_dual_track_model_same_scores_and_gradients_through_fused_path(fused_as_
     ligand = jax.random.randint(jax.random.key(2), (3, 12), 0, 30)
     p_valid, l_valid = _prefix(20, [20, 9, 4]), _prefix(12, [5, 12, 0])  # last: no ligand
     sigma = jnp.array([0.1, 1.0, 3.0])
-    base = build_dual_model(config.model, 26, 31, True)
+    max_lens = (config.data.max_protein_len, config.data.max_ligand_len)
+    base = build_dual_model(config.model, 26, 31, True, max_lens)
     params = _perturbed(init_dual_params(base, jax.random.key(0)))
 
     def loss(model, p):

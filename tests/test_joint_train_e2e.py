@@ -60,6 +60,14 @@ def test_joint_training_lowers_both_tracks_below_step0_and_unigram(tmp_path, mis
         print(f"{key}: step0 {initial:.3f} final {final:.3f} unigram {unigram:.3f}")
         assert final < 0.9 * initial, key
         assert final < unigram, key
+    # the length heads learn p(L | context): lower than at step 0 (uniform over 0..max_len)
+    train = [r for r in rows if "train/length_nll_ligand" in r]
+    assert len(train) >= 2 and "train/length_nll_protein" in train[-1]
+    assert train[-1]["train/length_nll_ligand"] < train[0]["train/length_nll_ligand"]
+    for task, track in [("ligand_given_protein", "ligand"), ("protein_given_ligand", "protein")]:
+        key = f"{task}/length_nll_{track}_ema"
+        print(f"{key}: step0 {first[f'val/{key}']:.3f} final {summary[key]:.3f}")
+        assert summary[key] < first[f"val/{key}"], key
     with open(summary["samples_joint"]) as f:
         joint = list(csv.DictReader(f))
     assert len(joint) == 4 and all(r["sequence"] for r in joint)

@@ -89,7 +89,7 @@ def test_joint_loss_gradient_matches_finite_differences():
     c.hidden, c.n_heads, c.cond_dim, c.n_blocks_protein, c.n_blocks_ligand = 16, 2, 8, 1, 1
     c.dropout = 0.0
     graphs = PairGraphs(Absorbing(25), Absorbing(9))
-    model = build_dual_model(c, graphs.protein.dim, graphs.ligand.dim, True)
+    model = build_dual_model(c, graphs.protein.dim, graphs.ligand.dim, True, (8, 6))
     params = init_dual_params(model, jax.random.key(0))
     rng = np.random.default_rng(2)
     batch = {

@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sedd_jax.diffusion.likelihood import pair_sequence_elbo
 from tests.helpers import JOINT, PAIR_GRAPHS, PAIR_NOISE, unconditional_aware_oracle
@@ -67,3 +68,51 @@ def test_pair_bounds_match_the_exact_entropies_and_the_mutual_information():
     mutual = float((JOINT * np.log(JOINT / np.outer(p_a, p_b))).sum())
     assert mutual > 0.3
     assert abs(information - mutual) < 0.1 * mutual
+
+
+def test_conditional_full_bound_adds_the_length_heads_term():
+    """With length heads, `ligand_given_protein` reports the full bound: the diffusion
+    bound (unchanged) plus -log p(L_ligand | protein) from the head, computed directly;
+    the joint task gets no length term."""
+    from sedd_jax.diffusion.graphs import Absorbing
+    from sedd_jax.diffusion.joint import PairGraphs
+    from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
+    from sedd_jax.diffusion.noise import LogLinearNoise
+    from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
+
+    fields = dict(hidden=16, n_blocks_protein=1, n_blocks_ligand=1, n_heads=2, cond_dim=8)
+    heads = dict(length_head=True, length_hidden=8, max_protein_len=12, max_ligand_len=10)
+    model = DualTrackSEDD(26, 15, dropout=0.0, **fields, **heads)
+    plain = DualTrackSEDD(26, 15, dropout=0.0, **fields)
+    params = init_dual_params(model, jax.random.key(0))
+    rng = np.random.default_rng(1)
+    n = 7  # not a multiple of the batch: filler rows must not count
+    p_len, l_len = rng.integers(1, 13, n), rng.integers(1, 11, n)
+    arrays = {
+        "protein": rng.integers(5, 25, (n, 12)).astype(np.int32),
+        "protein_valid": np.arange(12)[None] < p_len[:, None],
+        "ligand": rng.integers(1, 14, (n, 10)).astype(np.int32),
+        "ligand_valid": np.arange(10)[None] < l_len[:, None],
+    }
+    graphs = PairGraphs(Absorbing(25), Absorbing(14))
+
+    def result(net, task, p):
+        fn = make_pair_likelihood_fn(net, graphs, LogLinearNoise(), task=task, time_samples=4)
+        return pair_dataset_likelihood(fn, p, arrays, batch_size=4, seed=0)
+
+    task = "ligand_given_protein"
+    full = result(model, task, params)["ligand"]
+    given_length = result(plain, task, {k: v for k, v in params.items() if "length" not in k})
+    logits = model.apply({"params": params}, arrays["protein"], arrays["protein_valid"], task,
+                         method="length_logits")  # fmt: skip
+    direct = -np.asarray(jax.nn.log_softmax(logits, -1))[np.arange(n), l_len]
+    assert full["nats_per_sequence"] == given_length["ligand"]["nats_per_sequence"]
+    assert full["length_nats_per_sequence"] == pytest.approx(direct.mean(), rel=1e-6)
+    assert full["with_length_nats_per_sequence"] == pytest.approx(
+        full["nats_per_sequence"] + direct.mean(), rel=1e-6
+    )
+    assert full["with_length_nats_per_token"] == pytest.approx(
+        (full["nats_per_sequence"] + direct.mean()) * n / l_len.sum(), rel=1e-6
+    )
+    assert direct.mean() > 1.0  # an untrained head: about log(11)
+    assert "length_nats_per_sequence" not in result(model, "joint", params)["ligand"]

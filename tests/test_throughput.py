@@ -143,7 +143,7 @@ def test_per_batch_count_of_the_training_loop_equals_the_formula():
     cases = [
         (build_model(single, 26, True), {"valid": np.ones((6, 40), bool)}, (40,), (26,)),
         (
-            build_dual_model(dual, 26, 31, True),
+            build_dual_model(dual, 26, 31, True, (40, 16)),
             {"protein_valid": np.ones((6, 40), bool), "ligand_valid": np.zeros((6, 16), bool)},
             (40, 16),
             (26, 31),

@@ -141,7 +141,8 @@ def test_twin_pair_checkpoint_is_the_jax_model(twin_pair_run):
     ligand_graph = get_graph(
         config.graph, SmilesTokenizer.from_dict(meta["ligand_tokenizer"]).vocab_size
     )
-    twin = build_dual_model(config.model, 26, ligand_graph.dim, True).eval()
+    max_lens = (config.data.max_protein_len, config.data.max_ligand_len)
+    twin = build_dual_model(config.model, 26, ligand_graph.dim, True, max_lens).eval()
     twin.load_state_dict(payload["model_state_dict"])
     shadows = payload["ema_state_dict"]["shadow_params"]
     with torch.no_grad():

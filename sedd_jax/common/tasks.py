@@ -19,6 +19,11 @@ TASK_ROLES = {
     "ligand_only": (False, True, False, True),
 }
 TASKS = tuple(TASK_ROLES)
+# conditional task -> (context track, generated track): the directions of the length heads
+CONDITIONAL_TRACKS = {
+    "ligand_given_protein": ("protein", "ligand"),
+    "protein_given_ligand": ("ligand", "protein"),
+}
 
 # mode -> (protein head, ligand head, both tracks see each other)
 MODES = {

@@ -5,7 +5,9 @@
   * a numbered module `blocks_3` is `blocks.3` (likewise `sigma_map/mlp_0` ->
     `sigma_map.mlp.0`, `blocks_protein_1` -> `blocks_protein.1`);
   * an embedding table `vocab_embed` [V, d] is `vocab_embed.weight` (reference naming) or
-    `vocab_embed.embedding` (upstream SEDD naming, variant `sedd`);
+    `vocab_embed.embedding` (upstream SEDD naming, variant `sedd`); a flax `nn.Embed`
+    inside a module (the length heads' `length_ligand/embed/embedding`) is a torch
+    `nn.Embedding`: `length_ligand.embed.weight`;
   * with upstream naming, `mlp/fc1`, `mlp/fc2` and the output layer's `norm` are
     `mlp.0`, `mlp.2` and `norm_final`.
 Torch tensors are ordered as the PyTorch models register them, so an EMA's
@@ -29,6 +31,7 @@ _UPSTREAM_RENAMES = {"fc1": "0", "fc2": "2", "norm": "norm_final"}
 _REGISTRATION_ORDER = (
     "vocab_embed protein_embed ligand_embed sigma_map rotary_emb blocks blocks_protein "
     "blocks_ligand cross_protein cross_ligand output_layer protein_output ligand_output "
+    "length_ligand length_protein embed mlp_in mlp_out "
     "norm1 norm_q norm_kv attn_qkv attn_q attn_kv attn_out norm2 mlp norm norm_final linear "
     "adaLN_modulation fc1 fc2 weight embedding bias inv_freq"
 ).split()
@@ -52,7 +55,7 @@ def torch_name(path: tuple[str, ...], upstream: bool) -> tuple[str, bool]:
         return f"{path[0]}.{'embedding' if upstream else 'weight'}", False
     modules = ".".join(_torch_module(p, upstream) for p in path[:-1])
     leaf = path[-1]
-    return f"{modules}.{'weight' if leaf == 'kernel' else leaf}", leaf == "kernel"
+    return f"{modules}.{'weight' if leaf in ('kernel', 'embedding') else leaf}", leaf == "kernel"
 
 
 def registration_key(name: str):

@@ -66,6 +66,8 @@ def torch_checkpoint_to_weights(ckpt: TorchCheckpoint, weights: str = "both", so
     """Check a torch checkpoint against its config and turn it into flax parameters; the
     meta's `converted_from` records what was imported and where each setting came from."""
     config = ckpt.config
+    if is_dual(config) and "length_head" not in config.model:
+        config.model.length_head = False  # saved before the length heads: none to import
     expected = abstract_params(config, ckpt.meta)
     variant = config.model.variant
     head_dim = config.model.hidden // config.model.n_heads

@@ -20,7 +20,16 @@ pair inside the jitted step: only masks change between tasks, never the program.
 A `DualScoreFn(protein_t, ligand_t, sigma [B], protein_valid, ligand_valid, mode) ->
 (protein log-scores | None, ligand log-scores | None)` stands for the network; `mode` is
 a task name (`DualTrackSEDD` modes), `joint` serving any mixture. Bind parameters with
-`functools.partial(model.apply, {"params": params})`.
+`functools.partial(model.apply, {"params": params})`. A `LengthFn(context [B, Lc],
+context_valid [B, Lc], task) -> logits [B, max_len + 1]` stands for the length heads
+(`functools.partial(model.apply, {"params": params}, method="length_logits")`).
+
+Length term. Given the context, the generated track's length is part of what is
+modelled: -log p(x_gen | ctx) = -log p(L_gen | ctx) - log p(x_gen | L_gen, ctx). With a
+length fn, each `ligand_given_protein` pair adds -log p(L_ligand | clean protein) to the
+ligand track's loss sum (`protein_given_ligand`: -log p(L_protein | ligand) to the
+protein's), so the optimised sum is the full conditional bound in nats per sequence;
+other tasks add nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
+    CONDITIONAL_TRACKS,
     TASK_ROLES,
     TASKS,
     JointLoss,
@@ -44,8 +54,10 @@ from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.curriculum import sigma_multiplier
 from sedd_jax.diffusion.losses import loss_times
 from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
+from sedd_jax.models.length import length_nll
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
+LengthFn = Callable[[jax.Array, jax.Array, str], jax.Array]
 
 
 def draw_tasks(key: jax.Array, mixture: TaskMixture, batch: int) -> jax.Array:
@@ -123,9 +135,22 @@ def joint_per_token_loss(
     return p_loss, l_loss, p_scored, l_scored
 
 
+def conditional_length_nll(length_fn: LengthFn, batch: dict, task_ids: jax.Array) -> dict:
+    """{generated track: -log p(L | clean context) [B]} on the rows of its conditional
+    task (`CONDITIONAL_TRACKS`) with L >= 1 valid tokens (filler rows of a padded
+    evaluation batch have none), 0 on every other row."""
+    out = {}
+    for task, (context, generated) in CONDITIONAL_TRACKS.items():
+        lengths = batch[f"{generated}_valid"].sum(axis=-1)
+        nll = length_nll(length_fn(batch[context], batch[f"{context}_valid"], task), lengths)
+        out[generated] = jnp.where((task_ids == TASKS.index(task)) & (lengths > 0), nll, 0.0)
+    return out
+
+
 class PairLosses(NamedTuple):
     """One draw of the pair loss: per-token losses of each track (0 where not scored),
-    the scored tokens (valid tokens of generated tracks), and per pair its time and task."""
+    the scored tokens (valid tokens of generated tracks), per pair its time and task, and
+    with a length fn each track's length term [B] (0 off its conditional task)."""
 
     protein: jax.Array  # [B, Lp]
     ligand: jax.Array  # [B, Ll]
@@ -133,15 +158,35 @@ class PairLosses(NamedTuple):
     ligand_scored: jax.Array  # [B, Ll] bool
     t: jax.Array  # [B]
     task_ids: jax.Array  # [B] int32
+    protein_length: jax.Array | None = None  # [B] -log p(L_protein | ligand)
+    ligand_length: jax.Array | None = None  # [B] -log p(L_ligand | protein)
 
     def sums(self) -> JointLoss:
-        """Per-track sums and counts, to average over micro-batches and devices."""
+        """Per-track sums (length terms included) and token counts, to average over
+        micro-batches and devices."""
+        protein_sum, ligand_sum = self.protein.sum(), self.ligand.sum()
+        if self.protein_length is not None:
+            protein_sum = protein_sum + self.protein_length.sum()
+            ligand_sum = ligand_sum + self.ligand_length.sum()
         return JointLoss(
-            self.protein.sum(),
+            protein_sum,
             self.protein_scored.sum().astype(jnp.float32),
-            self.ligand.sum(),
+            ligand_sum,
             self.ligand_scored.sum().astype(jnp.float32),
         )
+
+    def length_sums(self) -> dict:
+        """Length-term sums and the number of rows that carry them, per generated track:
+        {"length_<track>_sum", "length_<track>_rows"} (empty without a length fn)."""
+        if self.protein_length is None:
+            return {}
+        out = {}
+        for task, (_, track) in CONDITIONAL_TRACKS.items():
+            scored = getattr(self, f"{track}_scored").any(axis=-1)
+            rows = (self.task_ids == TASKS.index(task)) & scored
+            out[f"length_{track}_sum"] = getattr(self, f"{track}_length").sum()
+            out[f"length_{track}_rows"] = rows.sum().astype(jnp.float32)
+        return out
 
 
 def joint_score_entropy_loss(
@@ -156,6 +201,7 @@ def joint_score_entropy_loss(
     mode: str | None = None,
     step: jax.Array | int = 0,
     curriculum=None,
+    length_fn: LengthFn | None = None,
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
@@ -166,7 +212,9 @@ def joint_score_entropy_loss(
     (`protein_key, ligand_key = split(noise_key)`, `joint_per_token_loss`). With
     `curriculum` at `step` the times are biased and sigma is scaled for both tracks, as
     in `losses.score_entropy_loss`. `mode`: the network mode (default: the mixture's, or
-    `joint` for given ids). The optimised loss is `sums().total_sum / sums().total_count`.
+    `joint` for given ids). `length_fn` (runs with `model.length_head`): the conditional
+    tasks' length terms (`conditional_length_nll`, no random draw). The optimised loss is
+    `sums().total_sum / sums().total_count`.
     """
     size = batch["protein"].shape[0]
     if isinstance(tasks, TaskMixture):
@@ -188,7 +236,11 @@ def joint_score_entropy_loss(
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
+    out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
+    if length_fn is None:
+        return out
+    lengths = conditional_length_nll(length_fn, batch, task_ids)
+    return out._replace(protein_length=lengths["protein"], ligand_length=lengths["ligand"])
 
 
 def sample_pairs(

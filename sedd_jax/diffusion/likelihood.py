@@ -36,7 +36,9 @@ R = -a log a - (1 - a) log((1 - a) / (n - 1)) per token. Both are 0 at sigma_0 =
 
 Length. The bound is of -log p(x0 | L). With the training length distribution p_hat
 (mixed with a uniform over 1..max_len at weight `LENGTH_FLOOR`, so that unseen lengths
-stay finite), -log p(x0) <= bound - log p_hat(L).
+stay finite), -log p(x0) <= bound - log p_hat(L). For the conditional tasks of a pair
+model with length heads the length term is the model's own, -log p(L_gen | context):
+-log p(x_gen | context) <= bound - log p(L_gen | context).
 
 Reported: nats per token = sum of bounds / number of valid tokens (a ratio estimator,
 with a delta-method standard error over sequences), bits per token = nats / log 2,
@@ -54,9 +56,15 @@ import numpy as np
 from sedd_jax.common.likelihood import T_MIN, summarize  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.catsample import uniform
-from sedd_jax.diffusion.joint import TASKS, joint_per_token_loss, task_roles
+from sedd_jax.diffusion.joint import (
+    CONDITIONAL_TRACKS,
+    TASKS,
+    joint_per_token_loss,
+    task_roles,
+)
 from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
+from sedd_jax.models.length import length_nll
 
 
 def _stratified(key, time_samples, batch):
@@ -290,7 +298,15 @@ def dataset_likelihood(
 
 
 def pair_sequence_elbo(
-    score_fn, graphs, noise, batch: dict, key: jax.Array, *, task: str, time_samples: int
+    score_fn,
+    graphs,
+    noise,
+    batch: dict,
+    key: jax.Array,
+    *,
+    task: str,
+    time_samples: int,
+    length_fn=None,
 ) -> dict:
     """The bound of each pair's generated track(s) under `task`, per track, in nats.
 
@@ -298,7 +314,9 @@ def pair_sequence_elbo(
     as trained); `ligand_given_protein`: -log p(ligand | protein) with the protein clean;
     `*_only`: the track alone. Stratified times, K per pair; each track adds its own
     prior and reconstruction terms. Returns {"protein_nll", "protein_tokens",
-    "ligand_nll", "ligand_tokens"}, each [B] (0 for a track the task does not generate).
+    "ligand_nll", "ligand_tokens"}, each [B] (0 for a track the task does not generate);
+    with `length_fn` (`joint.LengthFn`) a conditional task adds
+    "<generated track>_length_log_prob" [B] = log p(L | clean context).
     """
     size = batch["protein"].shape[0]
     task_ids = jnp.full((size,), TASKS.index(task), jnp.int32)
@@ -324,19 +342,38 @@ def pair_sequence_elbo(
         extra = prior_term(graph, noise, scored) + reconstruction_term(graph, noise, scored)
         out[f"{track}_nll"] = terms.mean(axis=0) + extra
         out[f"{track}_tokens"] = scored.sum(axis=-1).astype(jnp.float32)
+    if length_fn is not None and task in CONDITIONAL_TRACKS:
+        context, generated = CONDITIONAL_TRACKS[task]
+        logits = length_fn(batch[context], batch[f"{context}_valid"], task)
+        lengths = batch[f"{generated}_valid"].sum(axis=-1)
+        out[f"{generated}_length_log_prob"] = -length_nll(logits, lengths)
     return out
 
 
 def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
-    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task."""
+    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task; a model with
+    length heads (`model.length_head`) gives the conditional tasks their length term."""
+    heads = getattr(model, "length_head", False)
 
     @jax.jit
     def likelihood(params, batch, key):
         def score_fn(p, l, sigma, p_valid, l_valid, mode):
             return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
 
+        def length_fn(context, context_valid, direction):
+            return model.apply(
+                {"params": params}, context, context_valid, direction, method="length_logits"
+            )
+
         return pair_sequence_elbo(
-            score_fn, graphs, noise, batch, key, task=task, time_samples=time_samples
+            score_fn,
+            graphs,
+            noise,
+            batch,
+            key,
+            task=task,
+            time_samples=time_samples,
+            length_fn=length_fn if heads else None,
         )
 
     return likelihood
@@ -345,7 +382,8 @@ def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: in
 def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int):
     """Per track: `summarize_sequences` over every pair of arrays (protein, protein_valid,
     ligand, ligand_valid [N, L]) with fixed keys; tracks the task does not score are left
-    out."""
+    out. Where the likelihood fn gives a track's length term (conditional tasks with
+    length heads) the summary has the full bound (`with_length_*`, `length_*`)."""
     base = jax.random.fold_in(jax.random.key(seed), 0x9A12)
     n = len(arrays["protein"])
     parts: dict[str, list] = {}
@@ -358,5 +396,7 @@ def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: 
         tokens = np.concatenate(parts[f"{track}_tokens"])[:n]
         if tokens.sum() > 0:
             nll = np.concatenate(parts[f"{track}_nll"])[:n]
-            result[track] = summarize_sequences(nll, tokens)
+            length = parts.get(f"{track}_length_log_prob")
+            length = None if length is None else np.concatenate(length)[:n]
+            result[track] = summarize_sequences(nll, tokens, length)
     return result

@@ -40,11 +40,19 @@ other track's inputs may be None. Conditional generation differs from joint gene
 only in the diffusion (the context track is clean, unscored and clamped): see
 `sedd_jax/diffusion/joint.py`.
 
+Length heads (`length_head`, `models/length.py`): p(L_ligand | protein) as
+`length_ligand` and p(L_protein | ligand) as `length_protein`, each reading the clean
+context track (its own small embedding, hidden `length_hidden`), logits over
+0..max_ligand_len resp. 0..max_protein_len; `apply(..., method="length_logits")`. They
+are created in `setup` and initialised by `init_dual_params` (the `joint` init calls
+them), so they live in the one parameter tree; the score network never reads them.
+
 Parameter names (torch `a.b.weight` [out, in] <-> flax `a/b/kernel` [in, out], as
 `layers.py`): `protein_embed`, `ligand_embed` (tables [V, d]), `sigma_map`,
 `blocks_protein_i`, `blocks_ligand_i`, `cross_protein_k`, `cross_ligand_k` (each
 `adaLN_modulation`, `norm_q`, `norm_kv`, `attn_q`, `attn_kv`, `attn_out`),
-`protein_output`, `ligand_output`.
+`protein_output`, `ligand_output`, and with the heads `length_ligand`, `length_protein`
+(each `embed/embedding` (torch `embed.weight`), `mlp_in`, `mlp_out`).
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.common.tasks import MODES
+from sedd_jax.common.tasks import CONDITIONAL_TRACKS, MODES
 from sedd_jax.models.layers import (
     FREQUENCY_DIM,
     DDiTBlock,
@@ -69,6 +77,7 @@ from sedd_jax.models.layers import (
     remat_block,
     rotary_cos_sin,
 )
+from sedd_jax.models.length import HEAD_NAMES, LengthHead
 from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
 
 
@@ -137,6 +146,28 @@ class DualTrackSEDD(nn.Module):
     cross_attention: bool = True
     remat: str = "none"  # none | block: recompute each DDiT / cross block when differentiating
     attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
+    length_head: bool = False  # p(L_generated | context) heads (`models/length.py`)
+    length_hidden: int = 64  # the heads' embedding and MLP width
+    max_protein_len: int = 0  # the heads' ranges (data.max_*_len); used with length_head
+    max_ligand_len: int = 0
+
+    def setup(self):
+        if not self.length_head:
+            return
+        if min(self.max_protein_len, self.max_ligand_len) < 1:
+            raise ValueError("model.length_head needs the tracks' max lengths (data.max_*_len)")
+        self.length_ligand = LengthHead(self.protein_vocab, self.max_ligand_len, self.length_hidden)
+        self.length_protein = LengthHead(
+            self.ligand_vocab, self.max_protein_len, self.length_hidden
+        )
+
+    def length_logits(self, context, context_valid, task: str):
+        """Logits [B, max_len + 1] of p(L_generated | clean context) of a conditional
+        `task`: context [B, Lc] int and context_valid [B, Lc] bool are the context track
+        (the protein for `ligand_given_protein`, the ligand for `protein_given_ligand`)."""
+        if task not in HEAD_NAMES:
+            raise ValueError(f"length_logits: task={task!r}; choose one of {sorted(HEAD_NAMES)}")
+        return getattr(self, HEAD_NAMES[task])(context, context_valid)
 
     def _block(self, name):
         variant, dtype = VARIANTS[self.variant], DTYPES[self.dtype]
@@ -237,6 +268,14 @@ class DualTrackSEDD(nn.Module):
                     h_l, c, rot_l, ligand_valid, deterministic, example_ids
                 )
 
+        if self.length_head and self.is_initializing():
+            tracks = {"protein": (protein, protein_valid), "ligand": (ligand, ligand_valid)}
+            for task, (context, _) in CONDITIONAL_TRACKS.items():
+                x, valid = tracks[context]
+                if x is not None:  # `init_dual_params` (joint mode) gives both tracks
+                    valid = jnp.ones(x.shape, bool) if valid is None else valid
+                    self.length_logits(x, valid, task)
+
         protein_scores = ligand_scores = None
         if protein_head:
             protein_scores = self._head(
@@ -265,12 +304,15 @@ def expected_dual_parameter_count(
     mlp_ratio=4,
     variant="protlig",
     cross_attention=True,
+    length_head: tuple[int, int, int] | None = None,
 ):
     """Closed form of the parameter count of `DualTrackSEDD`.
 
     embeddings (Vp + Vl) d; sigma_map 256 c + c^2 + 2c; per DDiT block
     (4 + 2r) d^2 + 6 c d + (r + 9) d; per head 2 c d + 3 d + V d (+ V with the `sedd`
-    output bias); per cross block (two per paired layer) 4 d^2 + 3 c d + 5 d.
+    output bias); per cross block (two per paired layer) 4 d^2 + 3 c d + 5 d;
+    `length_head` = (h, max_protein_len Mp, max_ligand_len Ml): per length head reading
+    V_context and predicting 0..M, V h + h^2 + h + (h + 1)(M + 1).
     """
     d, c, r = hidden, cond_dim, mlp_ratio
     vocab = protein_vocab + ligand_vocab
@@ -287,11 +329,23 @@ def expected_dual_parameter_count(
         + 2 * head
         + 2 * paired * cross
     )
+    if length_head is not None:
+        h, max_p, max_l = length_head
+        for context_vocab, max_len in ((protein_vocab, max_l), (ligand_vocab, max_p)):
+            total += context_vocab * h + h * h + h + (h + 1) * (max_len + 1)
     return total + (vocab if VARIANTS[variant].output_bias else 0)
 
 
-def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb: bool):
-    """DualTrackSEDD from `config.model` (every field consumed) and the two graphs' V."""
+def build_dual_model(
+    model_config,
+    protein_vocab: int,
+    ligand_vocab: int,
+    absorb: bool,
+    max_lens: tuple[int, int] = (0, 0),
+):
+    """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
+    max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges.
+    A config without `length_head` (an older checkpoint's) builds no heads."""
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,
@@ -309,4 +363,8 @@ def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb
         cross_attention=model_config.cross_attention,
         remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
         attention=model_config.get("attention", "auto"),
+        length_head=model_config.get("length_head", False),
+        length_hidden=model_config.get("length_hidden", 64),
+        max_protein_len=max_lens[0],
+        max_ligand_len=max_lens[1],
     )

@@ -8,10 +8,12 @@ the diffusion model's) followed by an MLP. Trained with cross-entropy in nats pe
 sequence; sampling draws L from it instead of the marginal p(L), and the likelihood
 uses -log p(L | context) as its length term for conditional tasks.
 
-Parameters live in a separate sub-tree beside the dual model's (`length_ligand` for
-ligand | protein, `length_protein` for protein | ligand), each with `embed` [V, d],
-`mlp_in`, `mlp_out` (torch `a.weight` [out, in] <-> flax `a/kernel` [in, out]), so the
-dual model's parameter names and conversion stay unchanged.
+The heads are submodules of `DualTrackSEDD` (`model.length_head`): `length_ligand` for
+ligand | protein (reads the protein vocabulary, logits over 0..data.max_ligand_len) and
+`length_protein` for protein | ligand, each with `embed/embedding` [V, d] (torch
+`embed.weight`), `mlp_in`, `mlp_out` (torch `a.weight` [out, in] <-> flax `a/kernel`
+[in, out]), so checkpoints, EMA, optimizer state and conversion carry them as any other
+parameter.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Single track: `make_sampler` + `generate` (lengths fixed or drawn from the training
 length distribution, optional prefix prompts). Pairs: `make_pair_sampler` for one task
-(`joint`, `ligand_given_protein`, `protein_given_ligand`, `protein_only`, `ligand_only`).
+(`joint`, `ligand_given_protein`, `protein_given_ligand`, `protein_only`, `ligand_only`);
+a conditional task of a model with length heads draws the generated track's lengths with
+`make_length_sampler` (p(L | context)), the others from the training distribution.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import pc_sample
+from sedd_jax.models.length import HEAD_NAMES, sample_lengths
 
 
 def _controls(sampling_config) -> dict:
@@ -115,6 +118,27 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
         )
 
     return sample
+
+
+def has_length_head(model, task: str) -> bool:
+    """Whether generation of `task` draws its lengths from the model's length head (a
+    conditional task of a pair model built with `model.length_head`)."""
+    return task in HEAD_NAMES and getattr(model, "length_head", False)
+
+
+def make_length_sampler(model, task: str):
+    """jit fn(params, context [B, Lc], context_valid [B, Lc], key) -> lengths [B] int32:
+    L ~ p(L_generated | clean context) of the conditional `task`, restricted to
+    1..max_len of the generated track (`models/length.sample_lengths`)."""
+
+    @jax.jit
+    def draw(params, context, context_valid, key):
+        logits = model.apply(
+            {"params": params}, context, context_valid, task, method="length_logits"
+        )
+        return sample_lengths(key, logits, min_len=1)
+
+    return draw
 
 
 def generate(

@@ -7,7 +7,9 @@ order (protein corruption, then ligand), or as explicit uniforms for parity runs
 
 A `DualScoreFn(protein_t, ligand_t, sigma [B], protein_valid, ligand_valid, mode) ->
 (protein log-scores | None, ligand log-scores | None)` stands for the network; the twin's
-`DualTrackSEDD.forward` has that signature.
+`DualTrackSEDD.forward` has that signature. A length fn `(context, context_valid, task)
+-> logits [B, max_len + 1]` (`DualTrackSEDD.length_logits`) adds the conditional tasks'
+length terms -log p(L_gen | context) to the generated track's sum, as sedd_jax.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
+    CONDITIONAL_TRACKS,
     TASK_ROLES,
     TASKS,
     JointLoss,
@@ -28,6 +31,7 @@ from sedd_torch.diffusion.catsample import race_uniform
 from sedd_torch.diffusion.curriculum import sigma_multiplier
 from sedd_torch.diffusion.losses import loss_times
 from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
+from sedd_torch.models.length import length_nll
 
 
 def draw_tasks(rand, mixture: TaskMixture, batch: int) -> torch.Tensor:
@@ -75,9 +79,22 @@ def joint_per_token_loss(
     return p_loss, l_loss, p_scored, l_scored
 
 
+def conditional_length_nll(length_fn, batch, task_ids) -> dict:
+    """{generated track: -log p(L | clean context) [B]} on the rows of its conditional
+    task with L >= 1, 0 elsewhere (sedd_jax's `conditional_length_nll`)."""
+    out = {}
+    for task, (context, generated) in CONDITIONAL_TRACKS.items():
+        lengths = batch[f"{generated}_valid"].sum(-1)
+        nll = length_nll(length_fn(batch[context], batch[f"{context}_valid"], task), lengths)
+        rows = (task_ids == TASKS.index(task)) & (lengths > 0)
+        out[generated] = torch.where(rows, nll, 0.0)
+    return out
+
+
 class PairLosses(NamedTuple):
     """One draw of the pair loss (sedd_jax's `PairLosses`): per-token losses of each
-    track, the scored tokens, and per pair its time and task."""
+    track, the scored tokens, per pair its time and task, and with a length fn each
+    track's length term [B]."""
 
     protein: torch.Tensor  # [B, Lp]
     ligand: torch.Tensor  # [B, Ll]
@@ -85,15 +102,33 @@ class PairLosses(NamedTuple):
     ligand_scored: torch.Tensor  # [B, Ll] bool
     t: torch.Tensor  # [B]
     task_ids: torch.Tensor  # [B]
+    protein_length: torch.Tensor | None = None  # [B] -log p(L_protein | ligand)
+    ligand_length: torch.Tensor | None = None  # [B] -log p(L_ligand | protein)
 
     def sums(self) -> JointLoss:
-        """Per-track sums and counts."""
+        """Per-track sums (length terms included) and token counts."""
+        protein_sum, ligand_sum = self.protein.sum(), self.ligand.sum()
+        if self.protein_length is not None:
+            protein_sum = protein_sum + self.protein_length.sum()
+            ligand_sum = ligand_sum + self.ligand_length.sum()
         return JointLoss(
-            self.protein.sum(),
+            protein_sum,
             self.protein_scored.sum().float(),
-            self.ligand.sum(),
+            ligand_sum,
             self.ligand_scored.sum().float(),
         )
+
+    def length_sums(self) -> dict:
+        """{"length_<track>_sum", "length_<track>_rows"} floats (empty without heads)."""
+        if self.protein_length is None:
+            return {}
+        out = {}
+        for task, (_, track) in CONDITIONAL_TRACKS.items():
+            scored = getattr(self, f"{track}_scored").any(-1)
+            rows = (self.task_ids == TASKS.index(task)) & scored
+            out[f"length_{track}_sum"] = float(getattr(self, f"{track}_length").detach().sum())
+            out[f"length_{track}_rows"] = float(rows.sum())
+        return out
 
 
 def joint_score_entropy_loss(
@@ -108,12 +143,14 @@ def joint_score_entropy_loss(
     mode=None,
     step=0,
     curriculum=None,
+    length_fn=None,
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
     `tasks`: a `TaskMixture` (drawn per pair) or task ids [B]. Draws in sedd_jax's key
     order: the tasks (mixture only), the (curriculum) times, the protein corruption, the
     ligand corruption. `mode`: the network mode (default: the mixture's, or `joint`).
+    `length_fn`: the conditional tasks' length terms (no draw).
     """
     device = batch["protein"].device
     size = batch["protein"].shape[0]
@@ -135,7 +172,11 @@ def joint_score_entropy_loss(
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
     )
-    return PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
+    out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
+    if length_fn is None:
+        return out
+    lengths = conditional_length_nll(length_fn, batch, task_ids)
+    return out._replace(protein_length=lengths["protein"], ligand_length=lengths["ligand"])
 
 
 @torch.no_grad()

@@ -8,7 +8,9 @@ layers both tracks first read each other's previous hidden state through adaLN-g
 cross-attention (synchronous update), then run their own block. Modes as sedd_jax
 (`MODES` is sedd_jax's table). State_dict names follow the conversion rule:
 `protein_embed.weight`, `blocks_protein.i.*`, `cross_protein.k.{norm_q, norm_kv, attn_q,
-attn_kv, attn_out, adaLN_modulation}`, `protein_output.*`, and likewise for the ligand.
+attn_kv, attn_out, adaLN_modulation}`, `protein_output.*`, and likewise for the ligand;
+with `length_head` the length heads `length_ligand.*`, `length_protein.*` (each `embed`,
+`mlp_in`, `mlp_out`), registered last, read by `length_logits`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sedd_torch.models.layers import (
     modulate,
     zero_init_,
 )
+from sedd_torch.models.length import HEAD_NAMES, LengthHead
 from sedd_torch.models.sedd import VARIANTS, compute_context, finish_log_score, make_embedding
 
 
@@ -86,6 +89,10 @@ class DualTrackSEDD(nn.Module):
         absorb: bool = True,
         dtype: str = "float32",
         cross_attention: bool = True,
+        length_head: bool = False,
+        length_hidden: int = 64,
+        max_protein_len: int = 0,
+        max_ligand_len: int = 0,
     ):
         super().__init__()
         if variant not in VARIANTS:
@@ -132,6 +139,18 @@ class DualTrackSEDD(nn.Module):
         self.cross_ligand = crosses()
         self.protein_output = head(protein_vocab)
         self.ligand_output = head(ligand_vocab)
+        self.length_head = length_head
+        if length_head:
+            if min(max_protein_len, max_ligand_len) < 1:
+                raise ValueError("model.length_head needs the tracks' max lengths (data.max_*_len)")
+            self.length_ligand = LengthHead(protein_vocab, max_ligand_len, length_hidden)
+            self.length_protein = LengthHead(ligand_vocab, max_protein_len, length_hidden)
+
+    def length_logits(self, context, context_valid, task: str):
+        """Logits [B, max_len + 1] of p(L_generated | clean context) of a conditional task."""
+        if task not in HEAD_NAMES:
+            raise ValueError(f"length_logits: task={task!r}; choose one of {sorted(HEAD_NAMES)}")
+        return getattr(self, HEAD_NAMES[task])(context, context_valid)
 
     def _head(self, track, h, c, x, sigma):
         logits = getattr(self, f"{track}_output")(h, c)
@@ -189,8 +208,15 @@ class DualTrackSEDD(nn.Module):
         return protein_scores, ligand_scores
 
 
-def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb: bool):
-    """DualTrackSEDD from `config.model` (every field consumed) and the two graphs' V."""
+def build_dual_model(
+    model_config,
+    protein_vocab: int,
+    ligand_vocab: int,
+    absorb: bool,
+    max_lens: tuple[int, int] = (0, 0),
+):
+    """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
+    max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges."""
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,
@@ -206,4 +232,8 @@ def build_dual_model(model_config, protein_vocab: int, ligand_vocab: int, absorb
         absorb=absorb,
         dtype=model_config.dtype,
         cross_attention=model_config.cross_attention,
+        length_head=model_config.get("length_head", False),
+        length_hidden=model_config.get("length_hidden", 64),
+        max_protein_len=max_lens[0],
+        max_ligand_len=max_lens[1],
     )

@@ -1,7 +1,9 @@
 """Generation with a trained single-track twin (twin of sedd_jax/training/generation.py).
 
 `initial_tokens` and `draw_lengths` are shared with sedd_jax (`sedd_jax.common`); pairs
-are sampled with `diffusion/joint.sample_pairs` (`training/tasks.PairTrack`).
+are sampled with `diffusion/joint.sample_pairs` (`training/tasks.PairTrack`), the
+generated track of a conditional task with lengths from `make_length_sampler` where the
+model has length heads.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sedd_jax.common.generation import draw_lengths, initial_tokens, tokenizer_f
 from sedd_jax.common.remdm import RemdmSettings
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.sampling import pc_sample
+from sedd_torch.models.length import sample_lengths
 
 
 def make_sampler(model, graph, noise, sampling_config):
@@ -48,6 +51,19 @@ def make_sampler(model, graph, noise, sampling_config):
         )
 
     return sample
+
+
+def make_length_sampler(model, task: str):
+    """fn(context [B, Lc], context_valid [B, Lc], generator) -> lengths [B] long:
+    L ~ p(L_generated | clean context) of the conditional `task`, L in 1..max_len."""
+
+    @torch.no_grad()
+    def draw(context, context_valid, generator=None):
+        model.eval()
+        logits = model.length_logits(context, context_valid, task)
+        return sample_lengths(generator, logits, min_len=1)
+
+    return draw
 
 
 def generate(

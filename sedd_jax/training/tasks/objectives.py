@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_jax.diffusion.curriculum import check_curriculum, progress
 from sedd_jax.diffusion.joint import joint_score_entropy_loss
 from sedd_jax.diffusion.losses import LOSSES, TIME_SAMPLINGS, antithetic_times
@@ -113,11 +114,27 @@ def single_track_objective(
     return objective, step_metrics
 
 
+def length_fn_of(model, params):
+    """The model's length heads bound to `params` (`joint.LengthFn`), or None for a model
+    without them (`model.length_head` off, older checkpoints)."""
+    if not getattr(model, "length_head", False):
+        return None
+    return functools.partial(model.apply, {"params": params}, method="length_logits")
+
+
 def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, curriculum=None):
     """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
     task from `mixture`, a (curriculum) time and the corruption of the generated tracks;
-    per-track losses are reported beside the total."""
+    per-track losses are reported beside the total. With the model's length heads the
+    conditional rows' length terms are in the track sums (so `loss_ligand` is the full
+    conditional bound per token) and `length_nll_<track>` reports -log p(L | context) in
+    nats per conditional pair, for each direction the mixture trains."""
     curriculum = check_curriculum(curriculum)
+    trained = [
+        track
+        for task, (_, track) in CONDITIONAL_TRACKS.items()
+        if getattr(model, "length_head", False) and mixture.probs[TASKS.index(task)] > 0
+    ]
 
     def objective(params, batch, key, step, dropout_key):
         score_fn = functools.partial(
@@ -137,19 +154,27 @@ def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, cur
             sampling_eps,
             step=step,
             curriculum=curriculum,
+            length_fn=length_fn_of(model, params),
         )
         sums = out.sums()
         aux = {
             **sums._asdict(),
+            **out.length_sums(),
             "t_sum": out.t.sum(),
             "sequences": jnp.float32(out.t.shape[0]),
         }
         return sums.total_sum, sums.total_count, aux
 
     def step_metrics(aux, step):
+        lengths = {
+            f"length_nll_{track}": aux[f"length_{track}_sum"]
+            / jnp.maximum(aux[f"length_{track}_rows"], 1.0)
+            for track in trained
+        }
         return {
             "loss_protein": aux["protein_sum"] / jnp.maximum(aux["protein_count"], 1.0),
             "loss_ligand": aux["ligand_sum"] / jnp.maximum(aux["ligand_count"], 1.0),
+            **lengths,
             "mean_t": aux["t_sum"] / aux["sequences"],
             "curriculum_progress": progress(step, curriculum),
         }

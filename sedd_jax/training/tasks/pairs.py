@@ -36,7 +36,9 @@ from sedd_jax.training.evaluation import (
     validation_sums,
 )
 from sedd_jax.training.generation import (
+    has_length_head,
     initial_tokens,
+    make_length_sampler,
     make_pair_sampler,
     tokenizer_forbidden,
 )
@@ -48,7 +50,13 @@ from sedd_jax.training.ligand_samples import (
     sample_metrics_num,
     selfies_of,
 )
-from sedd_jax.training.tasks.objectives import pair_track_objective, require_plain_objective
+from sedd_jax.training.tasks.objectives import (
+    length_fn_of,
+    pair_track_objective,
+    require_plain_objective,
+)
+
+LENGTH_STREAM = 0x1E4  # fold_in of the sample seed's key for the length-head draws
 
 
 class PairTrack:
@@ -112,11 +120,14 @@ class PairTrack:
             task_ids,
             self.config.training.sampling_eps,
             mode=self.mixture.mode,
+            length_fn=length_fn_of(self.model, params),
         )
-        return out.sums()._asdict()
+        return {**out.sums()._asdict(), **out.length_sums()}
 
     def evaluate(self, params) -> dict:
-        """Per-track validation losses (nats/token) of every task the mixture trains."""
+        """Per-track validation losses (nats/token, the length term included) of every
+        task the mixture trains; with length heads also `<task>/length_nll_<track>`
+        (nats per pair) of the conditional tasks."""
         ec = self.config.eval
         fill = {"protein": self.data.protein_tokenizer.pad_id, "ligand": 0}
         metrics = {}
@@ -136,6 +147,10 @@ class PairTrack:
                 if totals[f"{track}_count"] > 0:
                     metrics[f"{task}/loss_{track}"] = (
                         totals[f"{track}_sum"] / totals[f"{track}_count"]
+                    )
+                if totals.get(f"length_{track}_rows", 0) > 0:
+                    metrics[f"{task}/length_nll_{track}"] = (
+                        totals[f"length_{track}_sum"] / totals[f"length_{track}_rows"]
                     )
         if self.sample_metrics_num and self.sample_metrics_task is not None:
             samples = self._sample(
@@ -192,10 +207,18 @@ class PairTrack:
             )
         return self._samplers[task]
 
+    def _length_sampler(self, task):
+        """The jitted p(L | context) draw of conditional `task` (built once)."""
+        if ("lengths", task) not in self._samplers:
+            self._samplers[("lengths", task)] = make_length_sampler(self.model, task)
+        return self._samplers[("lengths", task)]
+
     def _sample(self, params, task: str, n: int, seed_offset: int = 0) -> dict:
         """`n` samples of `task` (`joint`, `ligand_given_protein` on the first validation
         proteins, `ligand_only`), as strings: `sequence`, `smiles`, `selfies` (SELFIES
-        runs, else None), and for `ligand_given_protein` the `reference_smiles`."""
+        runs, else None), and for `ligand_given_protein` the `reference_smiles`. Lengths
+        of generated tracks: the training distribution, except the ligands of
+        `ligand_given_protein` with length heads: p(L | protein) (key `fold_in(seed)`)."""
         dc = self.config.data
         seed = self.config.seed + seed_offset
         rng = np.random.default_rng(seed)
@@ -209,6 +232,9 @@ class PairTrack:
             ctx = encode_pairs(table, p_tok, l_tok, dc)
             protein, p_valid = ctx["protein"], ctx["protein_valid"]
             l_len = l_len[:k]
+            if has_length_head(self.model, task):
+                key = jax.random.fold_in(jax.random.key(seed), LENGTH_STREAM)
+                l_len = np.asarray(self._length_sampler(task)(params, protein, p_valid, key))
             out["reference_smiles"] = list(table.smiles)
         else:
             protein, p_valid = initial_tokens(

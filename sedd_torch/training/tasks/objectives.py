@@ -10,6 +10,7 @@ family's one loss function (`losses.score_entropy_loss`,
 
 from __future__ import annotations
 
+from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_torch.diffusion.curriculum import check_curriculum, progress
 from sedd_torch.diffusion.joint import joint_score_entropy_loss
 from sedd_torch.diffusion.losses import LOSSES
@@ -53,11 +54,25 @@ def single_track_objective(
     return objective, step_metrics
 
 
-def pair_track_objective(graphs, noise, mixture, sampling_eps: float, curriculum=None):
+def length_fn_of(model):
+    """The model's `length_logits`, or None without length heads."""
+    return model.length_logits if getattr(model, "length_head", False) else None
+
+
+def pair_track_objective(
+    graphs, noise, mixture, sampling_eps: float, curriculum=None, length_head: bool = False
+):
     """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
     task, then a (curriculum) time, then the protein and the ligand corruption, in that
-    order of draws; the scaled sigma corrupts, conditions and weights both tracks."""
+    order of draws; the scaled sigma corrupts, conditions and weights both tracks. With
+    the model's length heads the conditional rows' length terms join the track sums and
+    `length_nll_<track>` (nats per pair) is reported for each direction trained."""
     curriculum = check_curriculum(curriculum)
+    trained = [
+        track
+        for task, (_, track) in CONDITIONAL_TRACKS.items()
+        if length_head and mixture.probs[TASKS.index(task)] > 0
+    ]
 
     def objective(model, batch, rand, step):
         out = joint_score_entropy_loss(
@@ -70,6 +85,7 @@ def pair_track_objective(graphs, noise, mixture, sampling_eps: float, curriculum
             sampling_eps,
             step=step,
             curriculum=curriculum,
+            length_fn=length_fn_of(model),
         )
         sums = out.sums()
         aux = {
@@ -77,6 +93,7 @@ def pair_track_objective(graphs, noise, mixture, sampling_eps: float, curriculum
             "protein_count": float(sums.protein_count),
             "ligand_sum": float(sums.ligand_sum.detach()),
             "ligand_count": float(sums.ligand_count),
+            **out.length_sums(),
             "t_sum": float(out.t.sum()),
             "sequences": float(out.t.shape[0]),
         }
@@ -86,6 +103,11 @@ def pair_track_objective(graphs, noise, mixture, sampling_eps: float, curriculum
         return {
             "loss_protein": aux["protein_sum"] / max(aux["protein_count"], 1.0),
             "loss_ligand": aux["ligand_sum"] / max(aux["ligand_count"], 1.0),
+            **{
+                f"length_nll_{track}": aux[f"length_{track}_sum"]
+                / max(aux[f"length_{track}_rows"], 1.0)
+                for track in trained
+            },
             "mean_t": aux["t_sum"] / aux["sequences"],
             "curriculum_progress": float(progress(step, curriculum)),
         }

@@ -22,7 +22,7 @@ from sedd_torch.diffusion.noise import get_noise
 from sedd_torch.diffusion.oracles import unigram_log_score_fn
 from sedd_torch.models.dual import build_dual_model
 from sedd_torch.training.evaluation import _generator, validation_loss
-from sedd_torch.training.tasks.objectives import pair_track_objective
+from sedd_torch.training.tasks.objectives import length_fn_of, pair_track_objective
 
 
 class PairTrack:
@@ -44,13 +44,19 @@ class PairTrack:
             self.graphs.protein.dim,
             self.graphs.ligand.dim,
             self.graphs.protein.absorb,
+            (config.data.max_protein_len, config.data.max_ligand_len),
         ).to(device)
         if config.get("loss", {}).get("type", "score_entropy") != "score_entropy":
             raise ValueError("the twin pair task supports loss.type=score_entropy only")
         if config.training.get("time_sampling", "uniform") != "uniform":
             raise ValueError("the twin trainer supports training.time_sampling=uniform only")
         self.objective, self.step_metrics = pair_track_objective(
-            self.graphs, self.noise, self.mixture, config.training.sampling_eps, config.curriculum
+            self.graphs,
+            self.noise,
+            self.mixture,
+            config.training.sampling_eps,
+            config.curriculum,
+            self.model.length_head,
         )
 
     def batcher(self, batch_size: int):
@@ -76,7 +82,7 @@ class PairTrack:
         for task, prob in zip(TASKS, self.mixture.probs, strict=True):
             if prob == 0:
                 continue
-            sums = np.zeros(4)
+            sums, lengths = np.zeros(4), {}
             batches = iter_eval_batches(self.data.val, ec.batch_size, fill=fill)
             for b, batch in enumerate(batches):
                 if ec.max_batches and b >= ec.max_batches:
@@ -96,11 +102,18 @@ class PairTrack:
                         task_ids,
                         eps,
                         mode=task,
+                        length_fn=length_fn_of(model),
                     )
                     sums += [float(x) for x in out.sums()]
+                    for name, value in out.length_sums().items():
+                        lengths[name] = lengths.get(name, 0.0) + value
             for track, (s, n) in (("protein", sums[:2]), ("ligand", sums[2:])):
                 if n > 0:
                     metrics[f"{task}/loss_{track}"] = s / n
+                if lengths.get(f"length_{track}_rows", 0) > 0:
+                    metrics[f"{task}/length_nll_{track}"] = (
+                        lengths[f"length_{track}_sum"] / lengths[f"length_{track}_rows"]
+                    )
         return metrics
 
     def baselines(self) -> dict:
