@@ -289,16 +289,43 @@ def dataset_likelihood(
 # --- pairs -----------------------------------------------------------------------------------
 
 
+def time_map(fn, t: jax.Array, time_chunk: int):
+    """fn(t_k [B], k) for k = 0..K-1, stacked along a leading [K] axis: a `lax.scan` over
+    K / c steps, each `vmap`ped over c times, c the largest divisor of K that is at most
+    `time_chunk`. The draws depend on k only, so every c gives the same terms; a larger c
+    makes fewer, larger model calls (faster on CPU, c times the activation memory)."""
+    size = t.shape[0]
+    chunk = max(1, min(time_chunk, size))
+    while size % chunk:
+        chunk -= 1
+    ks = jnp.arange(size).reshape(size // chunk, chunk)
+    ts = t.reshape(size // chunk, chunk, *t.shape[1:])
+    _, out = jax.lax.scan(lambda c, x: (c, jax.vmap(fn)(*x)), None, (ts, ks))
+    return jax.tree.map(lambda a: a.reshape(size, *a.shape[2:]), out)
+
+
+PAIR_TIME_CHUNK = 16  # time samples per model call in the pair bound (`time_map`)
+
+
 def pair_sequence_elbo(
-    score_fn, graphs, noise, batch: dict, key: jax.Array, *, task: str, time_samples: int
+    score_fn,
+    graphs,
+    noise,
+    batch: dict,
+    key: jax.Array,
+    *,
+    task: str,
+    time_samples: int,
+    time_chunk: int = PAIR_TIME_CHUNK,
 ) -> dict:
     """The bound of each pair's generated track(s) under `task`, per track, in nats.
 
     `joint`: -log p(protein, ligand) <= the sum of both tracks' terms (one sigma for both,
     as trained); `ligand_given_protein`: -log p(ligand | protein) with the protein clean;
-    `*_only`: the track alone. Stratified times, K per pair; each track adds its own
-    prior and reconstruction terms. Returns {"protein_nll", "protein_tokens",
-    "ligand_nll", "ligand_tokens"}, each [B] (0 for a track the task does not generate).
+    `*_only`: the track alone. Stratified times, K per pair, evaluated `time_chunk` at a
+    time (`time_map`: the same terms for any chunk); each track adds its own prior and
+    reconstruction terms. Returns {"protein_nll", "protein_tokens", "ligand_nll",
+    "ligand_tokens"}, each [B] (0 for a track the task does not generate).
     """
     size = batch["protein"].shape[0]
     task_ids = jnp.full((size,), TASKS.index(task), jnp.int32)
@@ -306,14 +333,13 @@ def pair_sequence_elbo(
     time_key, noise_key = jax.random.split(key)
     t = likelihood_times(time_key, time_samples, size, "stratified")
 
-    def term(carry, inputs):
-        t_k, k = inputs
+    def term(t_k, k):
         p_loss, l_loss, _, _ = joint_per_token_loss(
             score_fn, graphs, noise, batch, t_k, task_ids, jax.random.fold_in(noise_key, k), task
         )
-        return carry, (p_loss.sum(axis=-1), l_loss.sum(axis=-1))
+        return p_loss.sum(axis=-1), l_loss.sum(axis=-1)
 
-    _, (p_terms, l_terms) = jax.lax.scan(term, None, (t, jnp.arange(time_samples)))
+    p_terms, l_terms = time_map(term, t, time_chunk)
     out = {}
     for track, terms, generated in (
         ("protein", p_terms, roles.protein_generated),
@@ -327,8 +353,11 @@ def pair_sequence_elbo(
     return out
 
 
-def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
-    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task."""
+def make_pair_likelihood_fn(
+    model, graphs, noise, *, task: str, time_samples: int, time_chunk: int = PAIR_TIME_CHUNK
+):
+    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task (compiled once
+    per task: `pair_dataset_likelihood` pads every batch to one shape)."""
 
     @jax.jit
     def likelihood(params, batch, key):
@@ -336,16 +365,27 @@ def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: in
             return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
 
         return pair_sequence_elbo(
-            score_fn, graphs, noise, batch, key, task=task, time_samples=time_samples
+            score_fn,
+            graphs,
+            noise,
+            batch,
+            key,
+            task=task,
+            time_samples=time_samples,
+            time_chunk=time_chunk,
         )
 
     return likelihood
 
 
-def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int):
+def pair_dataset_likelihood(
+    likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int, on_batch=None
+):
     """Per track: `summarize_sequences` over every pair of arrays (protein, protein_valid,
-    ligand, ligand_valid [N, L]) with fixed keys; tracks the task does not score are left
-    out."""
+    ligand, ligand_valid [N, L]) with fixed keys (one per batch of `batch_size`: another
+    batch size draws other times); tracks the task does not score are left out.
+    `on_batch(rows)`, when given, is called after each batch with its number of real
+    pairs (a progress bar's `update`)."""
     base = jax.random.fold_in(jax.random.key(seed), 0x9A12)
     n = len(arrays["protein"])
     parts: dict[str, list] = {}
@@ -353,6 +393,8 @@ def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: 
         out = likelihood_fn(params, batch, jax.random.fold_in(base, b))
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value))
+        if on_batch is not None:
+            on_batch(min(batch_size, n - b * batch_size))
     result = {}
     for track in ("protein", "ligand"):
         tokens = np.concatenate(parts[f"{track}_tokens"])[:n]
