@@ -35,11 +35,7 @@ from sedd_jax import allocator
 from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.data.protein import clean_sequence
-from sedd_jax.diffusion.likelihood import (
-    PAIR_TIME_CHUNK,
-    dataset_likelihood,
-    make_likelihood_fn,
-)
+from sedd_jax.diffusion.likelihood import dataset_likelihood, make_likelihood_fn
 from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.runs import Run, open_run
 
@@ -63,9 +59,6 @@ _REFERENCE = flags.DEFINE_string(
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Report directory.")
 _HMM = flags.DEFINE_string("hmm", None, "HMM file for protein family hits (default: phmmer).")
 _FCD_SIZE = flags.DEFINE_integer("fcd_size", 10_000, "Molecules per side for FCD (0: skip).")
-_TIME_CHUNK = flags.DEFINE_integer(
-    "time_chunk", PAIR_TIME_CHUNK, "Pairs: time samples per model call (same bound)."
-)
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Pairs: a progress bar per task.")
 
 
@@ -144,9 +137,7 @@ def pair_likelihood(run: Run, params) -> None:
     for task in TASKS:
         if not config.task.get(task, 0.0) > 0:
             continue  # a mode the network never trained bounds nothing useful
-        fn = make_pair_likelihood_fn(
-            model, graphs, noise, task=task, time_samples=time_samples, time_chunk=_TIME_CHUNK.value
-        )
+        fn = make_pair_likelihood_fn(model, graphs, noise, task=task, time_samples=time_samples)
         with tqdm(
             total=len(arrays["protein"]), desc=task, unit="pair", disable=not _PROGRESS.value
         ) as bar:

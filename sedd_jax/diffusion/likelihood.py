@@ -289,43 +289,16 @@ def dataset_likelihood(
 # --- pairs -----------------------------------------------------------------------------------
 
 
-def time_map(fn, t: jax.Array, time_chunk: int):
-    """fn(t_k [B], k) for k = 0..K-1, stacked along a leading [K] axis: a `lax.scan` over
-    K / c steps, each `vmap`ped over c times, c the largest divisor of K that is at most
-    `time_chunk`. The draws depend on k only, so every c gives the same terms; a larger c
-    makes fewer, larger model calls (faster on CPU, c times the activation memory)."""
-    size = t.shape[0]
-    chunk = max(1, min(time_chunk, size))
-    while size % chunk:
-        chunk -= 1
-    ks = jnp.arange(size).reshape(size // chunk, chunk)
-    ts = t.reshape(size // chunk, chunk, *t.shape[1:])
-    _, out = jax.lax.scan(lambda c, x: (c, jax.vmap(fn)(*x)), None, (ts, ks))
-    return jax.tree.map(lambda a: a.reshape(size, *a.shape[2:]), out)
-
-
-PAIR_TIME_CHUNK = 16  # time samples per model call in the pair bound (`time_map`)
-
-
 def pair_sequence_elbo(
-    score_fn,
-    graphs,
-    noise,
-    batch: dict,
-    key: jax.Array,
-    *,
-    task: str,
-    time_samples: int,
-    time_chunk: int = PAIR_TIME_CHUNK,
+    score_fn, graphs, noise, batch: dict, key: jax.Array, *, task: str, time_samples: int
 ) -> dict:
     """The bound of each pair's generated track(s) under `task`, per track, in nats.
 
     `joint`: -log p(protein, ligand) <= the sum of both tracks' terms (one sigma for both,
     as trained); `ligand_given_protein`: -log p(ligand | protein) with the protein clean;
-    `*_only`: the track alone. Stratified times, K per pair, evaluated `time_chunk` at a
-    time (`time_map`: the same terms for any chunk); each track adds its own prior and
-    reconstruction terms. Returns {"protein_nll", "protein_tokens", "ligand_nll",
-    "ligand_tokens"}, each [B] (0 for a track the task does not generate).
+    `*_only`: the track alone. Stratified times, K per pair; each track adds its own
+    prior and reconstruction terms. Returns {"protein_nll", "protein_tokens",
+    "ligand_nll", "ligand_tokens"}, each [B] (0 for a track the task does not generate).
     """
     size = batch["protein"].shape[0]
     task_ids = jnp.full((size,), TASKS.index(task), jnp.int32)
@@ -333,13 +306,14 @@ def pair_sequence_elbo(
     time_key, noise_key = jax.random.split(key)
     t = likelihood_times(time_key, time_samples, size, "stratified")
 
-    def term(t_k, k):
+    def term(carry, inputs):
+        t_k, k = inputs
         p_loss, l_loss, _, _ = joint_per_token_loss(
             score_fn, graphs, noise, batch, t_k, task_ids, jax.random.fold_in(noise_key, k), task
         )
-        return p_loss.sum(axis=-1), l_loss.sum(axis=-1)
+        return carry, (p_loss.sum(axis=-1), l_loss.sum(axis=-1))
 
-    p_terms, l_terms = time_map(term, t, time_chunk)
+    _, (p_terms, l_terms) = jax.lax.scan(term, None, (t, jnp.arange(time_samples)))
     out = {}
     for track, terms, generated in (
         ("protein", p_terms, roles.protein_generated),
@@ -353,9 +327,7 @@ def pair_sequence_elbo(
     return out
 
 
-def make_pair_likelihood_fn(
-    model, graphs, noise, *, task: str, time_samples: int, time_chunk: int = PAIR_TIME_CHUNK
-):
+def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
     """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task (compiled once
     per task: `pair_dataset_likelihood` pads every batch to one shape)."""
 
@@ -365,14 +337,7 @@ def make_pair_likelihood_fn(
             return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
 
         return pair_sequence_elbo(
-            score_fn,
-            graphs,
-            noise,
-            batch,
-            key,
-            task=task,
-            time_samples=time_samples,
-            time_chunk=time_chunk,
+            score_fn, graphs, noise, batch, key, task=task, time_samples=time_samples
         )
 
     return likelihood
