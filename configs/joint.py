@@ -1,4 +1,7 @@
-"""Joint protein–ligand demo: DualTrackSEDD on ~9k real pairs (pydebiaseddta + pydta).
+"""Joint protein–ligand demo: DualTrackSEDD on the 1,457 binding pairs of pydebiaseddta +
+pydta (`data.binders = "authors"`: KIBA score >= 12.1, pKd >= 7; 1,324 training and 133
+validation pairs, 297 proteins, 482 ligands; `data.binders=all` trains on all 9,998
+pairs, binders and non-binders alike, as before).
 
 One model learns joint generation and both conditional directions (task mixture
 0.5 / 0.25 / 0.25). Demo-sized: trains on 2 CPU cores in minutes.
@@ -13,6 +16,7 @@ def get_config():
     c = dual_base_config()
     c.data.max_protein_len = 64
     c.data.max_ligand_len = 96
+    c.data.binders = "authors"
     c.model.hidden = 128
     c.model.n_blocks_protein = 3
     c.model.n_blocks_ligand = 3

@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.vocab_size = 25  # tokenizer ids; 36 matches reference checkpoints
     c.data.max_len = 128
     c.data.min_len = 8
-    c.data.crop = "start"  # start | random
+    c.data.crop = "start"  # start | center | random (window of records longer than max_len)
     c.data.val_fraction = 0.05
     c.data.max_sequences = 0  # 0 keeps all
     c.data.on_error = "fail"  # fail | skip (bad FASTA records)
@@ -176,7 +176,10 @@ def dual_base_config() -> ml_collections.ConfigDict:
     c.data.vocab_size = 25
     c.data.max_protein_len = 256
     c.data.max_ligand_len = 128  # longer SMILES are dropped, never truncated
-    c.data.crop = "start"
+    c.data.crop = "start"  # start | center | random (see docs/data.md for the choice)
+    # demo_pairs: all (binders and non-binders alike) | authors (the pairs at or above each
+    # table's binder threshold: KIBA score >= 12.1, pKd >= 7; sedd_jax/data/pairs.py)
+    c.data.binders = "all"
     c.data.ligand_min_count = 1  # SMILES tokens seen fewer times map to <unk>
     c.data.val_fraction = 0.1  # of pairs; whole proteins are held out
     c.data.max_pairs = 0

@@ -59,6 +59,7 @@ _REFERENCE = flags.DEFINE_string(
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "Report directory.")
 _HMM = flags.DEFINE_string("hmm", None, "HMM file for protein family hits (default: phmmer).")
 _FCD_SIZE = flags.DEFINE_integer("fcd_size", 10_000, "Molecules per side for FCD (0: skip).")
+_PROGRESS = flags.DEFINE_boolean("progress", True, "Pairs: a progress bar per task.")
 
 
 def sample_report() -> None:
@@ -118,6 +119,8 @@ def pair_likelihood(run: Run, params) -> None:
     with -log p(L | context)); and, where the run trained both, what the protein tells
     about its ligand (and back): bound(ligand alone) - bound(ligand | protein), per
     ligand token and per molecule."""
+    from tqdm import tqdm
+
     from sedd_jax.diffusion.joint import TASKS
     from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
 
@@ -130,21 +133,26 @@ def pair_likelihood(run: Run, params) -> None:
     result = {"step": step, "weights": _WEIGHTS.value, "time_samples": time_samples, "tasks": {}}
     print(
         f"validation pairs of data.source={config.data.source!r}: {len(arrays['protein'])} "
-        f"pairs (checkpoint step {step}, {_WEIGHTS.value} weights, K={time_samples})"
+        f"pairs (checkpoint step {step}, {_WEIGHTS.value} weights, K={time_samples})",
+        flush=True,
     )
     for task in TASKS:
         if not config.task.get(task, 0.0) > 0:
             continue  # a mode the network never trained bounds nothing useful
         fn = make_pair_likelihood_fn(model, graphs, noise, task=task, time_samples=time_samples)
-        tracks = pair_dataset_likelihood(
-            fn, params, arrays, batch_size=_BATCH.value, seed=_SEED.value
-        )
+        with tqdm(
+            total=len(arrays["protein"]), desc=task, unit="pair", disable=not _PROGRESS.value
+        ) as bar:
+            tracks = pair_dataset_likelihood(
+                fn, params, arrays, batch_size=_BATCH.value, seed=_SEED.value, on_batch=bar.update
+            )
         result["tasks"][task] = tracks
         for track, r in tracks.items():
             print(
                 f"  {task:22s} {track:8s} <= {r['nats_per_token']:.4f} ± "
                 f"{r['nats_per_token_se']:.4f} nats/token "
-                f"({r['nats_per_sequence']:.2f} per sequence)"
+                f"({r['nats_per_sequence']:.2f} per sequence)",
+                flush=True,
             )
             if "length_nats_per_sequence" in r:
                 print(

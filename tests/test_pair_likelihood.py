@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sedd_jax.diffusion.likelihood import pair_sequence_elbo
+from sedd_jax.diffusion.likelihood import pair_dataset_likelihood, pair_sequence_elbo
 from tests.helpers import JOINT, PAIR_GRAPHS, PAIR_NOISE, unconditional_aware_oracle
 
 SIZE = 3000
@@ -116,3 +116,29 @@ def test_conditional_full_bound_adds_the_length_heads_term():
     )
     assert direct.mean() > 1.0  # an untrained head: about log(11)
     assert "length_nats_per_sequence" not in result(model, "joint", params)["ligand"]
+
+
+def test_pair_dataset_likelihood_reports_every_pair_once():
+    seen = []
+
+    def fake_fn(params, batch, key):
+        rows = batch["protein_valid"].any(axis=1)
+        return {
+            "protein_nll": jnp.where(rows, 2.0, 0.0),
+            "protein_tokens": batch["protein_valid"].sum(axis=1).astype(jnp.float32),
+            "ligand_nll": jnp.zeros(rows.shape),
+            "ligand_tokens": jnp.zeros(rows.shape),
+        }
+
+    arrays = {
+        "protein": np.zeros((70, 4), np.int32),
+        "protein_valid": np.ones((70, 4), bool),
+        "ligand": np.zeros((70, 3), np.int32),
+        "ligand_valid": np.ones((70, 3), bool),
+    }
+    result = pair_dataset_likelihood(
+        fake_fn, None, arrays, batch_size=32, seed=0, on_batch=seen.append
+    )
+    assert seen == [32, 32, 6]
+    assert result["protein"]["sequences"] == 70
+    assert result["protein"]["nats_per_token"] == 0.5 and "ligand" not in result

@@ -13,7 +13,7 @@ import numpy as np
 
 from sedd_jax.data.protein import ProteinTokenizer
 
-Crop = Literal["start", "random"]
+Crop = Literal["start", "center", "random"]
 Batch = dict[str, np.ndarray]
 
 _HASH_SCALE = float(2**64)
@@ -48,6 +48,11 @@ def _crop_start(length: int, max_len: int, rng: np.random.Generator | None) -> i
     return 0
 
 
+def _crop_center(length: int, max_len: int, rng: np.random.Generator | None) -> int:
+    del rng
+    return (length - max_len) // 2
+
+
 def _crop_random(length: int, max_len: int, rng: np.random.Generator | None) -> int:
     if rng is None:
         raise ValueError("crop='random' needs rng=np.random.Generator")
@@ -56,6 +61,7 @@ def _crop_random(length: int, max_len: int, rng: np.random.Generator | None) -> 
 
 _CROP_OFFSET: dict[str, Callable[[int, int, np.random.Generator | None], int]] = {
     "start": _crop_start,
+    "center": _crop_center,
     "random": _crop_random,
 }
 
@@ -70,8 +76,9 @@ def encode_and_pad(
     """Encodes sequences into fixed-length arrays.
 
     Sequences longer than `max_len` are cropped to a window of `max_len`
-    residues: the first ones (`crop="start"`, as the reference system) or a
-    window drawn from `rng` (`crop="random"`). Shorter ones are padded with
+    residues: the first ones (`crop="start"`, as the reference system), the middle
+    ones (`crop="center"`, from (length - max_len) // 2) or a window drawn from `rng`
+    (`crop="random"`). Shorter ones are padded with
     `tokenizer.pad_id`.
 
     Returns:

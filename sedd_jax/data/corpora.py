@@ -10,7 +10,8 @@ FASTA id or a line number), `payload` is the cleaned protein, the SMILES, or
 - `mmseqs_examples`: 20,000 UniProtKB sequences (Debian `mmseqs2-examples`);
 - `uniref50`: `uniref50.fasta.gz` in the directory given by `path`;
 - `moses`: MOSES `train.csv.gz` (1,584,663 SMILES) of the molsets wheel, read by path;
-- `demo_pairs`: ~10k protein–ligand pairs of the pydebiaseddta and pydta wheels.
+- `demo_pairs`: ~10k protein–ligand pairs of the pydebiaseddta and pydta wheels, or
+  with `binders="authors"` the ~1.5k of them at or above each table's binder threshold.
 
 Any other source is a path: `.fasta/.fa/.faa` or a file starting with `>` (plain or gzip)
 is protein FASTA; `.smi/.smiles` is SMILES; `.csv/.tsv/.tab(.gz)` or `.parquet` is a pair
@@ -23,6 +24,7 @@ import csv
 import dataclasses
 import gzip
 import importlib.util
+import logging
 import os
 import zlib
 from collections import Counter
@@ -34,6 +36,7 @@ from sedd_jax.data.fasta import FastaReader, is_gzip
 from sedd_jax.data.protein import clean_sequence
 from sedd_jax.data.shards import DataError
 
+log = logging.getLogger(__name__)
 MOSES_INSTALL = "pip install --no-deps molsets==0.3.1"
 MOSES_RELPATH = os.path.join("dataset", "data", "train.csv.gz")
 UNIREF50_FILE = "uniref50.fasta.gz"
@@ -94,17 +97,42 @@ class Corpus:
     files: tuple[str, ...]
     sequence_column: str = "aa_sequence"
     smiles_column: str = "smiles"
+    binders: str = "all"  # demo_pairs: all | authors (pair_io.BINDER_THRESHOLDS)
 
     def records(self, on_error: str, skipped: Counter) -> Iterator[tuple[int, str, str]]:
         """Yields `(file index, ref, payload)`; bad records raise or count in `skipped`."""
         if self.name == "demo_pairs":
-            for i, (seq, smi) in enumerate(pair_io.load_demo_pairs().pairs()):
+            log_demo_counts(self.binders)
+            table = pair_io.load_demo_pairs(self.binders)
+            skipped.update(table.skipped)
+            for i, (seq, smi) in enumerate(table.pairs()):
                 yield 0, f"pair {i}", f"{seq}\t{smi}"
             return
         for index, path in enumerate(self.files):
             reader = {"protein": _fasta, "smiles": _smiles, "pairs": _pairs}[self.kind]
             for ref, payload in reader(self, path, on_error, skipped):
                 yield index, ref, payload
+
+
+def log_demo_counts(binders: str) -> dict[str, dict[str, int]]:
+    """Logs (and returns) per demo table: rows, the pairs kept, their distinct proteins
+    and ligands."""
+    everything = pair_io.demo_tables("all")
+    kept = pair_io.demo_tables(binders)
+    counts = {}
+    for name, table in kept.items():
+        threshold = pair_io.BINDER_THRESHOLDS[name] if binders == "authors" else None
+        counts[name] = {"rows": len(everything[name]), **pair_io.table_counts(table)}
+        log.info(
+            "demo_pairs %s: %d rows, %d kept (%s), %d distinct proteins, %d distinct ligands",
+            name,
+            counts[name]["rows"],
+            counts[name]["pairs"],
+            "all" if threshold is None else f"affinity >= {threshold}",
+            counts[name]["proteins"],
+            counts[name]["ligands"],
+        )
+    return counts
 
 
 def _fasta(corpus, path, on_error, skipped) -> Iterator[tuple[str, str]]:
@@ -222,8 +250,16 @@ def resolve(
     kind: str | None = None,
     sequence_column: str = "aa_sequence",
     smiles_column: str = "smiles",
+    binders: str = "all",
 ) -> Corpus:
     """The corpus of a source name (see the module docstring) or of a file path."""
+    if binders not in pair_io.BINDERS:
+        raise DataError(f"binders must be one of {pair_io.BINDERS}, got {binders!r}")
+    if binders != "all" and source != "demo_pairs":
+        raise DataError(
+            f"binders={binders!r} selects by the demo tables' own thresholds; source "
+            f"{source!r} is no demo_pairs"
+        )
     if source in NAMED:
         named_kind, locate = NAMED[source]
         files = locate(path)
@@ -238,5 +274,10 @@ def resolve(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return Corpus(
-        source, kind, tuple(os.path.abspath(f) for f in files), sequence_column, smiles_column
+        source,
+        kind,
+        tuple(os.path.abspath(f) for f in files),
+        sequence_column,
+        smiles_column,
+        binders,
     )

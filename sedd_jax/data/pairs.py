@@ -7,7 +7,9 @@ configurable. Bad records are skipped with a count per reason, or raise
 
 The demo source `load_demo_pairs` reads real pairs shipped inside two PyPI
 wheels, installed with `--no-deps` and read by path (never imported):
-pydebiaseddta's KIBA subset and pydta's Davis/BindingDB-style subset.
+pydebiaseddta's KIBA subset and pydta's BindingDB-style pKd subset, each with its
+affinity. `binders="authors"` keeps the pairs at or above each table's binder
+threshold (`BINDER_THRESHOLDS`, in the table's own unit, higher = stronger).
 """
 
 import csv
@@ -15,6 +17,7 @@ import dataclasses
 import gzip
 import importlib.util
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -30,6 +33,14 @@ DEMO_INSTALL = "pip install --no-deps pydebiaseddta==0.1.0 pydta==0.0.3"
 PYDEBIASEDDTA_RELDIR = os.path.join("data", "dta", "dta_sample_data")
 PYDTA_RELPATH = os.path.join("data", "dta_sample_data", "dta_sample_data.json")
 DEMO_SPLITS = ("train", "val", "test")
+PYDEBIASEDDTA_AFFINITY = "affinity_score"
+# Binder thresholds of the demo tables, in each table's unit (higher = stronger binding):
+# pydebiaseddta holds KIBA scores as transformed by He et al. 2017 (SimBoost, negated and
+# shifted), where Tang et al.'s binder threshold KIBA <= 3.0 becomes >= 12.1; pydta holds
+# pKd (BindingDB-style, weak binders censored at Kd >= 10 uM, pKd = 5), and >= 7 is
+# Kd <= 100 nM, the binder threshold commonly used for Davis.
+BINDER_THRESHOLDS = {"pydebiaseddta": 12.1, "pydta": 7.0}
+BINDERS = ("all", "authors")
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PROTEIN_RE = re.compile(r"[A-Za-z]+")
@@ -38,6 +49,8 @@ _PROTEIN_RE = re.compile(r"[A-Za-z]+")
 MALFORMED_ROW = "malformed_row"
 INVALID_SEQUENCE = "invalid_sequence"
 INVALID_SMILES = "invalid_smiles"
+INVALID_AFFINITY = "invalid_affinity"
+NOT_BINDER = "not_binder"  # below the binder threshold (`binders="authors"`)
 
 
 class PairTableError(ValueError):
@@ -50,20 +63,27 @@ class PairSourceNotFoundError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class PairTable:
-    """Aligned protein sequences and ligand SMILES, one pair per index.
+    """Aligned protein sequences and ligand SMILES, one pair per index, and their
+    affinities when the table has them (None otherwise).
 
     `skipped` counts the records dropped while reading, per reason
-    (`malformed_row`, `invalid_sequence`, `invalid_smiles`).
+    (`malformed_row`, `invalid_sequence`, `invalid_smiles`, `invalid_affinity`,
+    `not_binder`).
     """
 
     sequences: list[str]
     smiles: list[str]
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    affinities: list[float] | None = None
 
     def __post_init__(self):
         if len(self.sequences) != len(self.smiles):
             raise ValueError(
                 f"{len(self.sequences)} sequences but {len(self.smiles)} SMILES in a PairTable"
+            )
+        if self.affinities is not None and len(self.affinities) != len(self.sequences):
+            raise ValueError(
+                f"{len(self.sequences)} pairs but {len(self.affinities)} affinities in a PairTable"
             )
 
     def __len__(self) -> int:
@@ -122,16 +142,17 @@ def infer_sep(path: str) -> str:
     return sep
 
 
-def _missing_columns(path: str, available: list[str], wanted: tuple[str, str]) -> None:
+def _missing_columns(path: str, available: list[str], wanted: tuple[str, ...]) -> None:
     missing = [c for c in wanted if c not in available]
     if missing:
         raise PairTableError(f"{path}: no column(s) {missing}; available columns: {available}")
 
 
 def delimited_records(
-    path: str, sep: str, columns: tuple[str, str]
-) -> Iterator[tuple[int, str | None, str | None]]:
-    """Yields `(line, sequence, smiles)`; None marks a short or over-long row."""
+    path: str, sep: str, columns: tuple[str, ...]
+) -> Iterator[tuple[int | str | None, ...]]:
+    """Yields `(line, value of each column...)`, e.g. `(line, sequence, smiles)`; None
+    values mark a short or over-long row."""
     with _open_text(path) as f:
         reader = csv.reader(f, delimiter=sep)
         try:
@@ -142,7 +163,7 @@ def delimited_records(
             raise PairTableError(f"{path}:1: malformed header: {e}") from e
         header = [h.strip() for h in header]
         _missing_columns(path, header, columns)
-        i_seq, i_smi = (header.index(c) for c in columns)
+        indices = [header.index(c) for c in columns]
         while True:
             try:
                 row = next(reader)
@@ -153,15 +174,14 @@ def delimited_records(
             if not row:
                 continue
             if len(row) != len(header):
-                yield reader.line_num, None, None
+                yield reader.line_num, *(None for _ in columns)
                 continue
-            yield reader.line_num, row[i_seq].strip(), row[i_smi].strip()
+            yield reader.line_num, *(row[i].strip() for i in indices)
 
 
-def parquet_records(
-    path: str, columns: tuple[str, str]
-) -> Iterator[tuple[int, str | None, str | None]]:
-    """Yields `(row, sequence, smiles)` with 1-based data rows; nulls are None."""
+def parquet_records(path: str, columns: tuple[str, ...]) -> Iterator[tuple[int | str | None, ...]]:
+    """Yields `(row, value of each column...)` with 1-based data rows; nulls are None,
+    numbers are returned as text."""
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
@@ -169,11 +189,15 @@ def parquet_records(
     schema_names = list(pq.read_schema(path).names)
     _missing_columns(path, schema_names, columns)
     table = pq.read_table(path, columns=list(columns))
-    seqs, smis = (table.column(c).to_pylist() for c in columns)
-    for row, (seq, smi) in enumerate(zip(seqs, smis, strict=True), start=1):
-        seq = seq.strip() if isinstance(seq, str) else None
-        smi = smi.strip() if isinstance(smi, str) else None
-        yield row, seq, smi
+    values = [table.column(c).to_pylist() for c in columns]
+    for row, record in enumerate(zip(*values, strict=True), start=1):
+        yield row, *(_text(v) for v in record)
+
+
+def _text(value) -> str | None:
+    if isinstance(value, str):
+        return value.strip()
+    return None if value is None else str(value)
 
 
 def read_pair_table(
@@ -183,13 +207,15 @@ def read_pair_table(
     sep: str | None = None,
     on_error: OnError = "skip",
     validate_smiles: bool = True,
+    affinity_column: str | None = None,
 ) -> PairTable:
     """Reads a pair table (`.csv`, `.tsv`, `.tab`, optionally `.gz`, or `.parquet`).
 
     A record is bad when its row has the wrong number of fields
     (`malformed_row`), its sequence is empty or has a non-letter character
-    (`invalid_sequence`), or its SMILES is empty, cannot be tokenized or, when
-    RDKit is installed and `validate_smiles`, does not parse (`invalid_smiles`).
+    (`invalid_sequence`), its SMILES is empty, cannot be tokenized or, when
+    RDKit is installed and `validate_smiles`, does not parse (`invalid_smiles`),
+    or, with `affinity_column`, its affinity is no finite number (`invalid_affinity`).
     `on_error="skip"` drops and counts bad records; `"fail"` raises on the first.
     Values are stripped of surrounding whitespace; duplicates are kept.
 
@@ -203,7 +229,7 @@ def read_pair_table(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: pair table not found")
-    columns = (sequence_column, smiles_column)
+    columns = (sequence_column, smiles_column) + ((affinity_column,) if affinity_column else ())
     if path.lower().endswith(".parquet"):
         records = parquet_records(path, columns)
         where = f"{path}: row "
@@ -211,20 +237,34 @@ def read_pair_table(
         records = delimited_records(path, sep or infer_sep(path), columns)
         where = f"{path}:"
     rdkit_parses = rdkit_parser() if validate_smiles else None
-    sequences, smiles, skipped = [], [], Counter()
-    for line, seq, smi in records:
+    sequences, smiles, affinities, skipped = [], [], [], Counter()
+    for line, seq, smi, *affinity in records:
         reason = record_problem(seq, smi, rdkit_parses)
+        value = _affinity(affinity[0]) if affinity else None
+        if reason is None and affinity and value is None:
+            reason = INVALID_AFFINITY
         if reason is None:
             sequences.append(seq)
             smiles.append(smi)
+            affinities.append(value)
         elif on_error == "fail":
             raise PairTableError(
                 f"{where}{line}: {reason.replace('_', ' ')}: "
                 f"{sequence_column}={_short(seq)}, {smiles_column}={_short(smi)}"
+                + (f", {affinity_column}={_short(affinity[0])}" if affinity else "")
             )
         else:
             skipped[reason] += 1
-    return PairTable(sequences, smiles, dict(skipped))
+    return PairTable(sequences, smiles, dict(skipped), affinities if affinity_column else None)
+
+
+def _affinity(text: str | None) -> float | None:
+    """The finite float of `text`, or None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _short(value: str | None, limit: int = 40) -> str:
@@ -233,10 +273,19 @@ def _short(value: str | None, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-def deduplicate(pairs: Iterable[tuple[str, str]]) -> PairTable:
-    """Keeps the first occurrence of each exact `(sequence, smiles)` pair, in order."""
-    unique = dict.fromkeys(pairs)
-    return PairTable([p for p, _ in unique], [s for _, s in unique])
+def deduplicate(pairs: Iterable[tuple]) -> PairTable:
+    """Keeps the first occurrence of each exact `(sequence, smiles)` pair, in order;
+    with `(sequence, smiles, affinity)` triples, the first one's affinity."""
+    unique: dict[tuple[str, str], float | None] = {}
+    with_affinity = False
+    for sequence, smiles, *affinity in pairs:
+        with_affinity = with_affinity or bool(affinity)
+        unique.setdefault((sequence, smiles), affinity[0] if affinity else None)
+    return PairTable(
+        [p for p, _ in unique],
+        [s for _, s in unique],
+        affinities=list(unique.values()) if with_affinity else None,
+    )
 
 
 def _package_dir(name: str) -> str | None:
@@ -245,48 +294,116 @@ def _package_dir(name: str) -> str | None:
     return locations[0] if locations else None
 
 
-def _pydebiaseddta_pairs(package_dir: str) -> Iterator[tuple[str, str]]:
-    """The KIBA subset: `{train,val,test}.csv` with `aa_sequence` and `smiles`."""
-    for split in DEMO_SPLITS:
-        path = os.path.join(package_dir, PYDEBIASEDDTA_RELDIR, f"{split}.csv")
-        yield from read_pair_table(path, on_error="fail", validate_smiles=False).pairs()
+def _pydebiaseddta_table(package_dir: str) -> PairTable:
+    """The KIBA subset: `{train,val,test}.csv` with `aa_sequence`, `smiles` and the
+    (transformed) KIBA score `affinity_score`."""
+    parts = [
+        read_pair_table(
+            os.path.join(package_dir, PYDEBIASEDDTA_RELDIR, f"{split}.csv"),
+            on_error="fail",
+            validate_smiles=False,
+            affinity_column=PYDEBIASEDDTA_AFFINITY,
+        )
+        for split in DEMO_SPLITS
+    ]
+    return PairTable(
+        [s for t in parts for s in t.sequences],
+        [s for t in parts for s in t.smiles],
+        affinities=[a for t in parts for a in t.affinities],
+    )
 
 
-def _pydta_pairs(package_dir: str) -> Iterator[tuple[str, str]]:
-    """`{split: [smiles_list, protein_list, affinity_list]}` for train/val/test."""
+def _pydta_table(package_dir: str) -> PairTable:
+    """`{split: [smiles_list, protein_list, pKd_list]}` for train/val/test."""
     path = os.path.join(package_dir, PYDTA_RELPATH)
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
+    sequences, smiles, affinities = [], [], []
     for split in DEMO_SPLITS:
         try:
-            smiles, proteins, _ = data[split]
+            split_smiles, proteins, values = data[split]
         except (KeyError, ValueError) as e:
             raise PairTableError(f"{path}: split {split!r} is not [smiles, proteins, y]") from e
-        yield from zip(proteins, smiles, strict=True)
+        for protein, smi, value in zip(proteins, split_smiles, values, strict=True):
+            affinity = _affinity(value)
+            if affinity is None:
+                raise PairTableError(f"{path}: split {split!r}: affinity {value!r} is no number")
+            sequences.append(protein)
+            smiles.append(smi)
+            affinities.append(affinity)
+    return PairTable(sequences, smiles, affinities=affinities)
 
 
-def load_demo_pairs() -> PairTable:
-    """Real protein–ligand pairs from the pydebiaseddta and pydta wheels, deduplicated.
+def keep_binders(table: PairTable, min_affinity: float) -> PairTable:
+    """The pairs of `table` whose affinity is at least `min_affinity`; the others are
+    counted as `not_binder` in `skipped`."""
+    if table.affinities is None:
+        raise ValueError("keep_binders needs a table with affinities")
+    keep = [i for i, a in enumerate(table.affinities) if a >= min_affinity]
+    skipped = Counter(table.skipped)
+    skipped[NOT_BINDER] += len(table) - len(keep)
+    return PairTable(
+        [table.sequences[i] for i in keep],
+        [table.smiles[i] for i in keep],
+        {k: v for k, v in skipped.items() if v},
+        [table.affinities[i] for i in keep],
+    )
 
-    9,998 unique exact pairs (5,000 + 5,000, two shared) over 438 distinct
-    protein sequences and 900 distinct SMILES strings. Either package alone is
-    used when the other is missing.
+
+def table_counts(table: PairTable) -> dict[str, int]:
+    """Pairs, distinct protein sequences (upper-cased) and distinct SMILES strings."""
+    return {
+        "pairs": len(table),
+        "proteins": len({s.upper() for s in table.sequences}),
+        "ligands": len(set(table.smiles)),
+    }
+
+
+def demo_tables(binders: str = "all") -> dict[str, PairTable]:
+    """The installed demo tables by package name, each with its affinities; with
+    `binders="authors"` only the pairs at or above `BINDER_THRESHOLDS[name]`.
 
     Raises:
       PairSourceNotFoundError: neither package is installed (the message gives
         the `pip install --no-deps ...` command).
     """
-    loaders = {"pydebiaseddta": _pydebiaseddta_pairs, "pydta": _pydta_pairs}
+    if binders not in BINDERS:
+        raise ValueError(f"binders must be one of {BINDERS}, got {binders!r}")
+    loaders = {"pydebiaseddta": _pydebiaseddta_table, "pydta": _pydta_table}
     found = {name: _package_dir(name) for name in loaders}
     if not any(found.values()):
         raise PairSourceNotFoundError(
             f"the demo pairs need the pydebiaseddta and pydta wheels: {DEMO_INSTALL}"
         )
-    pairs: list[tuple[str, str]] = []
-    for name, load in loaders.items():
-        if found[name] is not None:
-            pairs.extend(load(found[name]))
-    return deduplicate(pairs)
+    tables = {name: load(found[name]) for name, load in loaders.items() if found[name]}
+    if binders == "authors":
+        tables = {name: keep_binders(t, BINDER_THRESHOLDS[name]) for name, t in tables.items()}
+    return tables
+
+
+def load_demo_pairs(binders: str = "all") -> PairTable:
+    """Real protein–ligand pairs from the pydebiaseddta and pydta wheels, deduplicated,
+    with their affinities (KIBA scores and pKd: see `BINDER_THRESHOLDS`).
+
+    `binders="all"`: 9,998 unique exact pairs (5,000 + 5,000, two shared) over 438
+    distinct protein sequences and 900 distinct SMILES strings. `"authors"`: the 841 +
+    618 binders, 1,457 unique pairs (counts per table in docs/data.md). Either package
+    alone is used when the other is missing.
+
+    Raises:
+      PairSourceNotFoundError: neither package is installed (the message gives
+        the `pip install --no-deps ...` command).
+    """
+    tables = demo_tables(binders)
+    table = deduplicate(
+        triple
+        for t in tables.values()
+        for triple in zip(t.sequences, t.smiles, t.affinities, strict=True)
+    )
+    skipped = Counter()
+    for t in tables.values():
+        skipped.update(t.skipped)
+    return dataclasses.replace(table, skipped=dict(skipped))
 
 
 def encode_pairs(table: PairTable, protein_tok, ligand_tok, data_config) -> dict:

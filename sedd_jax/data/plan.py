@@ -11,8 +11,9 @@ padded to the smallest multiple of `pad_multiple` that holds its longest row.
 Per example: with `FieldSpec.augment` (randomised SMILES), the ids are those of a new
 writing of the record's stored text, drawn from `default_rng([seed, epoch, record, 1])`;
 a record longer than `max_len` is cropped to a window that starts at 0
-(`crop="start"`) or at an offset drawn from `np.random.default_rng([seed, epoch, record])`
-(`crop="random"`), or it is never used (`crop="drop"`: a cut SMILES is no molecule);
+(`crop="start"`), in its middle (`crop="center"`, offset (length - max_len) // 2) or at an
+offset drawn from `np.random.default_rng([seed, epoch, record])` (`crop="random"`), or it
+is never used (`crop="drop"`: a cut SMILES is no molecule);
 ids become int32, padded with the field's pad id, with a bool validity mask.
 
 Host sharding: host h of P reads rows [h*B/P, (h+1)*B/P) of every global batch, and
@@ -41,7 +42,7 @@ from sedd_jax.data.batching import EXAMPLE_ID, _shard_slice
 from sedd_jax.data.shards import DataError, ShardSource
 
 Batch = dict[str, np.ndarray]
-CROPS = ("start", "random", "drop")
+CROPS = ("start", "center", "random", "drop")
 AUGMENT_STREAM = 1  # rng [seed, epoch, record, 1]: independent of the crop's [seed, epoch, record]
 _SHUFFLE_MODULE = "grain._src.python.experimental.index_shuffle.python.index_shuffle_module"
 
@@ -114,10 +115,20 @@ def eligible_records(source: ShardSource, specs: Sequence[FieldSpec]) -> np.ndar
 
 def window_start(length: int, spec: FieldSpec, seed: int, epoch: int, record: int) -> int:
     """Where the `max_len` window of a record of `length` ids starts."""
-    if length <= spec.max_len or spec.crop != "random":
+    if spec.crop != "random":
+        return fixed_window_start(length, spec)
+    if length <= spec.max_len:
         return 0
     rng = np.random.default_rng([seed, epoch, record])
     return int(rng.integers(0, length - spec.max_len + 1))
+
+
+def fixed_window_start(length: int, spec: FieldSpec) -> int:
+    """The window start of the deterministic crops: `center` (length - max_len) // 2, else 0;
+    the windows of validation rows (`random` crops validate on the first window)."""
+    if spec.crop == "center" and length > spec.max_len:
+        return (length - spec.max_len) // 2
+    return 0
 
 
 def augmented_ids(stored: dict, spec: FieldSpec, seed: int, epoch: int, record: int, length: int):
@@ -308,7 +319,8 @@ def split_arrays(
     source: ShardSource, specs: Sequence[FieldSpec], max_rows: int = 0
 ) -> dict[str, np.ndarray]:
     """The first `max_rows` usable records of a split (all when 0), in order, as padded
-    arrays `[n, max_len]` (windows start at 0): bounded-memory validation data."""
+    arrays `[n, max_len]` (windows by `fixed_window_start`): bounded-memory validation
+    data."""
     eligible = eligible_records(source, specs)
     ids = np.arange(len(source)) if eligible is None else eligible
     if max_rows:
@@ -320,7 +332,9 @@ def split_arrays(
     for row, record in enumerate(ids.tolist()):
         stored = source[record]
         for spec in specs:
-            tokens, valid = pad_example(stored[spec.field], spec, 0, spec.max_len)
+            ids = stored[spec.field]
+            start = fixed_window_start(len(ids), spec)
+            tokens, valid = pad_example(ids, spec, start, spec.max_len)
             out[spec.out][row], out[spec.valid][row] = tokens, valid
     return out
 

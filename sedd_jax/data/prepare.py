@@ -92,6 +92,7 @@ def default_options(**overrides) -> dict[str, Any]:
         "vocab_random_forms": 0,
         "sequence_column": "aa_sequence",
         "smiles_column": "smiles",
+        "binders": "all",
     }
     unknown = set(overrides) - set(options)
     if unknown:
@@ -379,6 +380,7 @@ def prepare(
         kind=options["kind"],
         sequence_column=options["sequence_column"],
         smiles_column=options["smiles_column"],
+        binders=options["binders"],
     )
     out = os.path.abspath(out)
     job = _job(corpus, options)
@@ -424,6 +426,7 @@ def prepare(
                 "ligand_min_count",
                 "ligand_representation",
                 "vocab_random_forms",
+                "binders",
             )
         },
         "split": {
@@ -496,6 +499,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--sequence_column", default=d["sequence_column"])
     parser.add_argument("--smiles_column", default=d["smiles_column"])
+    parser.add_argument(
+        "--binders",
+        choices=pair_io.BINDERS,
+        default=d["binders"],
+        help="demo_pairs: all pairs, or those at or above each table's binder threshold",
+    )
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no_progress", action="store_true")
     args = vars(parser.parse_args(argv))

@@ -63,12 +63,18 @@ def cache_root() -> str:
     )
 
 
+def cache_name(source: str, files: list[str], options: dict) -> str:
+    """The cache directory name of (source, its files' path, size and mtime, every
+    preparation option): a changed file or option (a binder filter too) names another."""
+    stats = [(f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+    key = json.dumps([VERSION, source, stats, options], sort_keys=True, default=str)
+    return f"{os.path.basename(source)}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 def _cached(source: str, path: str | None, kind: str, options: dict) -> str:
     """The shard directory of (source, options), prepared now unless already cached."""
     corpus = corpora.resolve(source, path=path, kind=kind)
-    files = [(f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in corpus.files]
-    key = json.dumps([VERSION, source, files, options], sort_keys=True, default=str)
-    name = f"{os.path.basename(source)}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    name = cache_name(source, list(corpus.files), options)
     final = os.path.join(cache_root(), name)
     if os.path.isfile(os.path.join(final, MANIFEST)):
         return final
@@ -176,7 +182,15 @@ def pair_options(data_config) -> dict:
         "smiles_column": data_config.smiles_column,
         "num_shards": ON_THE_FLY_SHARDS,
         **ligand_options(data_config),
+        **binder_options(data_config),
     }
+
+
+def binder_options(data_config) -> dict:
+    """`binders` when it filters: options without it name the same cache directory (and
+    the same shards) as before the filter existed."""
+    binders = data_config.get("binders", "all")
+    return {} if binders == "all" else {"binders": binders}
 
 
 def _agreeing(options: dict) -> dict:

@@ -351,8 +351,9 @@ def pair_sequence_elbo(
 
 
 def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
-    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task; a model with
-    length heads (`model.length_head`) gives the conditional tasks their length term."""
+    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task (compiled once
+    per task: `pair_dataset_likelihood` pads every batch to one shape); a model with length
+    heads (`model.length_head`) gives the conditional tasks their length term."""
     heads = getattr(model, "length_head", False)
 
     @jax.jit
@@ -379,11 +380,15 @@ def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: in
     return likelihood
 
 
-def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int):
+def pair_dataset_likelihood(
+    likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int, on_batch=None
+):
     """Per track: `summarize_sequences` over every pair of arrays (protein, protein_valid,
-    ligand, ligand_valid [N, L]) with fixed keys; tracks the task does not score are left
-    out. Where the likelihood fn gives a track's length term (conditional tasks with
-    length heads) the summary has the full bound (`with_length_*`, `length_*`)."""
+    ligand, ligand_valid [N, L]) with fixed keys (one per batch of `batch_size`: another
+    batch size draws other times); tracks the task does not score are left out. Where the
+    likelihood fn gives a track's length term (conditional tasks with length heads) the
+    summary has the full bound (`with_length_*`, `length_*`). `on_batch(rows)`, when given,
+    is called after each batch with its number of real pairs (a progress bar's `update`)."""
     base = jax.random.fold_in(jax.random.key(seed), 0x9A12)
     n = len(arrays["protein"])
     parts: dict[str, list] = {}
@@ -391,6 +396,8 @@ def pair_dataset_likelihood(likelihood_fn, params, arrays: dict, *, batch_size: 
         out = likelihood_fn(params, batch, jax.random.fold_in(base, b))
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value))
+        if on_batch is not None:
+            on_batch(min(batch_size, n - b * batch_size))
     result = {}
     for track in ("protein", "ligand"):
         tokens = np.concatenate(parts[f"{track}_tokens"])[:n]
