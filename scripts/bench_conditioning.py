@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 
+from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data import synthetic_pairs as sp
 from sedd_jax.data.pairs import load_demo_pairs
 from sedd_jax.data.selfies import ligand_tokenizer_class
@@ -325,6 +326,7 @@ def main():
         )
 
     steps = run.step
+    step_times = [r["train/step_time_s"] for r in read_metrics(run_dir) if "train/step_time_s" in r]
     result = {
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
@@ -346,7 +348,8 @@ def main():
         "timing": {
             "train_wall_s": round(train_s, 1),
             "train_steps": steps,
-            "train_s_per_step": round(train_s / max(steps, 1), 3),
+            "train_s_per_step": round(train_s / max(steps, 1), 3),  # start-up included
+            "median_step_time_s": float(np.median(step_times)) if step_times else math.nan,
             "eval_wall_s": round(eval_s, 1),
             "sample_wall_s": round(sample_s, 1),
         },
