@@ -19,7 +19,7 @@ out reports
 4. training wall time, steps and the CPU model (`lscpu`).
 
     python scripts/bench_conditioning.py --steps=2000 --minutes=15 --out=bench_conditioning.json
-    python scripts/bench_conditioning.py --quick --out=/tmp/quick.json     # < 2 minutes
+    python scripts/bench_conditioning.py --quick --out=/tmp/quick.json  # 1.5 CPU-minutes
 
 `--minutes` stops training at that wall time (SIGUSR1: the run checkpoints at the next
 step and exits; the learning-rate schedule stays that of `--steps`). Prints a table and
@@ -242,7 +242,7 @@ def parse_args():
     ap.add_argument("--time_samples", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="", help="default: a temporary directory")
-    ap.add_argument("--quick", action="store_true", help="a tiny run (< 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="a tiny run (~1.5 CPU-minutes)")
     ap.add_argument("--out", default="bench_conditioning.json")
     args = ap.parse_args()
     if args.quick:
