@@ -118,6 +118,7 @@ def train_overrides(args, data: dict, max_ligand_len: int) -> dict:
     overrides = {
         "data.source": "pair_table",
         "data.path": data["paths"]["pairs.csv"],
+        "data.binders": "all",  # every synthetic pair binds (the demo's filter is by affinity)
         "data.val_fraction": args.val_fraction,
         "data.max_protein_len": args.length,
         "data.max_ligand_len": max_ligand_len,
