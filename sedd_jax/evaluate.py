@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 from absl import app, flags
 
 from sedd_jax import allocator
@@ -113,6 +114,24 @@ def evaluation_arrays(run: Run, fasta: str | None = None):
     return validation_arrays(run), None, f"validation split of data.source={config.data.source!r}"
 
 
+def context_information(alone: dict, given: dict, meta: dict, track: str, max_len: int) -> dict:
+    """What the context tells about `track` on the same pairs: bound(alone) -
+    bound(given), per sequence and token with paired standard errors (`rows` of
+    `pair_dataset_likelihood`). "given_length" compares the bounds given the length;
+    "with_length", where the conditional task has the length head's term, compares full
+    bounds: the unconditional one with -log p_hat(L) of the training lengths."""
+    from sedd_jax.diffusion.likelihood import length_log_probs, paired_difference
+
+    out = {"given_length": paired_difference(alone["nll"], given["nll"], given["tokens"])}
+    if "length_log_prob" in given:
+        lengths = given["tokens"].astype(np.int64)
+        marginal = length_log_probs(meta[f"{track}_length_distribution"], max_len)[lengths]
+        out["with_length"] = paired_difference(
+            alone["nll"] - marginal, given["nll"] - given["length_log_prob"], given["tokens"]
+        )
+    return out
+
+
 def pair_likelihood(run: Run, params) -> None:
     """Per task and track: the bound on the validation pairs, nats/token with its error
     (given the length; conditional tasks of runs with length heads also the full bound
@@ -144,7 +163,13 @@ def pair_likelihood(run: Run, params) -> None:
             total=len(arrays["protein"]), desc=task, unit="pair", disable=not _PROGRESS.value
         ) as bar:
             tracks = pair_dataset_likelihood(
-                fn, params, arrays, batch_size=_BATCH.value, seed=_SEED.value, on_batch=bar.update
+                fn,
+                params,
+                arrays,
+                batch_size=_BATCH.value,
+                seed=_SEED.value,
+                on_batch=bar.update,
+                keep_rows=True,
             )
         result["tasks"][task] = tracks
         for track, r in tracks.items():
@@ -161,22 +186,31 @@ def pair_likelihood(run: Run, params) -> None:
                     f"{r['with_length_nats_per_token']:.4f} nats/token "
                     f"({r['with_length_nats_per_sequence']:.2f} per sequence)"
                 )
+    rows = {
+        task: {t: r.pop("rows") for t, r in tracks.items()}
+        for task, tracks in result["tasks"].items()
+    }
     for track, alone, given in (
         ("ligand", "ligand_only", "ligand_given_protein"),
         ("protein", "protein_only", "protein_given_ligand"),
     ):
-        tasks = result["tasks"]
-        if alone in tasks and given in tasks:
-            a, g = tasks[alone][track], tasks[given][track]
-            gain = {
-                "nats_per_token": a["nats_per_token"] - g["nats_per_token"],
-                "nats_per_sequence": a["nats_per_sequence"] - g["nats_per_sequence"],
-            }
-            result[f"{track}_information"] = gain
-            print(
-                f"  the context lowers the {track} bound by {gain['nats_per_token']:.4f} "
-                f"nats/token ({gain['nats_per_sequence']:.2f} per sequence)"
+        if alone in rows and given in rows:
+            gain = context_information(
+                rows[alone][track], rows[given][track], run.meta, track, arrays[track].shape[1]
             )
+            result[f"{track}_information"] = gain
+            g = gain["given_length"]
+            print(
+                f"  the context lowers the {track} bound by {g['nats_per_token']:.4f} ± "
+                f"{g['nats_per_token_se']:.4f} nats/token ({g['nats_per_sequence']:.2f} ± "
+                f"{g['nats_per_sequence_se']:.2f} per sequence, given the length)"
+            )
+            if "with_length" in gain:
+                w = gain["with_length"]
+                print(
+                    f"  {'':22s} with the lengths (head vs the training marginal): "
+                    f"{w['nats_per_sequence']:.2f} ± {w['nats_per_sequence_se']:.2f} per sequence"
+                )
     if _OUT.value:
         with open(_OUT.value, "w") as f:
             json.dump(result, f, indent=2)

@@ -142,3 +142,34 @@ def test_pair_dataset_likelihood_reports_every_pair_once():
     assert seen == [32, 32, 6]
     assert result["protein"]["sequences"] == 70
     assert result["protein"]["nats_per_token"] == 0.5 and "ligand" not in result
+
+
+def test_paired_difference_and_context_information_with_lengths():
+    """The context's information is a paired difference over the same pairs (closed form
+    here); with the length head's term the full version adds -log p_hat(L) (training
+    marginal) to the unconditional bound and -log p(L | context) to the conditional one."""
+    from sedd_jax.diffusion.likelihood import length_log_probs, paired_difference
+    from sedd_jax.evaluate import context_information
+
+    alone, given = np.array([3.0, 5, 4, 6]), np.array([1.0, 2, 2, 3])
+    tokens = np.array([2.0, 3, 2, 3])
+    d = paired_difference(alone, given, tokens)
+    assert d["nats_per_sequence"] == 2.5 and d["sequences"] == 4
+    assert d["nats_per_sequence_se"] == pytest.approx(math.sqrt(1 / 3) / 2, rel=1e-12)
+    assert d["nats_per_token"] == 1.0 and d["nats_per_token_se"] == pytest.approx(0.0, abs=1e-12)
+
+    head = np.log(np.array([0.9, 0.5, 0.9, 0.5]))  # log p(L | context) per pair
+    meta = {"ligand_length_distribution": [0, 0, 1, 1]}  # lengths 2 and 3, equally likely
+    info = context_information(
+        {"nll": alone, "tokens": tokens},
+        {"nll": given, "tokens": tokens, "length_log_prob": head},
+        meta,
+        "ligand",
+        max_len=3,
+    )
+    assert info["given_length"] == d
+    marginal = length_log_probs(meta["ligand_length_distribution"], 3)[tokens.astype(int)]
+    assert marginal[0] == pytest.approx(math.log(0.5), abs=1e-3)  # the uniform floor is small
+    expected = np.mean((alone - marginal) - (given - head))
+    assert info["with_length"]["nats_per_sequence"] == pytest.approx(expected, rel=1e-12)
+    assert info["with_length"]["nats_per_sequence"] > d["nats_per_sequence"]

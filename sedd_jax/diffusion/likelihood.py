@@ -381,14 +381,24 @@ def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: in
 
 
 def pair_dataset_likelihood(
-    likelihood_fn, params, arrays: dict, *, batch_size: int, seed: int, on_batch=None
+    likelihood_fn,
+    params,
+    arrays: dict,
+    *,
+    batch_size: int,
+    seed: int,
+    on_batch=None,
+    keep_rows: bool = False,
 ):
     """Per track: `summarize_sequences` over every pair of arrays (protein, protein_valid,
     ligand, ligand_valid [N, L]) with fixed keys (one per batch of `batch_size`: another
     batch size draws other times); tracks the task does not score are left out. Where the
     likelihood fn gives a track's length term (conditional tasks with length heads) the
     summary has the full bound (`with_length_*`, `length_*`). `on_batch(rows)`, when given,
-    is called after each batch with its number of real pairs (a progress bar's `update`)."""
+    is called after each batch with its number of real pairs (a progress bar's `update`).
+    `keep_rows` adds each track's per-pair arrays under "rows" (nll, tokens and, where
+    given, length_log_prob) for paired differences (`paired_difference`). The keys depend
+    on (seed, batch index) only, so two tasks scored on the same arrays share their draws."""
     base = jax.random.fold_in(jax.random.key(seed), 0x9A12)
     n = len(arrays["protein"])
     parts: dict[str, list] = {}
@@ -406,4 +416,26 @@ def pair_dataset_likelihood(
             length = parts.get(f"{track}_length_log_prob")
             length = None if length is None else np.concatenate(length)[:n]
             result[track] = summarize_sequences(nll, tokens, length)
+            if keep_rows:
+                rows = {"nll": nll, "tokens": tokens}
+                if length is not None:
+                    rows["length_log_prob"] = length
+                result[track]["rows"] = rows
     return result
+
+
+def paired_difference(alone, given, tokens) -> dict:
+    """Mean of alone - given [N] (two bounds on the same N sequences) per sequence and per
+    token of `tokens` [N], each with its standard error over the sequences: the paired
+    error, smaller than that of two independent means when the bounds share their draws."""
+    d = np.asarray(alone, np.float64) - np.asarray(given, np.float64)
+    tokens = np.asarray(tokens, np.float64)
+    n = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {
+        "nats_per_sequence": float(d.mean()),
+        "nats_per_sequence_se": se,
+        "nats_per_token": float(d.sum() / max(tokens.sum(), 1.0)),
+        "nats_per_token_se": ratio_standard_error(d, tokens),
+        "sequences": n,
+    }
