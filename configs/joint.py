@@ -3,8 +3,11 @@ pydta (`data.binders = "authors"`: KIBA score >= 12.1, pKd >= 7; 1,324 training 
 validation pairs, 297 proteins, 482 ligands; `data.binders=all` trains on all 9,998
 pairs, binders and non-binders alike, as before).
 
-One model learns joint generation and both conditional directions (task mixture
-0.5 / 0.25 / 0.25). Demo-sized: trains on 2 CPU cores in minutes.
+One model learns joint generation, both conditional directions and both tracks alone
+(task mixture 0.4 / 0.2 / 0.2 / 0.1 / 0.1): the unconditional modes give guidance its
+reference and let `python -m sedd_jax.evaluate` report what the protein tells about its
+ligand (bound(ligand alone) - bound(ligand | protein), with its standard error).
+Demo-sized: trains on 2 CPU cores in minutes.
     pip install --no-deps pydebiaseddta==0.1.0 pydta==0.0.3
     python -m sedd_jax.train --config=configs/joint.py --workdir=runs/joint
 """
@@ -23,6 +26,11 @@ def get_config():
     c.model.n_heads = 4
     c.model.cond_dim = 64
     c.model.dropout = 0.0
+    c.task.joint = 0.4
+    c.task.ligand_given_protein = 0.2
+    c.task.protein_given_ligand = 0.2
+    c.task.ligand_only = 0.1
+    c.task.protein_only = 0.1
     c.training.batch_size = 32
     c.training.n_steps = 600
     c.training.ema = 0.999
