@@ -2,7 +2,7 @@
 
 For the training ligands of the demo pairs (or any pair data config), per representation
 (SMILES tokens, SELFIES symbols) and per vocabulary (built over the canonical SMILES only,
-or also over `track_data.VOCAB_RANDOM_FORMS` random forms per molecule, as prepared when
+or also over `shard_cache.VOCAB_RANDOM_FORMS` random forms per molecule, as prepared when
 augmentation is on), draw `--forms` fresh random SMILES of every molecule (another seed
 than the vocabulary's) and count the forms the loader cannot use, which then keep the
 stored ids: a token outside the vocabulary (it would be `<unk>`), or longer than
@@ -19,8 +19,9 @@ import json
 import numpy as np
 
 from sedd_jax.data.selfies import ligand_tokenizer_class
+from sedd_jax.data.shard_cache import VOCAB_RANDOM_FORMS
 from sedd_jax.data.smiles import randomize
-from sedd_jax.data.track_data import VOCAB_RANDOM_FORMS, load_pair_track
+from sedd_jax.data.track_data import load_pair_track
 from sedd_jax.defaults import dual_base_config
 
 

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from sedd_jax.data import pairs
+from sedd_jax.data import pair_tables, pairs
 from sedd_jax.data.batching import _CROP_OFFSET
 
 CROPS = ("start", "center")
@@ -52,14 +52,14 @@ def main() -> None:
     print("{:14s} {:8s} {:>6s} {:>6s} {:>9s} {:>8s}".format(*header))
     for binders in pairs.BINDERS:
         for name, table in pairs.demo_tables(binders).items():
-            row = {"rows": len(everything[name]), **pairs.table_counts(table)}
+            row = {"rows": len(everything[name]), **pair_tables.table_counts(table)}
             result["tables"][f"{name}/{binders}"] = row
             print(
                 f"{name:14s} {binders:8s} {row['rows']:6d} {row['pairs']:6d} "
                 f"{row['proteins']:9d} {row['ligands']:8d}"
             )
         both = pairs.load_demo_pairs(binders)
-        row = pairs.table_counts(both)
+        row = pair_tables.table_counts(both)
         result["tables"][f"both/{binders}"] = row
         print(
             f"{'both (dedup.)':14s} {binders:8s} {'':6s} {row['pairs']:6d} "

@@ -21,7 +21,7 @@ import jax
 
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.joint import TASKS
-from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn
+from sedd_jax.diffusion.pair_likelihood import make_pair_likelihood_fn
 from sedd_jax.runs import open_run
 
 

@@ -120,7 +120,8 @@ def context_information(alone: dict, given: dict, meta: dict, track: str, max_le
     `pair_dataset_likelihood`). "given_length" compares the bounds given the length;
     "with_length", where the conditional task has the length head's term, compares full
     bounds: the unconditional one with -log p_hat(L) of the training lengths."""
-    from sedd_jax.diffusion.likelihood import length_log_probs, paired_difference
+    from sedd_jax.diffusion.likelihood import length_log_probs
+    from sedd_jax.diffusion.likelihood_stats import paired_difference
 
     out = {"given_length": paired_difference(alone["nll"], given["nll"], given["tokens"])}
     if "length_log_prob" in given:
@@ -141,7 +142,7 @@ def pair_likelihood(run: Run, params) -> None:
     from tqdm import tqdm
 
     from sedd_jax.diffusion.joint import TASKS
-    from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
+    from sedd_jax.diffusion.pair_likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
 
     if _FASTA.value:
         sys.exit("--fasta scores single-track runs; pair runs are scored on their validation pairs")

@@ -13,7 +13,7 @@ import pytest
 from sedd_jax.data import synthetic_pairs as sp
 from sedd_jax.data.batching import is_validation
 from sedd_jax.data.fasta import read_fasta
-from sedd_jax.data.pairs import read_pair_table
+from sedd_jax.data.pair_tables import read_pair_table
 from sedd_jax.data.track_data import run_data
 from tests.helpers import REPO, run_cli, tiny_config
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from sedd_jax.data import pairs, prepare, track_data
+from sedd_jax.data import pair_tables, pairs, prepare, shard_cache
 from sedd_jax.data.batching import encode_and_pad
 from sedd_jax.data.plan import FieldSpec, fixed_window_start, window_start
 from sedd_jax.data.protein import ProteinTokenizer
@@ -30,7 +30,7 @@ def test_keep_binders_keeps_exactly_the_rows_at_or_above_the_threshold(package_d
     path = os.path.join(package_dir, MINI_TRAIN)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    table = pairs.read_pair_table(
+    table = pair_tables.read_pair_table(
         path, validate_smiles=False, on_error="fail", affinity_column="affinity_score"
     )
     kept = pairs.keep_binders(table, 12.1)
@@ -43,17 +43,19 @@ def test_keep_binders_keeps_exactly_the_rows_at_or_above_the_threshold(package_d
     assert list(zip(kept.sequences, kept.smiles, kept.affinities, strict=True)) == expected
     assert len(kept) == 13  # 3 of them exactly at 12.1: the threshold is inclusive
     assert sum(a == 12.1 for a in kept.affinities) == 3
-    assert kept.skipped == {pairs.NOT_BINDER: 67}
+    assert kept.skipped == {pair_tables.NOT_BINDER: 67}
 
 
 def test_affinity_column_counts_non_numbers(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("aa_sequence,smiles,pkd\nMKT,CCO,7.5\nMKV,CCN,n/a\nMKW,CCC,inf\n")
-    table = pairs.read_pair_table(path, validate_smiles=False, affinity_column="pkd")
+    table = pair_tables.read_pair_table(path, validate_smiles=False, affinity_column="pkd")
     assert table.affinities == [7.5]
-    assert table.skipped == {pairs.INVALID_AFFINITY: 2}
-    with pytest.raises(pairs.PairTableError, match=r"pairs.csv:3: invalid affinity: .*'n/a'"):
-        pairs.read_pair_table(path, validate_smiles=False, affinity_column="pkd", on_error="fail")
+    assert table.skipped == {pair_tables.INVALID_AFFINITY: 2}
+    with pytest.raises(pair_tables.PairTableError, match=r"pairs.csv:3: invalid affinity: .*'n/a'"):
+        pair_tables.read_pair_table(
+            path, validate_smiles=False, affinity_column="pkd", on_error="fail"
+        )
 
 
 def test_demo_binder_counts_per_table(missing_data):
@@ -62,7 +64,7 @@ def test_demo_binder_counts_per_table(missing_data):
         everything = pairs.load_demo_pairs("all")
     except pairs.PairSourceNotFoundError as e:
         missing_data(e)
-    counts = {name: pairs.table_counts(t) for name, t in tables.items()}
+    counts = {name: pair_tables.table_counts(t) for name, t in tables.items()}
     assert counts == {
         "pydebiaseddta": {"pairs": 841, "proteins": 136, "ligands": 261},
         "pydta": {"pairs": 618, "proteins": 234, "ligands": 222},
@@ -70,22 +72,22 @@ def test_demo_binder_counts_per_table(missing_data):
     assert min(tables["pydebiaseddta"].affinities) >= 12.1
     assert min(tables["pydta"].affinities) >= 7.0
     binders = pairs.load_demo_pairs("authors")  # two pairs are in both tables
-    assert pairs.table_counts(binders) == {"pairs": 1457, "proteins": 297, "ligands": 482}
-    assert binders.skipped == {pairs.NOT_BINDER: 4159 + 4382}
+    assert pair_tables.table_counts(binders) == {"pairs": 1457, "proteins": 297, "ligands": 482}
+    assert binders.skipped == {pair_tables.NOT_BINDER: 4159 + 4382}
     assert len(everything) == 9998 and everything.skipped == {}
 
 
 def test_cache_key_changes_with_the_binder_filter(package_dir):
     config = tiny_config("dual")
     files = [os.path.join(package_dir, MINI_TRAIN)]
-    name_all = track_data.cache_name("demo_pairs", files, track_data.pair_options(config.data))
+    name_all = shard_cache.cache_name("demo_pairs", files, shard_cache.pair_options(config.data))
     config.data.binders = "authors"
-    options = track_data.pair_options(config.data)
+    options = shard_cache.pair_options(config.data)
     assert options["binders"] == "authors"
-    name_binders = track_data.cache_name("demo_pairs", files, options)
+    name_binders = shard_cache.cache_name("demo_pairs", files, options)
     assert name_all != name_binders
     del options["binders"]  # "all" adds no option: the caches of earlier runs stay valid
-    assert track_data.cache_name("demo_pairs", files, options) == name_all
+    assert shard_cache.cache_name("demo_pairs", files, options) == name_all
 
 
 def test_prepare_keeps_binders_and_logs_counts_once(tmp_path, caplog, missing_data):
@@ -105,7 +107,7 @@ def test_prepare_keeps_binders_and_logs_counts_once(tmp_path, caplog, missing_da
         "234 distinct proteins, 222 distinct ligands",
     ]
     counts = manifest["counts"]
-    assert counts["skipped"] == {pairs.NOT_BINDER: 8541}
+    assert counts["skipped"] == {pair_tables.NOT_BINDER: 8541}
     assert counts["read"] == 1457 and counts["train"] + counts["val"] == 1457
     assert manifest["filters"]["binders"] == "authors"
     assert json.dumps(again, sort_keys=True) == json.dumps(manifest, sort_keys=True)

@@ -64,7 +64,7 @@ def test_posebusters_all_chains(posebusters_dir):
 
 
 def test_main_writes_pair_table_readable_by_read_pair_table(posebusters_dir, tmp_path):
-    from sedd_jax.data.pairs import read_pair_table
+    from sedd_jax.data.pair_tables import read_pair_table
 
     out = tmp_path / "pairs.csv"
     assert ingest.main([str(posebusters_dir), str(out)]) == 0

@@ -15,12 +15,11 @@ from sedd_jax.diffusion.likelihood import (
     length_log_probs,
     likelihood_times,
     prior_term,
-    ratio_standard_error,
     reconstruction_per_token,
     sequence_elbo,
     summarize,
-    summarize_sequences,
 )
+from sedd_jax.diffusion.likelihood_stats import ratio_standard_error, summarize_sequences
 from sedd_jax.diffusion.noise import CosineNoise, GeometricNoise, LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sedd_jax.diffusion.likelihood import pair_dataset_likelihood, pair_sequence_elbo
+from sedd_jax.diffusion.pair_likelihood import pair_dataset_likelihood, pair_sequence_elbo
 from tests.helpers import JOINT, PAIR_GRAPHS, PAIR_NOISE, unconditional_aware_oracle
 
 SIZE = 3000
@@ -76,8 +76,8 @@ def test_conditional_full_bound_adds_the_length_heads_term():
     the joint task gets no length term."""
     from sedd_jax.diffusion.graphs import Absorbing
     from sedd_jax.diffusion.joint import PairGraphs
-    from sedd_jax.diffusion.likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
     from sedd_jax.diffusion.noise import LogLinearNoise
+    from sedd_jax.diffusion.pair_likelihood import make_pair_likelihood_fn, pair_dataset_likelihood
     from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 
     fields = dict(hidden=16, n_blocks_protein=1, n_blocks_ligand=1, n_heads=2, cond_dim=8)
@@ -148,7 +148,8 @@ def test_paired_difference_and_context_information_with_lengths():
     """The context's information is a paired difference over the same pairs (closed form
     here); with the length head's term the full version adds -log p_hat(L) (training
     marginal) to the unconditional bound and -log p(L | context) to the conditional one."""
-    from sedd_jax.diffusion.likelihood import length_log_probs, paired_difference
+    from sedd_jax.diffusion.likelihood import length_log_probs
+    from sedd_jax.diffusion.likelihood_stats import paired_difference
     from sedd_jax.evaluate import context_information
 
     alone, given = np.array([3.0, 5, 4, 6]), np.array([1.0, 2, 2, 3])

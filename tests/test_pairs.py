@@ -6,14 +6,8 @@ import importlib.util
 import pytest
 
 from sedd_jax.data import pairs
-from sedd_jax.data.pairs import (
-    DEMO_INSTALL,
-    PairSourceNotFoundError,
-    PairTable,
-    PairTableError,
-    load_demo_pairs,
-    read_pair_table,
-)
+from sedd_jax.data.pair_tables import PairTable, PairTableError, read_pair_table
+from sedd_jax.data.pairs import DEMO_INSTALL, PairSourceNotFoundError, load_demo_pairs
 
 HAS_RDKIT = importlib.util.find_spec("rdkit") is not None
 

@@ -30,8 +30,8 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 
+from sedd_jax.data import pair_tables, sources
 from sedd_jax.data import pairs as pair_io
-from sedd_jax.data import sources
 from sedd_jax.data.fasta import FastaReader, is_gzip
 from sedd_jax.data.protein import clean_sequence
 from sedd_jax.data.shards import DataError
@@ -122,7 +122,7 @@ def log_demo_counts(binders: str) -> dict[str, dict[str, int]]:
     counts = {}
     for name, table in kept.items():
         threshold = pair_io.BINDER_THRESHOLDS[name] if binders == "authors" else None
-        counts[name] = {"rows": len(everything[name]), **pair_io.table_counts(table)}
+        counts[name] = {"rows": len(everything[name]), **pair_tables.table_counts(table)}
         log.info(
             "demo_pairs %s: %d rows, %d kept (%s), %d distinct proteins, %d distinct ligands",
             name,
@@ -167,7 +167,7 @@ def _smiles(corpus, path, on_error, skipped) -> Iterator[tuple[str, str]]:
     stem = path[:-3] if path.endswith(".gz") else path
     if stem.lower().endswith(_TABLE_EXT):
         lines = _guarded_lines(path)
-        rows = csv.reader((line for _, line in lines), delimiter=pair_io.infer_sep(path))
+        rows = csv.reader((line for _, line in lines), delimiter=pair_tables.infer_sep(path))
         header = [h.strip() for h in next(rows, [])]
         column = next((c for c in (corpus.smiles_column, *SMILES_COLUMNS) if c in header), None)
         if column is None:
@@ -187,9 +187,9 @@ def _pairs(corpus, path, on_error, skipped) -> Iterator[tuple[str, str]]:
     del on_error, skipped  # validated by the workers
     columns = (corpus.sequence_column, corpus.smiles_column)
     if path.lower().endswith(".parquet"):
-        records = pair_io.parquet_records(path, columns)
+        records = pair_tables.parquet_records(path, columns)
     else:
-        records = pair_io.delimited_records(path, pair_io.infer_sep(path), columns)
+        records = pair_tables.delimited_records(path, pair_tables.infer_sep(path), columns)
     try:
         for line, seq, smi in records:
             yield str(line), f"{seq if seq is not None else ''}\t{smi if smi is not None else ''}"
@@ -204,7 +204,9 @@ def _table_kind(path: str, sequence_column: str, smiles_column: str) -> str:
         names = list(pq.read_schema(path).names)
     else:
         first = next(_guarded_lines(path), (0, ""))[1]
-        names = [h.strip() for h in next(csv.reader([first], delimiter=pair_io.infer_sep(path)))]
+        names = [
+            h.strip() for h in next(csv.reader([first], delimiter=pair_tables.infer_sep(path)))
+        ]
     if sequence_column in names and smiles_column in names:
         return "pairs"
     if any(c in names for c in (smiles_column, *SMILES_COLUMNS)):

@@ -43,6 +43,9 @@ model with length heads the length term is the model's own, -log p(L_gen | conte
 Reported: nats per token = sum of bounds / number of valid tokens (a ratio estimator,
 with a delta-method standard error over sequences), bits per token = nats / log 2,
 perplexity = exp(nats per token).
+
+The pair bound per task is in `pair_likelihood.py`, the statistics over sequences in
+`likelihood_stats.py`.
 """
 
 from __future__ import annotations
@@ -56,15 +59,9 @@ import numpy as np
 from sedd_jax.common.likelihood import T_MIN, summarize  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.catsample import uniform
-from sedd_jax.diffusion.joint import (
-    CONDITIONAL_TRACKS,
-    TASKS,
-    joint_per_token_loss,
-    task_roles,
-)
+from sedd_jax.diffusion.likelihood_stats import summarize_sequences
 from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
-from sedd_jax.models.length import length_nll
 
 
 def _stratified(key, time_samples, batch):
@@ -177,22 +174,6 @@ def sequence_elbo(
     return _bound(terms, graph, noise, valid)
 
 
-def ratio_standard_error(nll: np.ndarray, tokens: np.ndarray) -> float:
-    """Delta-method standard error of R = sum(nll) / sum(tokens) over N sequences:
-    sqrt(sum_i (nll_i - R tokens_i)^2 / (N (N - 1))) / mean(tokens). NaN for N < 2.
-
-    It counts every source of spread between sequences, the Monte Carlo error of each
-    sequence's bound included (that error is independent across sequences).
-    """
-    nll, tokens = np.asarray(nll, np.float64), np.asarray(tokens, np.float64)
-    n = len(nll)
-    if n < 2:
-        return float("nan")
-    ratio = nll.sum() / tokens.sum()
-    residual = nll - ratio * tokens
-    return float(np.sqrt((residual**2).sum() / (n * (n - 1))) / tokens.mean())
-
-
 LENGTH_FLOOR = 1e-3  # weight of the uniform over 1..max_len mixed into the length law
 
 
@@ -209,29 +190,6 @@ def length_log_probs(distribution, max_len: int) -> np.ndarray:
     uniform[0] = 0.0
     with np.errstate(divide="ignore"):
         return np.log((1.0 - LENGTH_FLOOR) * dist + LENGTH_FLOOR * uniform)
-
-
-def summarize_sequences(nll, tokens, length_log_prob=None) -> dict:
-    """`summarize` plus its standard error; with `length_log_prob` [N] (log p_hat(L_i))
-    also the full bound -log p(x0) <= bound - log p_hat(L), per token and per sequence."""
-    nll, tokens = np.asarray(nll, np.float64), np.asarray(tokens, np.float64)
-    out = summarize(nll.sum(), tokens.sum())
-    se = ratio_standard_error(nll, tokens)
-    out.update(
-        nats_per_token_se=se,
-        bits_per_token_se=se / math.log(2.0),
-        sequences=len(nll),
-        nats_per_sequence=float(nll.mean()),
-    )
-    if length_log_prob is not None:
-        full = nll - np.asarray(length_log_prob, np.float64)
-        out.update(
-            with_length_nats_per_token=float(full.sum() / max(tokens.sum(), 1.0)),
-            with_length_nats_per_token_se=ratio_standard_error(full, tokens),
-            with_length_nats_per_sequence=float(full.mean()),
-            length_nats_per_sequence=float(-np.mean(length_log_prob)),
-        )
-    return out
 
 
 def make_likelihood_fn(
@@ -292,150 +250,3 @@ def dataset_likelihood(
         log_p = length_log_probs(length_distribution, arrays["tokens"].shape[1])
         length_log_prob = log_p[np.asarray(arrays["valid"]).sum(axis=1)]
     return summarize_sequences(nll, tokens, length_log_prob)
-
-
-# --- pairs -----------------------------------------------------------------------------------
-
-
-def pair_sequence_elbo(
-    score_fn,
-    graphs,
-    noise,
-    batch: dict,
-    key: jax.Array,
-    *,
-    task: str,
-    time_samples: int,
-    length_fn=None,
-) -> dict:
-    """The bound of each pair's generated track(s) under `task`, per track, in nats.
-
-    `joint`: -log p(protein, ligand) <= the sum of both tracks' terms (one sigma for both,
-    as trained); `ligand_given_protein`: -log p(ligand | protein) with the protein clean;
-    `*_only`: the track alone. Stratified times, K per pair; each track adds its own
-    prior and reconstruction terms. Returns {"protein_nll", "protein_tokens",
-    "ligand_nll", "ligand_tokens"}, each [B] (0 for a track the task does not generate);
-    with `length_fn` (`joint.LengthFn`) a conditional task adds
-    "<generated track>_length_log_prob" [B] = log p(L | clean context).
-    """
-    size = batch["protein"].shape[0]
-    task_ids = jnp.full((size,), TASKS.index(task), jnp.int32)
-    roles = task_roles(task_ids)
-    time_key, noise_key = jax.random.split(key)
-    t = likelihood_times(time_key, time_samples, size, "stratified")
-
-    def term(carry, inputs):
-        t_k, k = inputs
-        p_loss, l_loss, _, _ = joint_per_token_loss(
-            score_fn, graphs, noise, batch, t_k, task_ids, jax.random.fold_in(noise_key, k), task
-        )
-        return carry, (p_loss.sum(axis=-1), l_loss.sum(axis=-1))
-
-    _, (p_terms, l_terms) = jax.lax.scan(term, None, (t, jnp.arange(time_samples)))
-    out = {}
-    for track, terms, generated in (
-        ("protein", p_terms, roles.protein_generated),
-        ("ligand", l_terms, roles.ligand_generated),
-    ):
-        graph = getattr(graphs, track)
-        scored = batch[f"{track}_valid"] & generated[:, None]
-        extra = prior_term(graph, noise, scored) + reconstruction_term(graph, noise, scored)
-        out[f"{track}_nll"] = terms.mean(axis=0) + extra
-        out[f"{track}_tokens"] = scored.sum(axis=-1).astype(jnp.float32)
-    if length_fn is not None and task in CONDITIONAL_TRACKS:
-        context, generated = CONDITIONAL_TRACKS[task]
-        logits = length_fn(batch[context], batch[f"{context}_valid"], task)
-        lengths = batch[f"{generated}_valid"].sum(axis=-1)
-        out[f"{generated}_length_log_prob"] = -length_nll(logits, lengths)
-    return out
-
-
-def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
-    """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task (compiled once
-    per task: `pair_dataset_likelihood` pads every batch to one shape); a model with length
-    heads (`model.length_head`) gives the conditional tasks their length term."""
-    heads = getattr(model, "length_head", False)
-
-    @jax.jit
-    def likelihood(params, batch, key):
-        def score_fn(p, l, sigma, p_valid, l_valid, mode):
-            return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
-
-        def length_fn(context, context_valid, direction):
-            return model.apply(
-                {"params": params}, context, context_valid, direction, method="length_logits"
-            )
-
-        return pair_sequence_elbo(
-            score_fn,
-            graphs,
-            noise,
-            batch,
-            key,
-            task=task,
-            time_samples=time_samples,
-            length_fn=length_fn if heads else None,
-        )
-
-    return likelihood
-
-
-def pair_dataset_likelihood(
-    likelihood_fn,
-    params,
-    arrays: dict,
-    *,
-    batch_size: int,
-    seed: int,
-    on_batch=None,
-    keep_rows: bool = False,
-):
-    """Per track: `summarize_sequences` over every pair of arrays (protein, protein_valid,
-    ligand, ligand_valid [N, L]) with fixed keys (one per batch of `batch_size`: another
-    batch size draws other times); tracks the task does not score are left out. Where the
-    likelihood fn gives a track's length term (conditional tasks with length heads) the
-    summary has the full bound (`with_length_*`, `length_*`). `on_batch(rows)`, when given,
-    is called after each batch with its number of real pairs (a progress bar's `update`).
-    `keep_rows` adds each track's per-pair arrays under "rows" (nll, tokens and, where
-    given, length_log_prob) for paired differences (`paired_difference`). The keys depend
-    on (seed, batch index) only, so two tasks scored on the same arrays share their draws."""
-    base = jax.random.fold_in(jax.random.key(seed), 0x9A12)
-    n = len(arrays["protein"])
-    parts: dict[str, list] = {}
-    for b, batch in enumerate(iter_eval_batches(arrays, batch_size)):
-        out = likelihood_fn(params, batch, jax.random.fold_in(base, b))
-        for name, value in out.items():
-            parts.setdefault(name, []).append(np.asarray(value))
-        if on_batch is not None:
-            on_batch(min(batch_size, n - b * batch_size))
-    result = {}
-    for track in ("protein", "ligand"):
-        tokens = np.concatenate(parts[f"{track}_tokens"])[:n]
-        if tokens.sum() > 0:
-            nll = np.concatenate(parts[f"{track}_nll"])[:n]
-            length = parts.get(f"{track}_length_log_prob")
-            length = None if length is None else np.concatenate(length)[:n]
-            result[track] = summarize_sequences(nll, tokens, length)
-            if keep_rows:
-                rows = {"nll": nll, "tokens": tokens}
-                if length is not None:
-                    rows["length_log_prob"] = length
-                result[track]["rows"] = rows
-    return result
-
-
-def paired_difference(alone, given, tokens) -> dict:
-    """Mean of alone - given [N] (two bounds on the same N sequences) per sequence and per
-    token of `tokens` [N], each with its standard error over the sequences: the paired
-    error, smaller than that of two independent means when the bounds share their draws."""
-    d = np.asarray(alone, np.float64) - np.asarray(given, np.float64)
-    tokens = np.asarray(tokens, np.float64)
-    n = len(d)
-    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {
-        "nats_per_sequence": float(d.mean()),
-        "nats_per_sequence_se": se,
-        "nats_per_token": float(d.sum() / max(tokens.sum(), 1.0)),
-        "nats_per_token_se": ratio_standard_error(d, tokens),
-        "sequences": n,
-    }

@@ -23,7 +23,7 @@ from sedd_jax.common.sample_files import (
     write_pair_samples,
 )
 from sedd_jax.data.batching import sample_lengths
-from sedd_jax.data.pairs import PairTable, encode_pairs
+from sedd_jax.data.pair_tables import PairTable, encode_pairs
 from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_jax.diffusion.joint import TASKS, TaskMixture, joint_score_entropy_loss
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
