@@ -18,6 +18,16 @@ import pytest
 
 from tests.helpers import TINY_PAIR_RUN, TINY_SINGLE_RUN, tiny_config
 
+# Tests are compile-bound (tiny models, many shapes): XLA's LLVM optimisations cost more than
+# they save, about 40 % of the wall time of compile-heavy tests. Set before the backend
+# starts; subprocesses inherit it (tests.helpers.cli_env), so runs compared bit for bit
+# across processes compile alike. SEDD_TEST_XLA_OPT=1 keeps XLA's default optimisation.
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("SEDD_TEST_XLA_OPT") != "1" and "optimization_level" not in os.environ.get(
+    "XLA_FLAGS", ""
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
 _CACHE = os.environ.get("SEDD_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="sedd-xla-cache-")
 # pytest-xdist workers start after this file is imported by the controller: they inherit
 # the variable and share one cache.

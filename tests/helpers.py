@@ -170,7 +170,8 @@ def cli_env(
         out["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         out["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     if devices is not None:
-        out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        kept = [f for f in base.get("XLA_FLAGS", "").split() if "device_count" not in f]
+        out["XLA_FLAGS"] = " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])
     return out | dict(env or {})
 
 
