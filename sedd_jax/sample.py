@@ -311,9 +311,11 @@ def sample_pairs_cli(run: Run, params):
         tokenizer_forbidden(graphs.protein, protein_tok),
         tokenizer_forbidden(graphs.ligand, ligand_tok),
     )
-    sampler = functools.partial(
-        make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value), forbidden=forbidden
-    )
+    try:
+        sampler = make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value)
+    except ValueError as e:
+        sys.exit(f"--predictor={sc.predictor}: {e}")
+    sampler = functools.partial(sampler, forbidden=forbidden)
     p, l = sample_in_chunks(
         sampler, params, [protein, ligand, p_valid, l_valid], _SEED.value, _BATCH.value
     )

@@ -165,15 +165,17 @@ def test_joint_pair_sampler_draws_the_oracle_joint(predictor):
     assert chi_square_p_value(counts, independent) < 1e-12
 
 
+@pytest.mark.parametrize("predictor", ["euler", "cached", "first_hitting"])
 @pytest.mark.parametrize(
     "task, context_track", [("ligand_given_protein", 0), ("protein_given_ligand", 1)]
 )
-def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_track):
+def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_track, predictor):
+    """cached and first_hitting run the single-track sampler on the generated track."""
     size = 12_000
     context = np.repeat(np.arange(K), size // K)[:, None].astype(np.int32)
     blank = np.zeros_like(context)
     protein, ligand = (context, blank) if context_track == 0 else (blank, context)
-    p, l = run_pairs(jnp.asarray(protein), jnp.asarray(ligand), jax.random.key(6), task, "euler")
+    p, l = run_pairs(jnp.asarray(protein), jnp.asarray(ligand), jax.random.key(6), task, predictor)
     p, l = np.asarray(p)[:, 0], np.asarray(l)[:, 0]
     kept, drawn = (p, l) if context_track == 0 else (l, p)
     np.testing.assert_array_equal(kept, context[:, 0])  # the context is clamped
@@ -185,6 +187,13 @@ def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_tra
         # the marginal (a sampler that ignores the context) is rejected
         marginal = table.sum(0) / table.sum()
         assert chi_square_p_value(counts, marginal) < 1e-6
+
+
+@pytest.mark.parametrize("predictor", ["cached", "first_hitting"])
+def test_one_track_samplers_refuse_joint_generation(predictor):
+    start = jnp.zeros((2, 1), jnp.int32)
+    with pytest.raises(ValueError, match="generates both"):
+        run_pairs(start, start, jax.random.key(5), "joint", predictor)
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])

@@ -53,7 +53,14 @@ from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.curriculum import sigma_multiplier
 from sedd_jax.diffusion.losses import loss_times
-from sedd_jax.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
+from sedd_jax.diffusion.sampling import (
+    PREDICTORS,
+    SAMPLERS,
+    denoise,
+    pc_sample,
+    time_grid,
+    transition_reshaper,
+)
 from sedd_jax.models.length import length_nll
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
@@ -283,10 +290,29 @@ def sample_pairs(
     """
     if task not in TASK_ROLES:
         raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
-    if predictor not in PREDICTORS:
-        raise ValueError(f"sampling.predictor={predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if predictor not in PREDICTORS and predictor not in SAMPLERS:
+        choices = sorted(PREDICTORS) + list(SAMPLERS)
+        raise ValueError(f"sampling.predictor={predictor!r}; choose one of {choices}")
     if key is None and uniforms is None:
         raise ValueError("sample_pairs needs a key or explicit uniforms")
+    if predictor in SAMPLERS:
+        return _one_track_sampler(
+            score_fn,
+            graphs,
+            noise,
+            (protein, ligand),
+            (protein_valid, ligand_valid),
+            (protein_clamp, ligand_clamp),
+            key,
+            task=task,
+            steps=steps,
+            predictor=predictor,
+            eps=eps,
+            denoise_last=denoise_last,
+            temperature=temperature,
+            top_p=top_p,
+            forbidden=forbidden,
+        )
     step_fn = PREDICTORS[predictor]
     reshapes = tuple(transition_reshaper(temperature, top_p, f) for f in forbidden)
     gen_p, gen_l, _, _ = TASK_ROLES[task]
@@ -351,3 +377,39 @@ def sample_pairs(
 
         state = advance(final, state, network(state, ts[-1]), draw(steps))
     return state
+
+
+def _one_track_sampler(
+    score_fn, graphs, noise, tracks, valids, clamps, key, *, task, forbidden, **settings
+):
+    """`sampling.pc_sample`'s own-loop samplers (`SAMPLERS`: cached, first_hitting) for a
+    task that generates one track: the network is a function of that track alone (the
+    other is fixed context, or absent), so the single-track sampler runs on it unchanged,
+    with its keys (`pc_sample`). Joint generation moves both tracks at one shared time,
+    which these samplers do not model: refused."""
+    gen_p, gen_l, _, _ = TASK_ROLES[task]
+    if gen_p and gen_l:
+        raise ValueError(
+            f"sampling.predictor={settings['predictor']!r} samples one generated track; "
+            f"task={task!r} generates both: use one of {sorted(PREDICTORS)}"
+        )
+    i = 0 if gen_p else 1
+    protein_valid, ligand_valid = valids
+    graph = graphs[i]
+
+    def log_score_fn(x, sigma):
+        state = tuple(x if j == i else tracks[j] for j in range(2))
+        return score_fn(*state, sigma, protein_valid, ligand_valid, task)[i]
+
+    clamp = ~valids[i] if clamps[i] is None else ~valids[i] | clamps[i]
+    x = pc_sample(
+        log_score_fn,
+        graph,
+        noise,
+        tracks[i],
+        key,
+        clamp=clamp,
+        forbidden=forbidden[i],
+        **settings,
+    )
+    return tuple(x if j == i else tracks[j] for j in range(2))

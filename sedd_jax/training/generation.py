@@ -20,11 +20,12 @@ from sedd_jax.common.generation import (  # noqa: F401
     initial_tokens,
     tokenizer_forbidden,
 )
+from sedd_jax.common.tasks import TASK_ROLES
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import sample_pairs
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
-from sedd_jax.diffusion.sampling import pc_sample
+from sedd_jax.diffusion.sampling import SAMPLERS, pc_sample
 from sedd_jax.models.length import HEAD_NAMES, sample_lengths
 
 
@@ -36,9 +37,17 @@ def _controls(sampling_config) -> dict:
     }
 
 
-def _pair_remdm_check(sampling_config) -> None:
-    """`joint.sample_pairs` runs "remdm" through `sampling.PREDICTORS` at `RemdmSettings()`
-    only: other remdm settings would be silently ignored, so they are refused."""
+def check_pair_predictor(sampling_config, task: str) -> None:
+    """Refuse what `joint.sample_pairs` would not apply: the one-track samplers (cached,
+    first_hitting) on joint generation, and "remdm" at other than `RemdmSettings()` (it
+    runs through `sampling.PREDICTORS` at its defaults; other settings would be silently
+    ignored)."""
+    gen_p, gen_l, _, _ = TASK_ROLES[task]
+    if sampling_config.predictor in SAMPLERS and gen_p and gen_l:
+        raise ValueError(
+            f"sampling.predictor={sampling_config.predictor!r} generates one track; "
+            f"task={task!r} generates both: use euler, analytic, remdm or none"
+        )
     if sampling_config.predictor != "remdm":
         return
     settings = RemdmSettings.from_config(sampling_config)
@@ -92,9 +101,10 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
     apply to every draw of both generated tracks, as in `make_sampler`; `forbidden` =
     (protein [Vp] bool | None, ligand [Vl] bool | None): ids never drawn. `guidance`
     w > 0: classifier-free guidance of the generated track (`diffusion/guidance.py`).
-    predictor "remdm" only at the default remdm settings (`_pair_remdm_check`).
+    Predictors as `check_pair_predictor` allows: cached and first_hitting for tasks that
+    generate one track, remdm at its default settings.
     """
-    _pair_remdm_check(sampling_config)
+    check_pair_predictor(sampling_config, task)
 
     @jax.jit
     def sample(params, protein, ligand, protein_valid, ligand_valid, key, forbidden=(None, None)):

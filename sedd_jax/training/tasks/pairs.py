@@ -36,6 +36,7 @@ from sedd_jax.training.evaluation import (
     validation_sums,
 )
 from sedd_jax.training.generation import (
+    check_pair_predictor,
     has_length_head,
     initial_tokens,
     make_length_sampler,
@@ -71,6 +72,7 @@ class PairTrack:
         warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
         require_plain_objective(config, "the pair task")
+        check_pair_predictor(config.sampling, "joint")  # the run samples joint pairs
         self.objective, self.step_metrics = pair_track_objective(
             self.model,
             self.graphs,
