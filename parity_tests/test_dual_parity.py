@@ -12,15 +12,17 @@ TOL = 1e-5
 
 
 # every mode once, each variant on two (a mode is a separate computation to compile)
+# (and the absolute positions on both tracks once)
 @pytest.mark.parametrize(
-    ("variant", "modes"),
+    ("variant", "modes", "overrides"),
     [
-        ("protlig", ("joint", "ligand_given_protein")),
-        ("sedd", ("protein_given_ligand", "protein_only", "ligand_only")),
+        ("protlig", ("joint", "ligand_given_protein"), {}),
+        ("sedd", ("protein_given_ligand", "protein_only", "ligand_only"), {}),
+        ("protlig", ("joint",), {"absolute_positions": True}),
     ],
 )
-def test_dual_track_log_scores_match_in_every_mode(variant, modes, record):
-    model, params, twin = dual_pair(variant)
+def test_dual_track_log_scores_match_in_every_mode(variant, modes, overrides, record):
+    model, params, twin = dual_pair(variant, **overrides)
     protein, sigma, protein_valid = example_inputs(length=13, seed=1)
     ligand = np.random.default_rng(2).integers(0, LIGAND_V, size=(3, 9)).astype(np.int32)
     ligand_valid = np.arange(9)[None] < np.array([9, 0, 5])[:, None]  # row 1: no ligand

@@ -135,7 +135,13 @@ def train_overrides(args, data: dict, max_ligand_len: int) -> dict:
     }
     if args.width:
         overrides["model.hidden"] = args.width
-    return overrides | (QUICK_MODEL if args.quick else {})
+    overrides |= QUICK_MODEL if args.quick else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bench_conditioning: --set {item!r}: expected KEY=VALUE")
+        overrides[key] = value
+    return overrides
 
 
 def length_terms(run, track: str) -> np.ndarray:
@@ -243,6 +249,13 @@ def parse_args():
     ap.add_argument("--time_samples", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="", help="default: a temporary directory")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training config override (repeatable), e.g. --set optim.lr=3e-3",
+    )
     ap.add_argument("--quick", action="store_true", help="a tiny run (~1.5 CPU-minutes)")
     ap.add_argument("--out", default="bench_conditioning.json")
     args = ap.parse_args()

@@ -201,6 +201,7 @@ def dual_base_config() -> ml_collections.ConfigDict:
     # every checkpoint whose config lacks the key) uses the marginal length distribution
     c.model.length_head = True
     c.model.length_hidden = 64  # the heads' embedding / MLP width
+    c.model.absolute_positions = False  # sinusoidal absolute positions added to embeddings
 
     # probability of each task per training pair; one model learns all of them
     c.task = ml_collections.ConfigDict()

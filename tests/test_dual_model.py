@@ -295,6 +295,7 @@ def test_build_dual_model_reads_every_model_field():
             scale_by_sigma=False,
             dtype="bfloat16",
             cross_attention=False,
+            absolute_positions=True,
         )
     )
     model = build_dual_model(config, VP, VL, absorb=True)
@@ -318,3 +319,21 @@ def test_log_score_is_zero_at_the_current_token_and_unknown_mode_fails(params):
     }
     with pytest.raises(ValueError, match="mode='both'"):
         MODEL.apply({"params": params}, protein, ligand, sigma, mode="both")
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_an_all_mask_track_knows_its_positions_only_with_absolute_positions(absolute):
+    """Rotary attention sees relative offsets only: with every token the mask, the values
+    are equal, so every position's output is the same (a sampler's first reveals then
+    draw from the token composition, whatever the position). Absolute positions (no
+    parameters: the same weights) tell the positions apart."""
+    model = tiny_model(absolute_positions=absolute)
+    params = trained_like(tiny_model())
+    protein, _, sigma = inputs()
+    masked = jnp.full((B, LL), VL - 1, jnp.int32)
+    _, ligand = score_fn(model, params)(protein, masked, sigma, None, None, "ligand_given_protein")
+    spread = np.abs(np.asarray(ligand) - np.asarray(ligand)[:, :1]).max()
+    if absolute:
+        assert spread > 1e-2, spread
+    else:
+        assert spread < 1e-5, spread

@@ -76,6 +76,7 @@ from sedd_jax.models.layers import (
     modulate,
     remat_block,
     rotary_cos_sin,
+    sinusoidal_positions,
 )
 from sedd_jax.models.length import HEAD_NAMES, LengthHead
 from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
@@ -147,6 +148,7 @@ class DualTrackSEDD(nn.Module):
     remat: str = "none"  # none | block: recompute each DDiT / cross block when differentiating
     attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
     length_head: bool = False  # p(L_generated | context) heads (`models/length.py`)
+    absolute_positions: bool = False  # add sinusoidal absolute positions to the embeddings
     length_hidden: int = 64  # the heads' embedding and MLP width
     max_protein_len: int = 0  # the heads' ranges (data.max_*_len); used with length_head
     max_ligand_len: int = 0
@@ -231,7 +233,10 @@ class DualTrackSEDD(nn.Module):
         def embed(name, vocab_size, x):
             init = embedding_init(variant.embedding_init, self.hidden)
             table = self.param(name, init, (vocab_size, self.hidden), jnp.float32)
-            return jnp.take(table, x, axis=0)
+            h = jnp.take(table, x, axis=0)
+            if self.absolute_positions:
+                h = h + sinusoidal_positions(x.shape[1], self.hidden)[None]
+            return h
 
         if run_p:
             h_p = embed("protein_embed", self.protein_vocab, protein)
@@ -365,6 +370,7 @@ def build_dual_model(
         attention=model_config.get("attention", "auto"),
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
+        absolute_positions=model_config.get("absolute_positions", False),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
     )

@@ -90,6 +90,17 @@ def rotary_cos_sin(length: int, head_dim: int) -> tuple[jax.Array, jax.Array]:
     return jnp.cos(angles), jnp.sin(angles)
 
 
+def sinusoidal_positions(length: int, hidden: int) -> jax.Array:
+    """Absolute positions [L, d]: sin/cos of position * 10000^(-2k/d) (Vaswani et al. 2017),
+    scaled by 1/sqrt(d) to the embeddings' size. Rotary attention sees only relative
+    offsets; these tell a token where it stands in its track (and, read through
+    attention over the valid tokens, the track's length)."""
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, hidden, 2, dtype=jnp.float32) / hidden))
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None]
+    table = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    return table / math.sqrt(hidden)
+
+
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """x [B, L, H, Dh] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]."""
     a, b = jnp.split(x, 2, axis=-1)

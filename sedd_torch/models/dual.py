@@ -29,6 +29,7 @@ from sedd_torch.models.layers import (
     TimestepEmbedder,
     attention,
     modulate,
+    sinusoidal_positions,
     zero_init_,
 )
 from sedd_torch.models.length import HEAD_NAMES, LengthHead
@@ -91,6 +92,7 @@ class DualTrackSEDD(nn.Module):
         cross_attention: bool = True,
         length_head: bool = False,
         length_hidden: int = 64,
+        absolute_positions: bool = False,
         max_protein_len: int = 0,
         max_ligand_len: int = 0,
     ):
@@ -102,6 +104,8 @@ class DualTrackSEDD(nn.Module):
         self.n_blocks = {"protein": n_blocks_protein, "ligand": n_blocks_ligand}
         self.scale_by_sigma = scale_by_sigma and absorb
         self.cross_attention = cross_attention
+        self.absolute_positions = absolute_positions
+        self.hidden = hidden
         self.dtype = dtype
         paired = min(n_blocks_protein, n_blocks_ligand) if cross_attention else 0
 
@@ -152,6 +156,12 @@ class DualTrackSEDD(nn.Module):
             raise ValueError(f"length_logits: task={task!r}; choose one of {sorted(HEAD_NAMES)}")
         return getattr(self, HEAD_NAMES[task])(context, context_valid)
 
+    def _embed(self, table, x):
+        h = table(x)
+        if self.absolute_positions:
+            h = h + sinusoidal_positions(x.shape[1], self.hidden, h.device)[None].to(h.dtype)
+        return h
+
     def _head(self, track, h, c, x, sigma):
         logits = getattr(self, f"{track}_output")(h, c)
         return finish_log_score(logits, x, sigma, self.vocab[track], self.scale_by_sigma)
@@ -174,9 +184,9 @@ class DualTrackSEDD(nn.Module):
             c = F.silu(c)
         h_p = h_l = rot_p = rot_l = None
         if run_p:
-            h_p, rot_p = self.protein_embed(protein), self.rotary_emb(protein.shape[1])
+            h_p, rot_p = self._embed(self.protein_embed, protein), self.rotary_emb(protein.shape[1])
         if run_l:
-            h_l, rot_l = self.ligand_embed(ligand), self.rotary_emb(ligand.shape[1])
+            h_l, rot_l = self._embed(self.ligand_embed, ligand), self.rotary_emb(ligand.shape[1])
 
         n_p, n_l = self.n_blocks["protein"], self.n_blocks["ligand"]
         depth, paired = max(n_p, n_l), min(n_p, n_l)
@@ -234,6 +244,7 @@ def build_dual_model(
         cross_attention=model_config.cross_attention,
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
+        absolute_positions=model_config.get("absolute_positions", False),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
     )

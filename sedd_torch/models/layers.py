@@ -91,6 +91,15 @@ class Rotary(nn.Module):
         return torch.cos(angles), torch.sin(angles)
 
 
+def sinusoidal_positions(length: int, hidden: int, device=None) -> torch.Tensor:
+    """Absolute positions [L, d] / sqrt(d): sin and cos of position * 10000^(-2k/d), as
+    `sedd_jax.models.layers.sinusoidal_positions`."""
+    exponent = torch.arange(0, hidden, 2, dtype=torch.float32, device=device) / hidden
+    positions = torch.arange(length, dtype=torch.float32, device=device)
+    angles = positions[:, None] * (1.0 / (10000.0**exponent))[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1) / math.sqrt(hidden)
+
+
 def apply_rotary(x, cos, sin):
     """x [B, L, H, Dh] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]."""
     a, b = x.chunk(2, dim=-1)
