@@ -12,13 +12,13 @@ TOL = 1e-5
 
 
 # every mode once, each variant on two (a mode is a separate computation to compile)
-# (and the absolute positions on both tracks once)
+# (and absolute positions with a sigma-free network once)
 @pytest.mark.parametrize(
     ("variant", "modes", "overrides"),
     [
         ("protlig", ("joint", "ligand_given_protein"), {}),
         ("sedd", ("protein_given_ligand", "protein_only", "ligand_only"), {}),
-        ("protlig", ("joint",), {"absolute_positions": True}),
+        ("protlig", ("joint",), {"absolute_positions": True, "time_conditioning": False}),
     ],
 )
 def test_dual_track_log_scores_match_in_every_mode(variant, modes, overrides, record):

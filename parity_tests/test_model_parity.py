@@ -15,10 +15,14 @@ from tests.helpers import example_inputs, max_error, t, tiny_kwargs, twin_pair
 TOL = 1e-5
 
 
-@pytest.mark.parametrize("variant", ["protlig", "sedd"])
+@pytest.mark.parametrize(
+    "variant, overrides",
+    [("protlig", {}), ("sedd", {}), ("protlig", {"time_conditioning": False})],
+    ids=["protlig", "sedd", "sigma_free"],
+)
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
-def test_jax_weights_in_twin_give_same_log_scores(variant, padded, record):
-    model, params, twin, _ = twin_pair(variant)
+def test_jax_weights_in_twin_give_same_log_scores(variant, overrides, padded, record):
+    model, params, twin, _ = twin_pair(variant, **overrides)
     x, sigma, valid = example_inputs()
     valid = valid if padded else None
     expected = np.asarray(model.apply({"params": params}, jnp.asarray(x), sigma, valid))

@@ -56,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
     # hand-written attention of models/layers.py); cudnn forces the fused one (error where
     # it cannot run)
     c.model.attention = "auto"
+    # False: a sigma-free network (absorbing graph only): the condition embedding sees
+    # sigma = 0 and the score is its sigma-free output times the known factor of sigma
+    # (RADD); the `cached` sampler is then exact
+    c.model.time_conditioning = True
 
     c.graph = ml_collections.ConfigDict()
     c.graph.type = "absorb"

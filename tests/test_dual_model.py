@@ -296,6 +296,7 @@ def test_build_dual_model_reads_every_model_field():
             dtype="bfloat16",
             cross_attention=False,
             absolute_positions=True,
+            time_conditioning=False,
         )
     )
     model = build_dual_model(config, VP, VL, absorb=True)
@@ -337,3 +338,16 @@ def test_an_all_mask_track_knows_its_positions_only_with_absolute_positions(abso
         assert spread > 1e-2, spread
     else:
         assert spread < 1e-5, spread
+
+
+def test_a_sigma_free_network_needs_the_absorbing_graph():
+    from sedd_jax.defaults import base_config, dual_base_config
+    from sedd_jax.models.sedd import build_model
+
+    single, dual = base_config().model, dual_base_config().model
+    single.time_conditioning = dual.time_conditioning = False
+    assert build_model(single, VP, absorb=True).time_conditioning is False
+    with pytest.raises(ValueError, match="time_conditioning=False needs graph.type=absorb"):
+        build_model(single, VP, absorb=False)
+    with pytest.raises(ValueError, match="time_conditioning=False needs graph.type=absorb"):
+        build_dual_model(dual, VP, VL, absorb=False, max_lens=(8, 8))

@@ -79,7 +79,14 @@ from sedd_jax.models.layers import (
     sinusoidal_positions,
 )
 from sedd_jax.models.length import HEAD_NAMES, LengthHead
-from sedd_jax.models.sedd import DTYPES, VARIANTS, embedding_init, finish_log_score
+from sedd_jax.models.sedd import (
+    DTYPES,
+    VARIANTS,
+    check_time_conditioning,
+    embedding_init,
+    finish_log_score,
+    network_sigma,
+)
 
 
 class CrossAttention(nn.Module):
@@ -149,6 +156,7 @@ class DualTrackSEDD(nn.Module):
     attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
     length_head: bool = False  # p(L_generated | context) heads (`models/length.py`)
     absolute_positions: bool = False  # add sinusoidal absolute positions to the embeddings
+    time_conditioning: bool = True  # False: sigma-free network (absorbing graph; RADD)
     length_hidden: int = 64  # the heads' embedding and MLP width
     max_protein_len: int = 0  # the heads' ranges (data.max_*_len); used with length_head
     max_ligand_len: int = 0
@@ -226,7 +234,7 @@ class DualTrackSEDD(nn.Module):
         variant = VARIANTS[self.variant]
         head_dim = self.hidden // self.n_heads
 
-        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma)
+        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(network_sigma(sigma, self))
         if variant.silu_condition:
             c = nn.silu(c)
 
@@ -351,6 +359,7 @@ def build_dual_model(
     """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
     max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges.
     A config without `length_head` (an older checkpoint's) builds no heads."""
+    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,
@@ -371,6 +380,7 @@ def build_dual_model(
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
         absolute_positions=model_config.get("absolute_positions", False),
+        time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
     )

@@ -80,6 +80,7 @@ class SEDD(nn.Module):
     dtype: str = "float32"
     remat: str = "none"  # none | block: recompute each block in the backward pass
     attention: str = "auto"  # auto | xla | cudnn (`layers.resolve_attention`)
+    time_conditioning: bool = True  # False: sigma-free network (absorbing graph; RADD)
 
     @nn.compact
     def __call__(self, x, sigma, valid=None, deterministic: bool = True, example_ids=None):
@@ -96,7 +97,7 @@ class SEDD(nn.Module):
             jnp.float32,
         )
         h = jnp.take(table, x, axis=0)
-        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(sigma)
+        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(network_sigma(sigma, self))
         if variant.silu_condition:
             c = nn.silu(c)
         rotary = rotary_cos_sin(x.shape[1], self.hidden // self.n_heads)
@@ -124,6 +125,19 @@ class SEDD(nn.Module):
         )
 
 
+def check_time_conditioning(time_conditioning: bool, absorb: bool) -> None:
+    """A sigma-free network (`model.time_conditioning=False`) is the absorbing graph's
+    (RADD: its score is a sigma-free conditional times a known factor of sigma)."""
+    if not time_conditioning and not absorb:
+        raise ValueError("model.time_conditioning=False needs graph.type=absorb (uniform: True)")
+
+
+def network_sigma(sigma, model):
+    """The sigma the network's condition embedding sees: sigma, or 0 for a sigma-free
+    network (same parameters; the known sigma factor stays in `finish_log_score`)."""
+    return sigma if model.time_conditioning else jnp.zeros_like(sigma)
+
+
 def count_parameters(params) -> int:
     return sum(p.size for p in jax.tree_util.tree_leaves(params))
 
@@ -140,6 +154,8 @@ def expected_parameter_count(
 
 def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
     """SEDD from `config.model` (every field consumed) and the graph's V."""
+    time_conditioning = model_config.get("time_conditioning", True)
+    check_time_conditioning(time_conditioning, absorb)
     return SEDD(
         vocab_size=vocab_size,
         hidden=model_config.hidden,
@@ -154,4 +170,5 @@ def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
         dtype=model_config.dtype,
         remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
         attention=model_config.get("attention", "auto"),
+        time_conditioning=time_conditioning,
     )

@@ -93,6 +93,7 @@ class DualTrackSEDD(nn.Module):
         length_head: bool = False,
         length_hidden: int = 64,
         absolute_positions: bool = False,
+        time_conditioning: bool = True,
         max_protein_len: int = 0,
         max_ligand_len: int = 0,
     ):
@@ -105,6 +106,7 @@ class DualTrackSEDD(nn.Module):
         self.scale_by_sigma = scale_by_sigma and absorb
         self.cross_attention = cross_attention
         self.absolute_positions = absolute_positions
+        self.time_conditioning = time_conditioning
         self.hidden = hidden
         self.dtype = dtype
         paired = min(n_blocks_protein, n_blocks_ligand) if cross_attention else 0
@@ -179,7 +181,7 @@ class DualTrackSEDD(nn.Module):
         cross = self.cross_attention and coupled
         run_p, run_l = protein_head or cross, ligand_head or cross
 
-        c = self.sigma_map(sigma)
+        c = self.sigma_map(sigma if self.time_conditioning else torch.zeros_like(sigma))
         if self.variant.silu_condition:
             c = F.silu(c)
         h_p = h_l = rot_p = rot_l = None
@@ -245,6 +247,7 @@ def build_dual_model(
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
         absolute_positions=model_config.get("absolute_positions", False),
+        time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
     )

@@ -85,12 +85,14 @@ class SEDD(nn.Module):
         scale_by_sigma: bool = True,
         absorb: bool = True,
         dtype: str = "float32",
+        time_conditioning: bool = True,
     ):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"model.variant={variant!r}; choose one of {sorted(VARIANTS)}")
         self.variant = VARIANTS[variant]
         self.vocab_size = vocab_size
+        self.time_conditioning = time_conditioning
         self.scale_by_sigma = scale_by_sigma and absorb
         self.dtype = dtype
         self.vocab_embed = make_embedding(self.variant, vocab_size, hidden)
@@ -120,7 +122,7 @@ class SEDD(nn.Module):
     def forward(self, x, sigma, valid=None):
         """x [B, L] long, sigma [B] float, valid [B, L] bool or None -> log-scores [B, L, V]."""
         h = self.vocab_embed(x)
-        c = self.sigma_map(sigma)
+        c = self.sigma_map(sigma if self.time_conditioning else torch.zeros_like(sigma))
         if self.variant.silu_condition:
             c = F.silu(c)
         rotary = self.rotary_emb(x.shape[1])
@@ -149,4 +151,5 @@ def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
         scale_by_sigma=model_config.scale_by_sigma,
         absorb=absorb,
         dtype=model_config.dtype,
+        time_conditioning=model_config.get("time_conditioning", True),
     )
