@@ -205,7 +205,12 @@ def dual_base_config() -> ml_collections.ConfigDict:
     # every checkpoint whose config lacks the key) uses the marginal length distribution
     c.model.length_head = True
     c.model.length_hidden = 64  # the heads' embedding / MLP width
-    c.model.absolute_positions = False  # sinusoidal absolute positions added to embeddings
+    # sinusoidal absolute positions added to both tracks' embeddings (no parameters): with
+    # rotary attention alone an all-mask track gives every position the same output, so a
+    # sampler's first reveals cannot know where they are (the conditioning benchmark: exact
+    # ligands 3 % -> 61 %, docs/benchmarks.md); False (and every checkpoint whose config
+    # lacks the key, e.g. the reference's) is the rotary-only network
+    c.model.absolute_positions = True
 
     # probability of each task per training pair; one model learns all of them
     c.task = ml_collections.ConfigDict()
