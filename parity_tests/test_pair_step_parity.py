@@ -7,9 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
-from sedd_jax import conversion
 from sedd_jax.common.tasks import TaskMixture
 from sedd_jax.defaults import base_config
 from sedd_jax.diffusion import keys
@@ -17,24 +15,20 @@ from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs, draw_tasks
 from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
 from sedd_jax.training.state import TrainState
-from sedd_jax.training.step import micro_batches, step_keys, train_step
+from sedd_jax.training.step import step_keys
 from sedd_jax.training.tasks import pair_track_objective
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
-from sedd_torch.training import optim as torch_optim
-from sedd_torch.training.state import create_train_state
-from sedd_torch.training.step import train_step as torch_train_step
 from sedd_torch.training.tasks import pair_track_objective as torch_pair_objective
 from tests.helpers import (
     LIGAND_V,
     PROTEIN_V,
     STEP_EPS,
+    ParitySteps,
     ReplayRand,
     dual_pair,
     example_inputs,
-    step_optim_config,
     t,
 )
 
@@ -89,81 +83,33 @@ def jax_pair_draws(rng, step, batch):
     return [task_u, t_u, p_u, l_u], tasks
 
 
-def max_error(a: dict, b: dict) -> float:
-    scale = 1.0 + max(np.abs(v).max() for v in a.values())
-    return max(np.abs(a[k] - b[k]).max() for k in a) / scale
-
-
 @pytest.mark.parametrize("variant", ["protlig"])
 def test_pair_optimizer_steps_leave_equal_params_and_ema(record, variant):
     model, params, twin = dual_pair(variant)
     batch = pair_batch()
-    oc, total, ema = step_optim_config(), 20, 0.999
-    tx, schedule = make_optimizer(oc, total), learning_rate_schedule(oc, total)
-    rng = jax.random.key_data(jax.random.key(11))
-    state = TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params), rng)
     graphs = PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
-    objective, step_metrics = pair_track_objective(
-        model, graphs, LogLinearNoise(), MIXTURE, STEP_EPS, curriculum()
-    )
-    j_step = jax.jit(
-        lambda s, b: train_step(
-            s,
-            micro_batches(b, 1),
-            objective=objective,
-            step_metrics=step_metrics,
-            tx=tx,
-            lr_schedule=schedule,
-            ema=ema,
-            axis_name=None,
-        )
-    )
     t_graphs = PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
-    t_objective, t_step_metrics = torch_pair_objective(
-        t_graphs, TorchLogLinear(), MIXTURE, STEP_EPS, curriculum()
+    steps = ParitySteps(
+        params,
+        twin,
+        pair_track_objective(model, graphs, LogLinearNoise(), MIXTURE, STEP_EPS, curriculum()),
+        torch_pair_objective(t_graphs, TorchLogLinear(), MIXTURE, STEP_EPS, curriculum()),
+        seed=11,
     )
-    torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
     batch_t = {k: t(v)[None] for k, v in batch.items()}
     seen_tasks = set()
     for step in range(STEPS):
-        draws, tasks = jax_pair_draws(rng, step, batch)
+        draws, tasks = jax_pair_draws(steps.rng, step, batch)
         seen_tasks |= set(tasks.tolist())
-        state, metrics_j = j_step(state, batch)
+        metrics_j = steps.jax(batch)
         replay = ReplayRand(*draws)
-        metrics_t = torch_train_step(
-            torch_state,
-            batch_t,
-            objective=t_objective,
-            step_metrics=t_step_metrics,
-            lr_schedule=torch_optim.learning_rate_schedule(oc, total),
-            ema=ema,
-            grad_clip=oc.grad_clip,
-            seed=0,
-            rand=replay,
-        )
+        metrics_t = steps.torch(batch_t, replay)
         assert replay.exhausted()
         for name in ("loss", "loss_protein", "loss_ligand", "mean_t", "tokens"):
             assert np.isclose(float(metrics_j[name]), metrics_t[name], rtol=1e-5), name
         assert np.isclose(float(metrics_j["grad_norm"]), metrics_t["grad_norm"], rtol=1e-4)
         assert np.isclose(float(metrics_j["curriculum_progress"]), metrics_t["curriculum_progress"])
         assert metrics_t["curriculum_progress"] == pytest.approx(step / 5)
-        assert metrics_t["grad_norm"] > oc.grad_clip  # clipping is exercised
+        assert metrics_t["grad_norm"] > steps.oc.grad_clip  # clipping is exercised
     assert len(seen_tasks) >= 3  # a real mixture: several tasks in the batches
-
-    assert int(state.step) == torch_state.step == STEPS
-    for name, tree, module in (
-        ("params", state.params, torch_state.model),
-        ("EMA", state.ema_params, torch_state.ema_model),
-    ):
-        expected = conversion.flax_to_torch(jax.device_get(tree), variant)
-        start = conversion.flax_to_torch(params, variant)
-        got = {n: p.detach().numpy() for n, p in module.named_parameters()}
-        moved = max(np.abs(expected[k] - start[k]).max() for k in expected)
-        error = max_error(expected, got)
-        record(f"pair {name} after {STEPS} steps max|d|/(1+max)", error, TOL)
-        worst = max(np.abs(expected[k] - got[k]).max() for k in expected)
-        record(f"pair {name}: max|d| / max|update|", worst / moved, None)
-        assert moved > 1e-3  # the steps changed the weights
-        assert error <= TOL
-    with torch.no_grad():
-        assert torch_state.optimizer.param_groups[0]["lr"] == schedule(STEPS - 1)
+    steps.assert_weights_match(STEPS, variant, record, TOL, label="pair ")

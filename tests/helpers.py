@@ -427,6 +427,92 @@ def step_optim_config():
     return c
 
 
+PARITY_STEP_TOTAL, PARITY_EMA = 20, 0.999  # schedule length and EMA of the step parity
+
+
+class ParitySteps:
+    """Optimizer steps in both frameworks from the same weights (the step-parity tests):
+    `jax(batch)` and `torch(batch, rand)` each take one step (`step_optim_config`, EMA
+    `PARITY_EMA`) and return its metrics; `rng` is the JAX state's key data (to replay
+    its draws in the twin); `assert_weights_match` compares params and EMA at the end."""
+
+    def __init__(self, params, twin, jax_objective, torch_objective, seed: int):
+        from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+        from sedd_jax.training.state import TrainState
+        from sedd_jax.training.step import micro_batches, train_step
+        from sedd_torch.training import optim as torch_optim
+        from sedd_torch.training.state import create_train_state
+
+        self.oc = oc = step_optim_config()
+        tx = make_optimizer(oc, PARITY_STEP_TOTAL)
+        self.schedule = learning_rate_schedule(oc, PARITY_STEP_TOTAL)
+        self.rng = jax.random.key_data(jax.random.key(seed))
+        self.start = params
+        self.state = TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params), self.rng)
+        objective, step_metrics = jax_objective
+        self._jax_step = jax.jit(
+            lambda s, b: train_step(
+                s,
+                micro_batches(b, 1),
+                objective=objective,
+                step_metrics=step_metrics,
+                tx=tx,
+                lr_schedule=self.schedule,
+                ema=PARITY_EMA,
+                axis_name=None,
+            )
+        )
+        self.torch_state = create_train_state(twin, lambda ps: torch_optim.make_optimizer(ps, oc))
+        self._torch = (*torch_objective, torch_optim.learning_rate_schedule(oc, PARITY_STEP_TOTAL))
+
+    def jax(self, batch) -> dict:
+        self.state, metrics = self._jax_step(self.state, batch)
+        return metrics
+
+    def torch(self, batch, rand) -> dict:
+        from sedd_torch.training.step import train_step
+
+        objective, step_metrics, schedule = self._torch
+        return train_step(
+            self.torch_state,
+            batch,
+            objective=objective,
+            step_metrics=step_metrics,
+            lr_schedule=schedule,
+            ema=PARITY_EMA,
+            grad_clip=self.oc.grad_clip,
+            seed=0,
+            rand=rand,
+        )
+
+    def assert_weights_match(self, steps: int, variant: str, record, tol: float, label=""):
+        """After `steps` steps: params and EMA within max|d| / (1 + max|p|) <= tol (recorded
+        with the ratio of the largest difference to the largest update), the weights moved,
+        and the twin's learning rate is the schedule's."""
+        import torch
+
+        from sedd_jax import conversion
+
+        assert int(self.state.step) == self.torch_state.step == steps
+        start = conversion.flax_to_torch(self.start, variant)
+        for name, tree, module in (
+            ("params", self.state.params, self.torch_state.model),
+            ("EMA", self.state.ema_params, self.torch_state.ema_model),
+        ):
+            expected = conversion.flax_to_torch(jax.device_get(tree), variant)
+            got = {n: p.detach().numpy() for n, p in module.named_parameters()}
+            moved = max(np.abs(expected[k] - start[k]).max() for k in expected)
+            worst = max(np.abs(expected[k] - got[k]).max() for k in expected)
+            error = worst / (1.0 + max(np.abs(v).max() for v in expected.values()))
+            record(f"{label}{name} after {steps} steps max|d|/(1+max)", error, tol)
+            record(f"{label}{name}: max|d| / max|update|", worst / moved, None)
+            assert moved > 1e-3  # the steps changed the weights
+            assert error <= tol
+        with torch.no_grad():
+            lr = self.torch_state.optimizer.param_groups[0]["lr"]
+            assert lr == self.schedule(steps - 1)
+
+
 @functools.lru_cache
 def _random_params(model, seed: int):
     x, sigma, valid = example_inputs()
