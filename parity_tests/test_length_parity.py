@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from sedd_jax import conversion
@@ -21,14 +22,15 @@ def _load_into_torch(params, head):
             layer.bias.copy_(torch.from_numpy(np.array(p[name]["bias"])))
 
 
-def test_length_head_logits_match_twin():
+@pytest.mark.parametrize("positions", [0, 8])
+def test_length_head_logits_match_twin(positions):
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 25, size=(4, 12)).astype(np.int32)
     valid = np.arange(12)[None, :] < np.array([[12], [7], [1], [0]])
-    head = LengthHead(vocab_size=25, max_len=30, hidden=16)
+    head = LengthHead(vocab_size=25, max_len=30, hidden=16, positions=positions)
     params = head.init(jax.random.PRNGKey(3), jnp.asarray(tokens), jnp.asarray(valid))
     want = np.asarray(head.apply(params, jnp.asarray(tokens), jnp.asarray(valid)))
-    twin = TorchLengthHead(vocab_size=25, max_len=30, hidden=16)
+    twin = TorchLengthHead(vocab_size=25, max_len=30, hidden=16, positions=positions)
     _load_into_torch(params, twin)
     got = twin(torch.from_numpy(tokens).long(), torch.from_numpy(valid)).detach().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

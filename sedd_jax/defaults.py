@@ -205,6 +205,10 @@ def dual_base_config() -> ml_collections.ConfigDict:
     # every checkpoint whose config lacks the key) uses the marginal length distribution
     c.model.length_head = True
     c.model.length_hidden = 64  # the heads' embedding / MLP width
+    # the heads pool each token's embedding times a code of its position (8 sin/cos
+    # numbers): which residues stand where, not only the composition; 0 (and checkpoints
+    # without the key) pools the composition alone
+    c.model.length_positions = 8
     # sinusoidal absolute positions added to both tracks' embeddings (no parameters): with
     # rotary attention alone an all-mask track gives every position the same output, so a
     # sampler's first reveals cannot know where they are (the conditioning benchmark: exact

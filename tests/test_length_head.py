@@ -74,11 +74,11 @@ LENGTH_FIELDS = dict(length_head=True, length_hidden=16, max_protein_len=MAX_P)
 LENGTH_FIELDS |= dict(max_ligand_len=MAX_L)
 
 
-def _dual(length_head=True):
+def _dual(length_head=True, **more):
     from sedd_jax.models.dual import DualTrackSEDD
 
     fields = LENGTH_FIELDS if length_head else {}
-    return DualTrackSEDD(PV, LV, **TINY_DUAL, **fields)
+    return DualTrackSEDD(PV, LV, **TINY_DUAL, **fields, **more)
 
 
 def _pair_graphs():
@@ -115,6 +115,11 @@ def test_heads_are_submodules_counted_by_the_closed_form_and_leave_the_rest_unch
     assert count == expected_dual_parameter_count(
         PV, LV, 16, 1, 1, 8, length_head=(16, MAX_P, MAX_L)
     )
+    positional = init_dual_params(_dual(length_positions=8), jax.random.key(0))
+    assert positional["length_ligand"]["mlp_in"]["kernel"].shape == (16 * 9, 16)
+    assert sum(x.size for x in jax.tree_util.tree_leaves(positional)) == (
+        expected_dual_parameter_count(PV, LV, 16, 1, 1, 8, length_head=(16, MAX_P, MAX_L, 8))
+    )
     assert sum(x.size for x in jax.tree_util.tree_leaves(without)) == (
         expected_dual_parameter_count(PV, LV, 16, 1, 1, 8)
     )
@@ -131,12 +136,14 @@ def test_build_dual_model_reads_the_length_keys_and_old_configs_have_no_heads():
     assert config.model.length_head is True and config.model.length_hidden == 64
     max_lens = (config.data.max_protein_len, config.data.max_ligand_len)
     model = build_dual_model(config.model, PV, LV, True, max_lens)
-    assert (model.length_head, model.length_hidden) == (True, 64)
+    assert (model.length_head, model.length_hidden, model.length_positions) == (True, 64, 8)
     assert (model.max_protein_len, model.max_ligand_len) == max_lens
     old = config.model.to_dict()
-    del old["length_head"], old["length_hidden"]  # a checkpoint saved before the heads
+    del old["length_positions"]  # saved before position-aware heads: composition heads
     import ml_collections
 
+    assert build_dual_model(ml_collections.ConfigDict(old), PV, LV, True).length_positions == 0
+    del old["length_head"], old["length_hidden"]  # a checkpoint saved before the heads
     assert not build_dual_model(ml_collections.ConfigDict(old), PV, LV, True).length_head
 
 

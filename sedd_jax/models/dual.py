@@ -158,6 +158,7 @@ class DualTrackSEDD(nn.Module):
     absolute_positions: bool = False  # add sinusoidal absolute positions to the embeddings
     time_conditioning: bool = True  # False: sigma-free network (absorbing graph; RADD)
     length_hidden: int = 64  # the heads' embedding and MLP width
+    length_positions: int = 0  # the heads' position-code features (`models/length.py`)
     max_protein_len: int = 0  # the heads' ranges (data.max_*_len); used with length_head
     max_ligand_len: int = 0
 
@@ -166,10 +167,9 @@ class DualTrackSEDD(nn.Module):
             return
         if min(self.max_protein_len, self.max_ligand_len) < 1:
             raise ValueError("model.length_head needs the tracks' max lengths (data.max_*_len)")
-        self.length_ligand = LengthHead(self.protein_vocab, self.max_ligand_len, self.length_hidden)
-        self.length_protein = LengthHead(
-            self.ligand_vocab, self.max_protein_len, self.length_hidden
-        )
+        heads = {"hidden": self.length_hidden, "positions": self.length_positions}
+        self.length_ligand = LengthHead(self.protein_vocab, self.max_ligand_len, **heads)
+        self.length_protein = LengthHead(self.ligand_vocab, self.max_protein_len, **heads)
 
     def length_logits(self, context, context_valid, task: str):
         """Logits [B, max_len + 1] of p(L_generated | clean context) of a conditional
@@ -324,8 +324,9 @@ def expected_dual_parameter_count(
     embeddings (Vp + Vl) d; sigma_map 256 c + c^2 + 2c; per DDiT block
     (4 + 2r) d^2 + 6 c d + (r + 9) d; per head 2 c d + 3 d + V d (+ V with the `sedd`
     output bias); per cross block (two per paired layer) 4 d^2 + 3 c d + 5 d;
-    `length_head` = (h, max_protein_len Mp, max_ligand_len Ml): per length head reading
-    V_context and predicting 0..M, V h + h^2 + h + (h + 1)(M + 1).
+    `length_head` = (h, max_protein_len Mp, max_ligand_len Ml[, P]): per length head
+    reading V_context and predicting 0..M, V h + (P + 1) h^2 + h + (h + 1)(M + 1) (P: the
+    heads' position-code features, default 0).
     """
     d, c, r = hidden, cond_dim, mlp_ratio
     vocab = protein_vocab + ligand_vocab
@@ -343,9 +344,9 @@ def expected_dual_parameter_count(
         + 2 * paired * cross
     )
     if length_head is not None:
-        h, max_p, max_l = length_head
+        h, max_p, max_l, positions = (*length_head, 0)[:4]
         for context_vocab, max_len in ((protein_vocab, max_l), (ligand_vocab, max_p)):
-            total += context_vocab * h + h * h + h + (h + 1) * (max_len + 1)
+            total += context_vocab * h + (positions + 1) * h * h + h + (h + 1) * (max_len + 1)
     return total + (vocab if VARIANTS[variant].output_bias else 0)
 
 
@@ -379,6 +380,7 @@ def build_dual_model(
         attention=model_config.get("attention", "auto"),
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
+        length_positions=model_config.get("length_positions", 0),
         absolute_positions=model_config.get("absolute_positions", False),
         time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],

@@ -4,7 +4,11 @@
 
 The generated track's length is a categorical over 0..max_len, predicted from a masked
 mean-pool of the clean context track's token embeddings (its own table, independent of
-the diffusion model's) followed by an MLP. Trained with cross-entropy in nats per
+the diffusion model's) followed by an MLP. With `positions` = P > 0 each embedding is
+first multiplied by [1, sin/cos code of its position (P numbers)], so the pool holds
+which tokens stand where, not only the composition (a 16-family benchmark whose members
+share most residues at fixed positions needs that; P = 0 is the composition head of
+older checkpoints). Trained with cross-entropy in nats per
 sequence; sampling draws L from it instead of the marginal p(L), and the likelihood
 uses -log p(L | context) as its length term for conditional tasks.
 
@@ -22,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.models.layers import sinusoidal_positions
+
 HEAD_NAMES = {"ligand_given_protein": "length_ligand", "protein_given_ligand": "length_protein"}
 
 
@@ -31,14 +37,26 @@ class LengthHead(nn.Module):
     vocab_size: int
     max_len: int
     hidden: int = 64
+    positions: int = 0  # P: position-code features per embedding dimension (even; 0: none)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
         emb = nn.Embed(self.vocab_size, self.hidden, name="embed")(tokens)
+        if self.positions:
+            emb = emb[..., None] * position_code(tokens.shape[1], self.positions)[:, None]
+            emb = emb.reshape(*tokens.shape, self.hidden * (self.positions + 1))
         weight = valid[..., None].astype(jnp.float32)
         pooled = (emb * weight).sum(axis=1) / jnp.maximum(weight.sum(axis=1), 1.0)
         h = nn.gelu(nn.Dense(self.hidden, name="mlp_in")(pooled), approximate=False)
         return nn.Dense(self.max_len + 1, name="mlp_out")(h).astype(jnp.float32)
+
+
+def position_code(length: int, positions: int) -> jax.Array:
+    """[L, P + 1]: 1, then sin/cos of position * 10000^(-2k/P) (P even)."""
+    if positions % 2:
+        raise ValueError(f"model.length_positions={positions}: expected an even number")
+    code = sinusoidal_positions(length, positions) * jnp.sqrt(jnp.float32(positions))
+    return jnp.concatenate([jnp.ones((length, 1), jnp.float32), code], axis=-1)
 
 
 def length_nll(logits: jax.Array, lengths: jax.Array) -> jax.Array:

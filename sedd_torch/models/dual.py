@@ -92,6 +92,7 @@ class DualTrackSEDD(nn.Module):
         cross_attention: bool = True,
         length_head: bool = False,
         length_hidden: int = 64,
+        length_positions: int = 0,
         absolute_positions: bool = False,
         time_conditioning: bool = True,
         max_protein_len: int = 0,
@@ -149,8 +150,9 @@ class DualTrackSEDD(nn.Module):
         if length_head:
             if min(max_protein_len, max_ligand_len) < 1:
                 raise ValueError("model.length_head needs the tracks' max lengths (data.max_*_len)")
-            self.length_ligand = LengthHead(protein_vocab, max_ligand_len, length_hidden)
-            self.length_protein = LengthHead(ligand_vocab, max_protein_len, length_hidden)
+            heads = {"hidden": length_hidden, "positions": length_positions}
+            self.length_ligand = LengthHead(protein_vocab, max_ligand_len, **heads)
+            self.length_protein = LengthHead(ligand_vocab, max_protein_len, **heads)
 
     def length_logits(self, context, context_valid, task: str):
         """Logits [B, max_len + 1] of p(L_generated | clean context) of a conditional task."""
@@ -246,6 +248,7 @@ def build_dual_model(
         cross_attention=model_config.cross_attention,
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
+        length_positions=model_config.get("length_positions", 0),
         absolute_positions=model_config.get("absolute_positions", False),
         time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],
