@@ -11,16 +11,16 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import make_manager
+from tests.helpers import cli_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N_STEPS = 120
+N_STEPS = 60  # the SIGKILL lands at least 30 steps (and the final sampling) before the end
 EVERY = 10
 FLAGS = [
     "--config=configs/demo.py",
@@ -45,22 +45,13 @@ FLAGS = [
 ]
 
 
-def env():
-    return {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-
-
 def start(workdir):
     """The training CLI in its own session: its process group is it and its grain workers."""
     command = [sys.executable, "-m", "sedd_jax.train", f"--workdir={workdir}", *FLAGS]
     return subprocess.Popen(
         command,
         cwd=REPO,
-        env=env(),
+        env=cli_env(),  # the session's XLA cache, every compilation: reruns compile nothing
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

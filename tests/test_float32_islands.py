@@ -38,16 +38,22 @@ def eqns(jaxpr):
                     yield from eqns(sub.jaxpr)
 
 
-def single_setup(dtype):
+def single_setup(dtype, abstract=False):
+    """abstract: the parameters as shapes only (enough to trace the loss), nothing run."""
     graph, noise = Absorbing(26), LogLinearNoise()
     model = SEDD(graph.dim, n_blocks=2, dtype=dtype, **TINY)
     x = jax.random.randint(jax.random.key(1), (B, L), 5, 25)
     valid = jnp.arange(L)[None] < jnp.array([[L], [8], [5]])
-    params = model.init(jax.random.key(0), x, jnp.ones((B,)), valid)["params"]
-    # open the zero-initialised adaLN gates so every block contributes
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, p: p + 0.05 if "adaLN" in jax.tree_util.keystr(path) else p, params
-    )
+
+    def init(key):
+        params = model.init(key, x, jnp.ones((B,)), valid)["params"]
+        # open the zero-initialised adaLN gates so every block contributes
+        return jax.tree_util.tree_map_with_path(
+            lambda path, p: p + 0.05 if "adaLN" in jax.tree_util.keystr(path) else p, params
+        )
+
+    key = jax.random.key(0)
+    params = jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
     objective, _ = single_track_objective(model, graph, noise, 1e-3)
 
     def loss(p):
@@ -64,6 +70,7 @@ def single_setup(dtype):
 
 
 def dual_setup(dtype):
+    """The dual model's forward pass; its parameters as shapes only (nothing run)."""
     model = DualTrackSEDD(26, 12, n_blocks_protein=1, n_blocks_ligand=1, dtype=dtype, **TINY)
     protein = jax.random.randint(jax.random.key(1), (2, 9), 5, 26)
     ligand = jax.random.randint(jax.random.key(2), (2, 6), 0, 12)
@@ -71,7 +78,8 @@ def dual_setup(dtype):
     lv = jnp.arange(6)[None] < jnp.array([[6], [3]])
     sigma = jnp.array([0.3, 2.0])
     args = (protein, ligand, sigma, pv, lv)
-    params = functools.partial(model.init, mode="joint")(jax.random.key(0), *args)["params"]
+    init = functools.partial(model.init, mode="joint")
+    params = jax.eval_shape(lambda k: init(k, *args)["params"], jax.random.key(0))
 
     def forward(p):
         sp, sl = model.apply({"params": p}, *args, mode="joint")
@@ -84,7 +92,7 @@ def dual_setup(dtype):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_normalisation_softmax_sigma_embedding_and_loss_primitives_are_float32(dtype):
-    _, params, _, _, loss = single_setup(dtype)
+    _, params, _, _, loss = single_setup(dtype, abstract=True)  # traced, never run
     _, dual_params, _, dual_forward = dual_setup(dtype)
     for fn, p in ((loss, params), (dual_forward, dual_params)):
         jaxpr = jax.make_jaxpr(fn)(p).jaxpr
@@ -117,8 +125,12 @@ def test_normalisation_softmax_sigma_embedding_and_loss_primitives_are_float32(d
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_module_outputs_of_the_float32_islands_are_float32(dtype):
-    model, params, x, valid, _ = single_setup(dtype)
-    _, state = model.apply({"params": params}, x, jnp.ones((B,)), valid, capture_intermediates=True)
+    model, params, x, valid, _ = single_setup(dtype, abstract=True)
+
+    def forward(p):
+        return model.apply({"params": p}, x, jnp.ones((B,)), valid, capture_intermediates=True)
+
+    _, state = jax.eval_shape(forward, params)  # the dtypes of the traced program
     inter = state["intermediates"]
     out_dtype = lambda *path: functools.reduce(lambda d, k: d[k], path, inter)["__call__"][0].dtype  # noqa: E731
     assert out_dtype("sigma_map") == jnp.float32
@@ -131,11 +143,18 @@ def test_module_outputs_of_the_float32_islands_are_float32(dtype):
     assert out_dtype("output_layer") == jnp.float32
 
 
+@functools.cache
+def float32_loss():
+    """The float32 parameters and their float32 loss (computed once for both dtypes)."""
+    _, params, _, _, loss32 = single_setup("float32")
+    return params, float(jax.jit(loss32)(params))
+
+
 @pytest.mark.parametrize("dtype, rtol", [("bfloat16", 2e-2), ("float16", 2e-3)])
 def test_half_precision_loss_is_close_to_the_float32_loss(dtype, rtol):
-    _, params, _, _, loss32 = single_setup("float32")
-    _, _, _, _, loss_half = single_setup(dtype)
-    a, b = float(jax.jit(loss32)(params)), float(jax.jit(loss_half)(params))
+    params, a = float32_loss()
+    _, _, _, _, loss_half = single_setup(dtype, abstract=True)  # the float32 parameters
+    b = float(jax.jit(loss_half)(params))
     print(f"{dtype}: loss {b:.6f} vs float32 {a:.6f} (rel {abs(b - a) / a:.2e})")
     assert np.isfinite(b)
     np.testing.assert_allclose(b, a, rtol=rtol)

@@ -137,6 +137,7 @@ def _assert_trees_close(a, b, rtol):
         np.testing.assert_allclose(x, y, atol=rtol * (np.abs(y).max() + 1e-12), rtol=0)
 
 
+@pytest.mark.slow  # two compiled gradients of the model
 def test_single_track_model_same_loss_and_gradients_through_fused_path(fused_as_xla):
     config = base_config()
     config.model.update(hidden=64, n_blocks=2, n_heads=4, cond_dim=32, dropout=0.0)
@@ -144,7 +145,9 @@ def test_single_track_model_same_loss_and_gradients_through_fused_path(fused_as_
     valid = _prefix(24, [24, 11, 3])
     sigma = jnp.array([0.1, 1.0, 3.0])
     base = build_model(config.model, 26, True)
-    params = _perturbed(base.init(jax.random.key(0), x, sigma, valid)["params"])
+    params = jax.jit(lambda k: _perturbed(base.init(k, x, sigma, valid)["params"]))(
+        jax.random.key(0)
+    )
 
     def loss(model, p):
         scores = model.apply({"params": p}, x, sigma, valid)
@@ -157,10 +160,11 @@ def test_single_track_model_same_loss_and_gradients_through_fused_path(fused_as_
     assert fused_as_xla  # the cudnn model took the fused branch
 
 
+@pytest.mark.slow  # two compiled gradients of the model
 def test_dual_track_model_same_scores_and_gradients_through_fused_path(fused_as_xla):
     config = dual_base_config()
     config.model.update(
-        hidden=64, n_blocks_protein=2, n_blocks_ligand=2, n_heads=4, cond_dim=32, dropout=0.0
+        hidden=64, n_blocks_protein=1, n_blocks_ligand=1, n_heads=4, cond_dim=32, dropout=0.0
     )
     protein = jax.random.randint(jax.random.key(1), (3, 20), 0, 25)
     ligand = jax.random.randint(jax.random.key(2), (3, 12), 0, 30)
@@ -168,7 +172,7 @@ def test_dual_track_model_same_scores_and_gradients_through_fused_path(fused_as_
     sigma = jnp.array([0.1, 1.0, 3.0])
     max_lens = (config.data.max_protein_len, config.data.max_ligand_len)
     base = build_dual_model(config.model, 26, 31, True, max_lens)
-    params = _perturbed(init_dual_params(base, jax.random.key(0)))
+    params = jax.jit(_perturbed)(init_dual_params(base, jax.random.key(0)))
 
     def loss(model, p):
         s_p, s_l = model.apply({"params": p}, protein, ligand, sigma, p_valid, l_valid)

@@ -46,6 +46,7 @@ for s in range(STEPS):
     valid[:, 12 - s:] = False
     batches.append({"tokens": tokens, "valid": valid, "example_id": np.arange(16, dtype=np.int32)})
 
+@jax.jit  # compiled once; every call gives the same fresh state in new buffers
 def fresh():
     return create_train_state(
         lambda k: model.init(k, batches[0]["tokens"][:1], jnp.ones((1,)),

@@ -3,6 +3,7 @@ starts its loss scale afresh, and the logged learning rate is the one optax appl
 after float16 steps skipped for overflow."""
 
 import numpy as np
+import pytest
 
 from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.defaults import base_config
@@ -14,7 +15,9 @@ def tiny_config(**overrides):
     c = base_config()
     c.data.max_len = 16
     c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, 6, 1
+    # n_steps 20 in every run (they stop earlier): the float16 runs of both tests compile
+    # the same step, so the second one finds it in the session's XLA cache
+    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, 20, 1
     c.training.eval_every = c.training.checkpoint_every = 10_000
     c.optim.warmup = 4  # the LR changes at every step
     c.eval.max_batches, c.eval.time_samples = 1, 1
@@ -33,6 +36,7 @@ def train_rows(workdir):
     return [r for r in read_metrics(workdir) if "train/loss" in r]
 
 
+@pytest.mark.slow  # two training runs
 def test_float16_resumed_from_a_float32_checkpoint_starts_at_the_initial_scale(tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(tiny_config(**{"training.stop_after_steps": 2}), workdir)
@@ -43,6 +47,7 @@ def test_float16_resumed_from_a_float32_checkpoint_starts_at_the_initial_scale(t
     assert row["train/loss_scale"] in (2.0**15, 2.0**14), row
 
 
+@pytest.mark.slow  # a training run
 def test_logged_learning_rate_is_the_applied_one_after_skipped_float16_steps(tmp_path):
     workdir = str(tmp_path)
     overflowing = 2.0**22  # the tiny model's float16 gradients overflow down to 2^17
@@ -50,7 +55,6 @@ def test_logged_learning_rate_is_the_applied_one_after_skipped_float16_steps(tmp
         **{
             "model.dtype": "float16",
             "training.loss_scale.initial": overflowing,
-            "training.n_steps": 20,
             "training.stop_after_steps": 12,
         }
     )

@@ -383,6 +383,7 @@ def test_ligand_only_training_on_smiles_writes_smiles_samples(tmp_path):
         "data.source": "smiles",
         "data.path": str(smi),
         "data.val_fraction": 0.05,
+        "data.num_workers": 0,  # batches in the training process: no worker start-up
         "model.hidden": 32,
         "model.n_blocks": 1,
         "model.n_heads": 2,
