@@ -107,7 +107,13 @@ TINY_RUN = {
     "sampling.num_samples": 8,
 }
 TINY_SINGLE_RUN = TINY_RUN | {"data.max_len": 32}
-TINY_PAIR_RUN = TINY_RUN | {"data.max_protein_len": 32, "data.max_ligand_len": 48}
+# pairs: the ligand metrics of each evaluation on as many rows as the run's own samples, so
+# their ligand_given_protein sampler compiles once
+TINY_PAIR_RUN = TINY_RUN | {
+    "data.max_protein_len": 32,
+    "data.max_ligand_len": 48,
+    "eval.sample_metrics_num": TINY_RUN["sampling.num_samples"],
+}
 
 
 def load_config(name_or_path: str | os.PathLike) -> ml_collections.ConfigDict:

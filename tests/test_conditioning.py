@@ -43,7 +43,10 @@ def run_sample(*args, devices=1):
 
 
 def run_module(module, *args, devices=1):
-    return run_cli(module, *args, devices=devices, timeout=600, check=False)
+    # SEDD_ALLOCATOR=system: no re-execution under tcmalloc (a second JAX import per run);
+    # the allocator changes no output
+    env = {"SEDD_ALLOCATOR": "system"}
+    return run_cli(module, *args, env=env, devices=devices, timeout=600, check=False)
 
 
 def read_rows(path):

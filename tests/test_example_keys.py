@@ -32,26 +32,29 @@ def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(5, 25, (8, 12)), jnp.int32)
     valid = jnp.ones((8, 12), bool)
-    params = model.init(jax.random.key(0), tokens[:1], jnp.ones((1,)), valid[:1])["params"]
+    init = jax.jit(model.init)  # one compilation, not one per op
+    params = init(jax.random.key(0), tokens[:1], jnp.ones((1,)), valid[:1])["params"]
     dropout_key = jax.random.key(5)
 
-    def losses(rows):
-        ids = IDS[rows]
-
+    @jax.jit  # compiled once per batch size (8, 3, 5): far cheaper than op-by-op
+    def row_losses(tokens, valid, ids):
         def score(x, sigma):
             return model.apply(
                 {"params": params},
                 x,
                 sigma,
-                valid[rows],
+                valid,
                 deterministic=False,
                 rngs={"dropout": dropout_key},
                 example_ids=ids,
             )
 
         row_keys = keys.example_keys(ROOT, ids)
-        out = score_entropy_loss(score, graph, noise, tokens[rows], valid[rows], row_keys)
+        out = score_entropy_loss(score, graph, noise, tokens, valid, row_keys)
         return out.t, out.losses
+
+    def losses(rows):
+        return row_losses(tokens[rows], valid[rows], IDS[rows])
 
     (t, whole), (t_parts, parts) = halves(losses)
     np.testing.assert_array_equal(t, t_parts)
@@ -81,9 +84,8 @@ def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_ba
     }
     mixture = TaskMixture.parse({"joint": 1.0, "ligand_given_protein": 1.0, "protein_only": 1.0})
 
-    def losses(rows):
-        ids = IDS[rows]
-        part = {k: v[rows] for k, v in batch.items()}
+    @jax.jit  # compiled once per batch size (8, 3, 5): far cheaper than op-by-op
+    def row_losses(part, ids):
         score = functools.partial(
             model.apply,
             {"params": params},
@@ -94,6 +96,9 @@ def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_ba
         row_keys = keys.example_keys(ROOT, ids)
         out = joint_score_entropy_loss(score, graphs, LogLinearNoise(), part, row_keys, mixture)
         return out.task_ids, out.t, out.protein, out.ligand
+
+    def losses(rows):
+        return row_losses({k: v[rows] for k, v in batch.items()}, IDS[rows])
 
     (tasks, t, p, lig), (tasks_parts, t_parts, p_parts, l_parts) = halves(losses)
     np.testing.assert_array_equal(tasks, tasks_parts)
