@@ -164,12 +164,15 @@ def cli_env(
     devices: int | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict:
-    """`base` (default os.environ) for a subprocess: this checkout first on PYTHONPATH,
-    the session's XLA cache (conftest.py; every compilation cached), `devices` host
-    devices; `env` last."""
+    """`base` (default os.environ, then with SEDD_ALLOCATOR=system unless set) for a
+    subprocess: this checkout first on PYTHONPATH, the session's XLA cache (conftest.py;
+    every compilation cached), `devices` host devices; `env` last."""
+    inherited = base is None
     base = os.environ if base is None else base
     path = os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH", "")) if p)
     out = dict(base, PYTHONPATH=path)
+    if inherited:  # no allocator re-exec (a second JAX import per command); tests of the
+        out.setdefault("SEDD_ALLOCATOR", "system")  # allocator pass their own base
     cache = jax.config.jax_compilation_cache_dir
     if cache:
         out["JAX_COMPILATION_CACHE_DIR"] = cache
