@@ -124,7 +124,11 @@ def test_heads_are_submodules_counted_by_the_closed_form_and_leave_the_rest_unch
     assert count == expected_dual_parameter_count(
         PV, LV, 16, 1, 1, 8, length_head=(16, MAX_P, MAX_L)
     )
-    positional = init_dual_params(_dual(length_positions=8), jax.random.key(0))
+    positional = jax.eval_shape(
+        lambda: _dual(length_positions=8).init(
+            jax.random.key(0), *[jnp.zeros((1, 4), jnp.int32)] * 2, jnp.ones(1), mode="joint"
+        )
+    )["params"]
     assert positional["length_ligand"]["mlp_in"]["kernel"].shape == (16 * 9, 16)
     assert sum(x.size for x in jax.tree_util.tree_leaves(positional)) == (
         expected_dual_parameter_count(PV, LV, 16, 1, 1, 8, length_head=(16, MAX_P, MAX_L, 8))
