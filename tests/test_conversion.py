@@ -402,7 +402,8 @@ def test_dual_track_checkpoint_round_trips_and_loads_into_the_twin(tmp_path):
         want = model.apply({"params": back.params}, ids, valid, task, method="length_logits")
         with torch.no_grad():
             got = twin.length_logits(torch.as_tensor(ids).long(), torch.as_tensor(valid), task)
-        np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
+        want = np.asarray(want)  # standard-normal weights: logits in the hundreds
+        assert np.abs(got.numpy() - want).max() / (1.0 + np.abs(want).max()) <= 1e-6
 
 
 def test_dual_checkpoint_saved_before_the_length_heads_imports_without_them(tmp_path):
