@@ -21,6 +21,7 @@ TOL = 1e-5
         ("protlig", ("joint",), {"absolute_positions": True, "time_conditioning": False}),
     ],
 )
+@pytest.mark.slow
 def test_dual_track_log_scores_match_in_every_mode(variant, modes, overrides, record):
     model, params, twin = dual_pair(variant, **overrides)
     protein, sigma, protein_valid = example_inputs(length=13, seed=1)

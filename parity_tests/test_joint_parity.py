@@ -44,6 +44,7 @@ def graphs():
     )
 
 
+@pytest.mark.slow
 def test_joint_loss_and_gradients_match_for_mixed_tasks(record):
     model, params, twin = dual_pair("protlig")
     batch = pair_batch()

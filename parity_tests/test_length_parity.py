@@ -72,6 +72,7 @@ def _pair_batch():
     }
 
 
+@pytest.mark.slow
 def test_pair_loss_with_length_terms_and_head_gradients_match_twin(record):
     """Per-token losses + the conditional rows' -log p(L | context), summed per track as
     `PairLosses.sums`, and the heads' gradients: JAX and the twin on the same weights."""

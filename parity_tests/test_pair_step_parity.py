@@ -83,6 +83,7 @@ def jax_pair_draws(rng, step, batch):
     return [task_u, t_u, p_u, l_u], tasks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["protlig"])
 def test_pair_optimizer_steps_leave_equal_params_and_ema(record, variant):
     model, params, twin = dual_pair(variant)

@@ -99,6 +99,7 @@ def test_sampler_variant_gives_identical_tokens(case, record):
         assert (analytic.numpy() != expected)[valid].any()
 
 
+@pytest.mark.slow
 def test_first_hitting_gives_identical_tokens(record):
     model, params, twin, valid, x_init = models("protlig")
     key = jax.random.key(7)

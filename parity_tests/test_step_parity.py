@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
@@ -36,6 +37,7 @@ def jax_step_draws(rng, step, shape):
     return [t, u]
 
 
+@pytest.mark.slow
 def test_optimizer_steps_leave_equal_params_and_ema(record):
     model, params, twin, _ = twin_pair("protlig")
     _, _, valid = example_inputs()

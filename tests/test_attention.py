@@ -58,6 +58,7 @@ def test_masked_keys_get_no_weight_or_gradient():
     np.testing.assert_allclose(layers.attention(q, k, v, valid)[2], uniform, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)])
 def test_half_precision_tracks_float32(dtype, tol):
     """In bf16/fp16 both implementations stay within rounding of the float32 result."""

@@ -80,6 +80,7 @@ def test_first_hitting_token_law_and_calls():
     assert tv < 0.02, tv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("time_conditioning", [False, True])
 def test_a_sigma_free_network_samples_the_same_cached_and_uncached(time_conditioning):
     """`model.time_conditioning=False`: the network's output is its sigma-free part plus

@@ -109,6 +109,7 @@ def test_export_of_one_weight_set_is_a_plain_state_dict(tmp_path):
 # --------------------------------------------------------------- reference checkpoints
 
 
+@pytest.mark.slow
 def test_reference_checkpoint_at_the_stable_size_gives_the_twins_log_scores():
     state_dict = reference_state_dict()
     n_params = sum(v.numel() for k, v in state_dict.items() if not k.endswith("inv_freq"))
@@ -363,6 +364,7 @@ def test_torch_backend_learns_and_its_checkpoint_samples_in_jax(tmp_path):
     assert all(s and set(s) <= set("ACDEFGHIKLMNPQRSTVWYX") for s in sequences)
 
 
+@pytest.mark.slow
 def test_dual_track_checkpoint_round_trips_and_loads_into_the_twin(tmp_path):
     from sedd_jax.data.smiles import SmilesTokenizer
     from sedd_jax.defaults import dual_base_config

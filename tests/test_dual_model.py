@@ -192,6 +192,7 @@ def test_synchronous_update_reads_the_other_track_from_the_previous_layer(params
         assert (reader_delta > 1e-3) if visible else (reader_delta == 0.0), name
 
 
+@pytest.mark.slow
 def test_appending_pads_changes_no_valid_output_of_either_track(params):
     fn = score_fn(MODEL, params)
     protein, ligand, sigma = inputs()

@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.graphs import Absorbing
@@ -26,6 +27,7 @@ def halves(fn):
     return whole, jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
 
 
+@pytest.mark.slow
 def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
     graph, noise = Absorbing(25), LogLinearNoise()
     model = SEDD(graph.dim, hidden=32, n_blocks=1, n_heads=2, cond_dim=16, dropout=0.5)
@@ -62,6 +64,7 @@ def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
     assert float(whole.sum()) > 0
 
 
+@pytest.mark.slow
 def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_batch():
     graphs = PairGraphs(Absorbing(25), Absorbing(12))
     model = DualTrackSEDD(

@@ -150,6 +150,7 @@ def float32_loss():
     return params, float(jax.jit(loss32)(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, rtol", [("bfloat16", 2e-2), ("float16", 2e-3)])
 def test_half_precision_loss_is_close_to_the_float32_loss(dtype, rtol):
     params, a = float32_loss()

@@ -134,6 +134,7 @@ def loss_and_reference(score_fn, batch, key, tasks, step=0, curriculum=None):
     return loss.sums(), reference, task_ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_joint_loss_per_track_equals_single_track_loss_with_same_draws(score_fn, task):
     batch = make_batch()
@@ -179,6 +180,7 @@ def test_given_task_ids_score_each_pair_as_told_and_leave_the_key_to_time_and_no
     np.testing.assert_allclose(loss.ligand_sum, l_sum, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_per_example_keys_give_each_pair_the_draws_of_its_own_key(score_fn):
     """Training passes one key per pair: a pair's task, time and loss are those it gets
     alone with its key."""

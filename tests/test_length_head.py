@@ -111,6 +111,7 @@ def _mixed_batch():
     }
 
 
+@pytest.mark.slow
 def test_heads_are_submodules_counted_by_the_closed_form_and_leave_the_rest_unchanged():
     from sedd_jax.models.dual import expected_dual_parameter_count
 
@@ -197,6 +198,7 @@ def _length_log_probs(model, params, batch):
     return logp
 
 
+@pytest.mark.slow
 def test_loss_with_heads_is_loss_without_plus_the_conditional_length_nll():
     from sedd_jax.diffusion.joint import TASKS
 
@@ -225,6 +227,7 @@ def test_loss_with_heads_is_loss_without_plus_the_conditional_length_nll():
     assert want_l > 1.0 and want_p > 1.0  # an untrained head: about log(17), log(11)
 
 
+@pytest.mark.slow
 def test_length_head_off_leaves_the_objective_bit_identical():
     from sedd_jax.diffusion import keys
     from sedd_jax.diffusion.joint import TaskMixture
@@ -303,6 +306,7 @@ def _draw_rows(draw, batch, per_context=64):
     return lengths[:per_context], lengths[per_context:]
 
 
+@pytest.mark.slow
 def test_generated_ligand_length_follows_the_protein_after_training_the_pair_objective():
     """The real objective (pair loss with the length term) for 150 Adam steps, then the
     sampler's length draw (`make_length_sampler` through `generated_rows`)."""

@@ -83,6 +83,7 @@ def test_single_track_loss_gradient_matches_finite_differences(graph):
         assert analytic == pytest.approx(plain, rel=1e-4)  # the pushed entries are unread
 
 
+@pytest.mark.slow
 def test_joint_loss_gradient_matches_finite_differences():
     c = dual_base_config().model
     c.hidden, c.n_heads, c.cond_dim, c.n_blocks_protein, c.n_blocks_ligand = 16, 2, 8, 1, 1

@@ -79,6 +79,7 @@ def test_uniform_graph_keeps_score_entropy():
     assert check_loss_type("masked_ce", GRAPH) == "masked_ce"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("time_sampling", ["uniform", "antithetic"])
 def test_masked_ce_training_lowers_the_validation_bound(tmp_path, time_sampling):
     """A tiny run with loss.type=masked_ce learns; its evaluation and sampling read the

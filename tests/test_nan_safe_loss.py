@@ -84,6 +84,7 @@ def test_per_token_loss_gradient_is_finite_when_pads_have_huge_log_scores(graph)
     assert np.isfinite(value) and np.isfinite(grad)
 
 
+@pytest.mark.slow
 def test_joint_loss_gradient_is_finite_with_huge_context_track_scores():
     """ligand_given_protein: the protein track is context (unscored); its log-scores may be
     anything the network emits without poisoning the gradient (both graphs)."""

@@ -94,6 +94,7 @@ def padded_and_alone(graph_name):
     return (x_t, x_t_k), padded, alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph_name", sorted(GRAPHS))
 def test_loss_of_a_padded_batch_equals_the_loss_of_each_sequence(graph_name):
     (x_t, x_t_k), (padded, _), alone = padded_and_alone(graph_name)

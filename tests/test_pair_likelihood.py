@@ -70,6 +70,7 @@ def test_pair_bounds_match_the_exact_entropies_and_the_mutual_information():
     assert abs(information - mutual) < 0.1 * mutual
 
 
+@pytest.mark.slow
 def test_conditional_full_bound_adds_the_length_heads_term():
     """With length heads, `ligand_given_protein` reports the full bound: the diffusion
     bound (unchanged) plus -log p(L_ligand | protein) from the head, computed directly;

@@ -109,6 +109,7 @@ def test_remdm_step_follows_its_closed_form_posterior(settings):
     assert p_value(np.bincount(masked, minlength=GRAPH.dim), mdlm) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [RemdmSettings("cap", 0.1), RemdmSettings("rescale", 0.9)])
 def test_remdm_keeps_the_mdlm_marginal_at_an_intermediate_time(settings):
     """64 steps from t = 1 to t = 0.3, no denoiser: each token is y w.p. alpha p_y and the
@@ -122,6 +123,7 @@ def test_remdm_keeps_the_mdlm_marginal_at_an_intermediate_time(settings):
 @pytest.mark.parametrize(
     "settings", [RemdmSettings(), RemdmSettings("cap", 0.2), RemdmSettings("rescale", 0.5, 0.55)]
 )
+@pytest.mark.slow
 def test_remdm_samples_follow_the_oracle(settings):
     x, calls = run("remdm", 128, (128, 128), remdm=settings)
     assert calls == 129 and (x < len(P)).all()
@@ -130,6 +132,7 @@ def test_remdm_samples_follow_the_oracle(settings):
     assert p_value(np.bincount(x.ravel(), minlength=GRAPH.dim), np.append(P, 0.0)) > 1e-4
 
 
+@pytest.mark.slow
 def test_remdm_conf_remasks_low_confidence_tokens():
     """conf re-masks the least likely tokens most, so rare tokens get rarer (a tilt of p,
     not its law); no mask is left."""
@@ -156,6 +159,7 @@ def test_remdm_defaults_match_the_config_defaults():
     assert RemdmSettings.from_config(base_config().sampling) == RemdmSettings()
 
 
+@pytest.mark.slow
 def test_pair_sampler_takes_remdm_and_draws_the_oracle_joint():
     size = 20_000
     start = jnp.zeros((size, 1), jnp.int32)

@@ -151,6 +151,7 @@ def run_pairs(protein, ligand, key, task, predictor):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predictor", sorted(PREDICTORS))
 def test_joint_pair_sampler_draws_the_oracle_joint(predictor):
     size = 20_000
@@ -169,6 +170,7 @@ def test_joint_pair_sampler_draws_the_oracle_joint(predictor):
 @pytest.mark.parametrize(
     "task, context_track", [("ligand_given_protein", 0), ("protein_given_ligand", 1)]
 )
+@pytest.mark.slow
 def test_conditional_pair_sampler_draws_the_oracle_conditional(task, context_track, predictor):
     """cached and first_hitting run the single-track sampler on the generated track."""
     size = 12_000

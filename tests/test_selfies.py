@@ -69,6 +69,7 @@ def test_demo_pair_ligands_round_trip_exactly(missing_data):
     assert mismatched == [] and unencodable == []
 
 
+@pytest.mark.slow
 def test_nci_set_round_trips_except_hypervalent_atoms():
     import rdkit
 
@@ -92,6 +93,7 @@ def moses_train_csv():
     return path if os.path.isfile(path) else None
 
 
+@pytest.mark.slow
 def test_ten_thousand_moses_smiles_round_trip(missing_data):
     path = moses_train_csv()
     if path is None:

@@ -185,6 +185,7 @@ def _same(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resumed_iteration_reads_exactly_the_uninterrupted_batches(demo_shards):
     loader = _loader(demo_shards)
     assert loader.steps_per_epoch == 15  # 1,977 // 128: steps 10..20 cross an epoch

@@ -22,6 +22,7 @@ def demo_shards(tmp_path_factory):
     return ShardSet(str(out))
 
 
+@pytest.mark.slow
 def test_grain_workers_ignore_usr1_term_and_int_and_keep_serving_batches(demo_shards):
     spec = FieldSpec("tokens", "tokens", "valid", 32, 1, "random")
     loader = ShardLoader(demo_shards.source("train"), [spec], 8, seed=1, num_workers=2)

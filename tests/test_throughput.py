@@ -52,6 +52,7 @@ def tiny_config():
     return c
 
 
+@pytest.mark.slow
 def test_throughput_fields_at_every_log_point_match_the_loaders_batches(tmp_path):
     config = tiny_config()
     train_and_evaluate(config, str(tmp_path))

@@ -84,6 +84,7 @@ def test_twin_pair_run_logs_the_time_bias_schedule(twin_pair_run):
     assert baselines["val/loss_unigram_protein"] > 0 and baselines["val/loss_unigram_ligand"] > 0
 
 
+@pytest.mark.slow
 def test_jax_pair_objective_follows_the_time_bias_schedule():
     model = DualTrackSEDD(
         protein_vocab=26, ligand_vocab=30, hidden=32, n_blocks_protein=1, n_blocks_ligand=1,
