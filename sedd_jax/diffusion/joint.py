@@ -379,6 +379,18 @@ def sample_pairs(
     return state
 
 
+def one_generated_track(task: str, predictor: str) -> int:
+    """The index (0 protein, 1 ligand) of the one track `task` generates, for a one-track
+    sampler (`SAMPLERS`); joint generation is refused with a ValueError."""
+    gen_p, gen_l, _, _ = TASK_ROLES[task]
+    if gen_p and gen_l:
+        raise ValueError(
+            f"sampling.predictor={predictor!r} generates one track; task={task!r} generates "
+            f"both: use one of {sorted(PREDICTORS)}"
+        )
+    return 0 if gen_p else 1
+
+
 def _one_track_sampler(
     score_fn, graphs, noise, tracks, valids, clamps, key, *, task, forbidden, **settings
 ):
@@ -387,13 +399,7 @@ def _one_track_sampler(
     other is fixed context, or absent), so the single-track sampler runs on it unchanged,
     with its keys (`pc_sample`). Joint generation moves both tracks at one shared time,
     which these samplers do not model: refused."""
-    gen_p, gen_l, _, _ = TASK_ROLES[task]
-    if gen_p and gen_l:
-        raise ValueError(
-            f"sampling.predictor={settings['predictor']!r} samples one generated track; "
-            f"task={task!r} generates both: use one of {sorted(PREDICTORS)}"
-        )
-    i = 0 if gen_p else 1
+    i = one_generated_track(task, settings["predictor"])
     protein_valid, ligand_valid = valids
     graph = graphs[i]
 

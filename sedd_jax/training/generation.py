@@ -20,9 +20,8 @@ from sedd_jax.common.generation import (  # noqa: F401
     initial_tokens,
     tokenizer_forbidden,
 )
-from sedd_jax.common.tasks import TASK_ROLES
 from sedd_jax.diffusion.guidance import guided_score_fn
-from sedd_jax.diffusion.joint import sample_pairs
+from sedd_jax.diffusion.joint import one_generated_track, sample_pairs
 from sedd_jax.diffusion.parametrisation import as_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import SAMPLERS, pc_sample
@@ -42,12 +41,8 @@ def check_pair_predictor(sampling_config, task: str) -> None:
     first_hitting) on joint generation, and "remdm" at other than `RemdmSettings()` (it
     runs through `sampling.PREDICTORS` at its defaults; other settings would be silently
     ignored)."""
-    gen_p, gen_l, _, _ = TASK_ROLES[task]
-    if sampling_config.predictor in SAMPLERS and gen_p and gen_l:
-        raise ValueError(
-            f"sampling.predictor={sampling_config.predictor!r} generates one track; "
-            f"task={task!r} generates both: use euler, analytic, remdm or none"
-        )
+    if sampling_config.predictor in SAMPLERS:
+        one_generated_track(task, sampling_config.predictor)
     if sampling_config.predictor != "remdm":
         return
     settings = RemdmSettings.from_config(sampling_config)
