@@ -84,3 +84,14 @@ def tiny_pair_run(tmp_path_factory, missing_data):
     except PairSourceNotFoundError as error:
         missing_data(error)
     return _train(tmp_path_factory, "tiny_pair_run", tiny_config("dual", **TINY_PAIR_RUN))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order for two pytest-xdist workers: each half of the collection (worksteal gives
+    each worker one half, then idle workers steal from the tail of the other's queue)
+    starts with half of the slow tests and ends with fast ones, so the long tests run
+    first on both workers and the tail that is stolen or waited for is short."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    half = len(fast) // 2
+    items[:] = slow[0::2] + fast[:half] + slow[1::2] + fast[half:]

@@ -256,12 +256,15 @@ def parse_args():
         metavar="KEY=VALUE",
         help="a training config override (repeatable), e.g. --set optim.lr=3e-3",
     )
-    ap.add_argument("--quick", action="store_true", help="a tiny run (~1.5 CPU-minutes)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a tiny run (~1.5 CPU-minutes; given flags win)"
+    )
     ap.add_argument("--out", default="bench_conditioning.json")
     args = ap.parse_args()
-    if args.quick:
+    if args.quick:  # the tiny sizes, except where a flag was given
         for key, value in QUICK.items():
-            setattr(args, key, value)
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
     return args
 
 

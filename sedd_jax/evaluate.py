@@ -159,7 +159,14 @@ def pair_likelihood(run: Run, params) -> None:
     for task in TASKS:
         if not config.task.get(task, 0.0) > 0:
             continue  # a mode the network never trained bounds nothing useful
-        fn = make_pair_likelihood_fn(model, graphs, noise, task=task, time_samples=time_samples)
+        fn = make_pair_likelihood_fn(
+            model,
+            graphs,
+            noise,
+            task=task,
+            time_samples=time_samples,
+            parametrisation=parametrisation_of(config),
+        )
         with tqdm(
             total=len(arrays["protein"]), desc=task, unit="pair", disable=not _PROGRESS.value
         ) as bar:

@@ -312,7 +312,9 @@ def sample_pairs_cli(run: Run, params):
         tokenizer_forbidden(graphs.ligand, ligand_tok),
     )
     try:
-        sampler = make_pair_sampler(model, graphs, noise, sc, task, _GUIDANCE.value)
+        sampler = make_pair_sampler(
+            model, graphs, noise, sc, task, _GUIDANCE.value, parametrisation_of(config)
+        )
     except ValueError as e:
         sys.exit(f"--predictor={sc.predictor}: {e}")
     sampler = functools.partial(sampler, forbidden=forbidden)

@@ -52,7 +52,7 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.curriculum import sigma_multiplier
-from sedd_jax.diffusion.losses import loss_times
+from sedd_jax.diffusion.losses import TERMS, loss_times
 from sedd_jax.diffusion.sampling import (
     PREDICTORS,
     SAMPLERS,
@@ -97,8 +97,11 @@ def joint_per_token_loss(
     mode: str = "joint",
     *,
     sigma_scale: jax.Array | float = 1.0,
+    loss_type: str = "score_entropy",
 ):
-    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B].
+    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B]
+    (`loss_type="masked_ce"`: the network gives mean logits and each token's term is
+    MDLM's masked cross-entropy, `losses.masked_ce_terms`; absorbing graphs only).
 
     batch: protein, protein_valid [B, Lp]; ligand, ligand_valid [B, Ll]. Generated tracks
     are corrupted with `protein_key, ligand_key = jax.random.split(key)` exactly as
@@ -127,15 +130,12 @@ def joint_per_token_loss(
     p_seen = p_valid & roles.protein_visible[:, None]
     l_seen = l_valid & roles.ligand_visible[:, None]
     p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
+    terms = TERMS[loss_type]
 
     def track_loss(graph, score, x_t, x0, scored):
         if score is None:
             return jnp.zeros(x0.shape, jnp.float32)
-        # unscored positions never reach an exponential (a product with `scored` after it
-        # would turn an overflow there into NaN gradients)
-        score = jnp.where(scored[..., None], score.astype(jnp.float32), 0.0)
-        entropy = graph.score_entropy(score, sigma, x_t, x0)
-        return jnp.where(scored, dsigma[:, None] * entropy, 0.0)
+        return terms(score, graph, sigma, dsigma, x_t, x0, scored)
 
     p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
     l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)
@@ -209,6 +209,8 @@ def joint_score_entropy_loss(
     step: jax.Array | int = 0,
     curriculum=None,
     length_fn: LengthFn | None = None,
+    t: jax.Array | None = None,
+    loss_type: str = "score_entropy",
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
@@ -220,8 +222,10 @@ def joint_score_entropy_loss(
     `curriculum` at `step` the times are biased and sigma is scaled for both tracks, as
     in `losses.score_entropy_loss`. `mode`: the network mode (default: the mixture's, or
     `joint` for given ids). `length_fn` (runs with `model.length_head`): the conditional
-    tasks' length terms (`conditional_length_nll`, no random draw). The optimised loss is
-    `sums().total_sum / sums().total_count`.
+    tasks' length terms (`conditional_length_nll`, no random draw). Given times `t` [B]
+    (e.g. `losses.antithetic_times`) replace the drawn ones; the corruption key is the same
+    either way. `loss_type`: "score_entropy" or "masked_ce" (mean logits, MDLM's term; see
+    `joint_per_token_loss`). The optimised loss is `sums().total_sum / sums().total_count`.
     """
     size = batch["protein"].shape[0]
     if isinstance(tasks, TaskMixture):
@@ -231,7 +235,8 @@ def joint_score_entropy_loss(
     else:
         task_ids = jnp.asarray(tasks, jnp.int32)
         mode = mode or "joint"
-    t, noise_key = loss_times(key, size, sampling_eps, step, curriculum)
+    drawn, noise_key = loss_times(key, size, sampling_eps, step, curriculum)
+    t = drawn if t is None else t
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
         score_fn,
         graphs,
@@ -242,6 +247,7 @@ def joint_score_entropy_loss(
         noise_key,
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
+        loss_type=loss_type,
     )
     out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
     if length_fn is None:

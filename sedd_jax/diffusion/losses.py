@@ -46,9 +46,12 @@ __all__ = [
     "loss_times",
     "masked_ce_loss",
     "masked_ce_per_token",
+    "masked_ce_terms",
     "per_token_loss",
     "sample_times",
     "score_entropy_loss",
+    "score_entropy_terms",
+    "TERMS",
 ]
 
 
@@ -110,10 +113,30 @@ def per_token_loss(
     batch with its sequences one by one.
     """
     sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, key, x_t, sigma_scale)
-    log_score = log_score_fn(x_t, sigma).astype(jnp.float32)
-    # pads never reach an exponential (NaN-safe gradients; see `Absorbing.score_entropy`)
-    entropy = graph.score_entropy(jnp.where(valid[..., None], log_score, 0.0), sigma, x_t, x0)
-    return jnp.where(valid, dsigma[:, None] * entropy, 0.0)
+    return score_entropy_terms(log_score_fn(x_t, sigma), graph, sigma, dsigma, x_t, x0, valid)
+
+
+def score_entropy_terms(log_score, graph, sigma, dsigma, x_t, x0, scored) -> jax.Array:
+    """dsigma * score entropy [B, L] of network log-scores [B, L, V] at sigma, dsigma [B],
+    zero where not `scored`."""
+    log_score = log_score.astype(jnp.float32)
+    # unscored positions never reach an exponential (an overflow there would turn into NaN
+    # gradients through the product with `scored`; see `Absorbing.score_entropy`)
+    entropy = graph.score_entropy(jnp.where(scored[..., None], log_score, 0.0), sigma, x_t, x0)
+    return jnp.where(scored, dsigma[:, None] * entropy, 0.0)
+
+
+def masked_ce_terms(logits, graph, sigma, dsigma, x_t, x0, scored) -> jax.Array:
+    """MDLM/MD4's term [B, L] of mean logits [B, L, V]: dsigma / expm1(sigma) times
+    -log p(x0 | x_t) at the masked `scored` positions, zero elsewhere."""
+    log_p = mean_log_probs(logits, graph.mask_id)
+    nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    weight = dsigma / jnp.expm1(sigma)
+    hit = scored & (x_t == graph.mask_id)
+    return jnp.where(hit, weight[:, None] * jnp.where(hit, nll, 0.0), 0.0)
+
+
+TERMS = {"score_entropy": score_entropy_terms, "masked_ce": masked_ce_terms}
 
 
 def score_entropy_loss(
@@ -179,11 +202,7 @@ def masked_ce_per_token(
     if not graph.absorb:
         raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
     sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, key, x_t, sigma_scale)
-    log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
-    nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
-    weight = dsigma / jnp.expm1(sigma)
-    scored = valid & (x_t == graph.mask_id)
-    return jnp.where(scored, weight[:, None] * jnp.where(scored, nll, 0.0), 0.0)
+    return masked_ce_terms(logits_fn(x_t, sigma), graph, sigma, dsigma, x_t, x0, valid)
 
 
 def masked_ce_loss(

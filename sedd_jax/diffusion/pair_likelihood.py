@@ -18,6 +18,7 @@ from sedd_jax.diffusion.joint import (
 )
 from sedd_jax.diffusion.likelihood import likelihood_times, prior_term, reconstruction_term
 from sedd_jax.diffusion.likelihood_stats import summarize_sequences
+from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn
 from sedd_jax.models.length import length_nll
 
 
@@ -74,16 +75,23 @@ def pair_sequence_elbo(
     return out
 
 
-def make_pair_likelihood_fn(model, graphs, noise, *, task: str, time_samples: int):
+def make_pair_likelihood_fn(
+    model, graphs, noise, *, task: str, time_samples: int, parametrisation: str = "score"
+):
     """jit fn(params, batch, key) -> `pair_sequence_elbo` dict for one task (compiled once
     per task: `pair_dataset_likelihood` pads every batch to one shape); a model with length
-    heads (`model.length_head`) gives the conditional tasks their length term."""
+    heads (`model.length_head`) gives the conditional tasks their length term. A
+    mean-parametrised network (masked_ce runs) is scored through RADD's map to log-scores,
+    the same bound (`parametrisation.as_dual_log_score_fn`)."""
     heads = getattr(model, "length_head", False)
+    mask_ids = (graphs.protein.mask_id, graphs.ligand.mask_id)
 
     @jax.jit
     def likelihood(params, batch, key):
-        def score_fn(p, l, sigma, p_valid, l_valid, mode):
+        def output_fn(p, l, sigma, p_valid, l_valid, mode):
             return model.apply({"params": params}, p, l, sigma, p_valid, l_valid, mode)
+
+        score_fn = as_dual_log_score_fn(output_fn, parametrisation, mask_ids)
 
         def length_fn(context, context_valid, direction):
             return model.apply(

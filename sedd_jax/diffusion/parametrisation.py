@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "PARAMETRISATIONS",
+    "as_dual_log_score_fn",
     "as_log_score_fn",
     "log_score_to_mean_log_probs",
     "mean_log_probs",
@@ -80,3 +81,23 @@ def as_log_score_fn(output_fn, parametrisation: str, mask_id: int):
         return mean_to_log_score(output_fn(x, sigma), sigma, x, mask_id)
 
     return log_score_fn
+
+
+def as_dual_log_score_fn(output_fn, parametrisation: str, mask_ids: tuple[int, int]):
+    """The pair network's `output_fn(protein_t, ligand_t, sigma, protein_valid,
+    ligand_valid, mode) -> (protein out | None, ligand out | None)` as log-scores
+    (`joint.DualScoreFn`), each track mapped by `mean_to_log_score` with its own mask id
+    (`mask_ids` = (protein, ligand)) when the network is mean-parametrised."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(f"parametrisation={parametrisation!r}: expected one of {PARAMETRISATIONS}")
+    if parametrisation == "score":
+        return output_fn
+
+    def score_fn(protein, ligand, sigma, protein_valid, ligand_valid, mode):
+        outs = output_fn(protein, ligand, sigma, protein_valid, ligand_valid, mode)
+        return tuple(
+            None if out is None else mean_to_log_score(out, sigma, x, mask_id)
+            for out, x, mask_id in zip(outs, (protein, ligand), mask_ids, strict=True)
+        )
+
+    return score_fn

@@ -22,7 +22,7 @@ from sedd_jax.common.generation import (  # noqa: F401
 )
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint import one_generated_track, sample_pairs
-from sedd_jax.diffusion.parametrisation import as_log_score_fn
+from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn, as_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import SAMPLERS, pc_sample
 from sedd_jax.models.length import HEAD_NAMES, sample_lengths
@@ -87,7 +87,15 @@ def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "s
     return sample
 
 
-def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance: float = 0.0):
+def make_pair_sampler(
+    model,
+    graphs,
+    noise,
+    sampling_config,
+    task: str,
+    guidance: float = 0.0,
+    parametrisation: str = "score",
+):
     """jit fn(params, protein, ligand, protein_valid, ligand_valid, key,
     forbidden=(None, None)) -> (protein, ligand).
 
@@ -97,13 +105,19 @@ def make_pair_sampler(model, graphs, noise, sampling_config, task: str, guidance
     (protein [Vp] bool | None, ligand [Vl] bool | None): ids never drawn. `guidance`
     w > 0: classifier-free guidance of the generated track (`diffusion/guidance.py`).
     Predictors as `check_pair_predictor` allows: cached and first_hitting for tasks that
-    generate one track, remdm at its default settings.
+    generate one track, remdm at its default settings. A mean-parametrised network
+    (`parametrisation="mean"`, runs trained with masked_ce) is read as log-scores
+    (`parametrisation.as_dual_log_score_fn`) before guidance combines them.
     """
+    mask_ids = (graphs.protein.mask_id, graphs.ligand.mask_id)
     check_pair_predictor(sampling_config, task)
 
     @jax.jit
     def sample(params, protein, ligand, protein_valid, ligand_valid, key, forbidden=(None, None)):
-        score_fn = guided_score_fn(functools.partial(model.apply, {"params": params}), guidance)
+        output_fn = functools.partial(model.apply, {"params": params})
+        score_fn = guided_score_fn(
+            as_dual_log_score_fn(output_fn, parametrisation, mask_ids), guidance
+        )
         return sample_pairs(
             score_fn,
             graphs,

@@ -29,7 +29,7 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
 )
 from sedd_torch.diffusion.catsample import race_uniform
 from sedd_torch.diffusion.curriculum import sigma_multiplier
-from sedd_torch.diffusion.losses import loss_times
+from sedd_torch.diffusion.losses import TERMS, loss_times
 from sedd_torch.diffusion.sampling import PREDICTORS, denoise, time_grid, transition_reshaper
 from sedd_torch.models.length import length_nll
 
@@ -48,9 +48,20 @@ def task_roles(task_ids: torch.Tensor) -> Roles:
 
 
 def joint_per_token_loss(
-    score_fn, graphs, noise, batch, t, task_ids, rand=None, mode="joint", *, sigma_scale=1.0
+    score_fn,
+    graphs,
+    noise,
+    batch,
+    t,
+    task_ids,
+    rand=None,
+    mode="joint",
+    *,
+    sigma_scale=1.0,
+    loss_type="score_entropy",
 ):
-    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B].
+    """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B]
+    (`loss_type="masked_ce"`: mean logits and MDLM's term, `losses.masked_ce_terms`).
 
     Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored, ligand_scored).
     """
@@ -66,13 +77,12 @@ def joint_per_token_loss(
     p_seen = p_valid & roles.protein_visible[:, None]
     l_seen = l_valid & roles.ligand_visible[:, None]
     p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
+    terms = TERMS[loss_type]
 
     def track_loss(graph, score, x_t, x0, scored):
         if score is None:
             return torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
-        score = torch.where(scored[..., None], score.float(), 0.0)  # no exp at unscored
-        entropy = graph.score_entropy(score, sigma, x_t, x0)
-        return torch.where(scored, dsigma[:, None] * entropy, 0.0)
+        return terms(score, graph, sigma, dsigma, x_t, x0, scored)
 
     p_loss = track_loss(graphs.protein, p_score, p_t, batch["protein"], p_scored)
     l_loss = track_loss(graphs.ligand, l_score, l_t, batch["ligand"], l_scored)
@@ -144,13 +154,17 @@ def joint_score_entropy_loss(
     step=0,
     curriculum=None,
     length_fn=None,
+    t=None,
+    loss_type="score_entropy",
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
     `tasks`: a `TaskMixture` (drawn per pair) or task ids [B]. Draws in sedd_jax's key
     order: the tasks (mixture only), the (curriculum) times, the protein corruption, the
     ligand corruption. `mode`: the network mode (default: the mixture's, or `joint`).
-    `length_fn`: the conditional tasks' length terms (no draw).
+    `length_fn`: the conditional tasks' length terms (no draw). Given times `t` [B]
+    replace the drawn ones (drawn all the same: the draw order stays sedd_jax's).
+    `loss_type`: "score_entropy" or "masked_ce".
     """
     device = batch["protein"].device
     size = batch["protein"].shape[0]
@@ -160,7 +174,8 @@ def joint_score_entropy_loss(
     else:
         task_ids = torch.as_tensor(tasks, device=device)
         mode = mode or "joint"
-    t = loss_times(rand, size, sampling_eps, step, curriculum).to(device)
+    drawn = loss_times(rand, size, sampling_eps, step, curriculum).to(device)
+    t = drawn if t is None else torch.as_tensor(t, device=device)
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
         score_fn,
         graphs,
@@ -171,6 +186,7 @@ def joint_score_entropy_loss(
         rand,
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
+        loss_type=loss_type,
     )
     out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
     if length_fn is None:

@@ -52,9 +52,27 @@ def per_token_loss(
     corrupted with `rand` unless x_t [B, L] is given.
     """
     sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, rand, x_t, sigma_scale)
-    log_score = torch.where(valid[..., None], log_score_fn(x_t, sigma).float(), 0.0)
+    return score_entropy_terms(log_score_fn(x_t, sigma), graph, sigma, dsigma, x_t, x0, valid)
+
+
+def score_entropy_terms(log_score, graph, sigma, dsigma, x_t, x0, scored) -> torch.Tensor:
+    """dsigma * score entropy [B, L] of log-scores at sigma, dsigma [B], 0 off `scored`."""
+    log_score = torch.where(scored[..., None], log_score.float(), 0.0)  # no exp off scored
     entropy = graph.score_entropy(log_score, sigma, x_t, x0)
-    return torch.where(valid, dsigma[:, None] * entropy, 0.0)
+    return torch.where(scored, dsigma[:, None] * entropy, 0.0)
+
+
+def masked_ce_terms(logits, graph, sigma, dsigma, x_t, x0, scored) -> torch.Tensor:
+    """dsigma / expm1(sigma) * -log p(x0 | x_t) [B, L] at masked `scored` positions, else 0
+    (MDLM/MD4; p = softmax of the logits over non-mask ids)."""
+    log_p = mean_log_probs(logits, graph.mask_id)
+    nll = -torch.gather(log_p, -1, x0.long()[..., None])[..., 0]
+    hit = scored & (x_t == graph.mask_id)
+    weight = (dsigma / torch.expm1(sigma))[:, None]
+    return torch.where(hit, weight * torch.where(hit, nll, 0.0), 0.0)
+
+
+TERMS = {"score_entropy": score_entropy_terms, "masked_ce": masked_ce_terms}
 
 
 def score_entropy_loss(
@@ -76,11 +94,7 @@ def masked_ce_per_token(
     if not graph.absorb:
         raise ValueError("loss.type=masked_ce needs the absorbing graph (uniform: score_entropy)")
     sigma, dsigma, x_t = noised(graph, noise, x0, valid, t, rand, x_t, sigma_scale)
-    log_p = mean_log_probs(logits_fn(x_t, sigma), graph.mask_id)
-    nll = -torch.gather(log_p, -1, x0.long()[..., None])[..., 0]
-    scored = valid & (x_t == graph.mask_id)
-    weight = (dsigma / torch.expm1(sigma))[:, None]
-    return torch.where(scored, weight * torch.where(scored, nll, 0.0), 0.0)
+    return masked_ce_terms(logits_fn(x_t, sigma), graph, sigma, dsigma, x_t, x0, valid)
 
 
 def masked_ce_loss(

@@ -35,3 +35,21 @@ def as_log_score_fn(output_fn, parametrisation: str, mask_id: int):
     if parametrisation == "score":
         return output_fn
     return lambda x, sigma: mean_to_log_score(output_fn(x, sigma), sigma, x, mask_id)
+
+
+def as_dual_log_score_fn(output_fn, parametrisation: str, mask_ids):
+    """The pair network's outputs (protein | None, ligand | None) as log-scores, each track
+    mapped with its own mask id (`mask_ids` = (protein, ligand)) when mean-parametrised."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(f"parametrisation={parametrisation!r}: expected one of {PARAMETRISATIONS}")
+    if parametrisation == "score":
+        return output_fn
+
+    def score_fn(protein, ligand, sigma, protein_valid, ligand_valid, mode):
+        outs = output_fn(protein, ligand, sigma, protein_valid, ligand_valid, mode)
+        return tuple(
+            None if out is None else mean_to_log_score(out, sigma, x, mask_id)
+            for out, x, mask_id in zip(outs, (protein, ligand), mask_ids, strict=True)
+        )
+
+    return score_fn

@@ -32,17 +32,6 @@ def check_loss_type(loss_type: str, graph) -> str:
     return loss_type
 
 
-def require_plain_objective(config, where: str) -> None:
-    """Refuse settings that `where` does not implement yet (no key is silently ignored)."""
-    loss_type = config.get("loss", {}).get("type", "score_entropy")
-    time_sampling = config.training.get("time_sampling", "uniform")
-    if loss_type != "score_entropy" or time_sampling != "uniform":
-        raise ValueError(
-            f"{where} supports loss.type=score_entropy and training.time_sampling=uniform only"
-            f" (got {loss_type}, {time_sampling})"
-        )
-
-
 def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
     """fn(batch, dropout_key) -> times [b] or None (None: the loss draws its own). The
     antithetic offset u0 comes from the step's dropout key, the same on every device."""
@@ -122,14 +111,28 @@ def length_fn_of(model, params):
     return functools.partial(model.apply, {"params": params}, method="length_logits")
 
 
-def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, curriculum=None):
+def pair_track_objective(
+    model,
+    graphs,
+    noise,
+    mixture,
+    sampling_eps: float,
+    curriculum=None,
+    loss_type="score_entropy",
+    time_sampling="uniform",
+    global_batch: int = 1,
+):
     """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
     task from `mixture`, a (curriculum) time and the corruption of the generated tracks;
     per-track losses are reported beside the total. With the model's length heads the
     conditional rows' length terms are in the track sums (so `loss_ligand` is the full
     conditional bound per token) and `length_nll_<track>` reports -log p(L | context) in
-    nats per conditional pair, for each direction the mixture trains."""
+    nats per conditional pair, for each direction the mixture trains. `loss_type` and
+    `time_sampling` as in `single_track_objective` (masked_ce: both graphs absorbing)."""
     curriculum = check_curriculum(curriculum)
+    for graph in graphs:
+        check_loss_type(loss_type, graph)
+    override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
     trained = [
         track
         for task, (_, track) in CONDITIONAL_TRACKS.items()
@@ -155,6 +158,8 @@ def pair_track_objective(model, graphs, noise, mixture, sampling_eps: float, cur
             step=step,
             curriculum=curriculum,
             length_fn=length_fn_of(model, params),
+            t=override(batch, dropout_key),
+            loss_type=loss_type,
         )
         sums = out.sums()
         aux = {

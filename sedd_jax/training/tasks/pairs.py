@@ -27,6 +27,7 @@ from sedd_jax.data.pair_tables import PairTable, encode_pairs
 from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_jax.diffusion.joint import TASKS, TaskMixture, joint_score_entropy_loss
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.diffusion.parametrisation import parametrisation_of
 from sedd_jax.metrics.headline import prepare_reference
 from sedd_jax.models.dual import init_dual_params
 from sedd_jax.runs import Tokenizers, build_components
@@ -54,7 +55,6 @@ from sedd_jax.training.ligand_samples import (
 from sedd_jax.training.tasks.objectives import (
     length_fn_of,
     pair_track_objective,
-    require_plain_objective,
 )
 
 LENGTH_STREAM = 0x1E4  # fold_in of the sample seed's key for the length-head draws
@@ -71,8 +71,8 @@ class PairTrack:
         self.warnings: list[str] = []
         warn_schedule(self.graphs.protein, self.noise, self.warnings)
         self.mixture = TaskMixture.parse(config.task)
-        require_plain_objective(config, "the pair task")
         check_pair_predictor(config.sampling, "joint")  # the run samples joint pairs
+        self.parametrisation = parametrisation_of(config)
         self.objective, self.step_metrics = pair_track_objective(
             self.model,
             self.graphs,
@@ -80,6 +80,9 @@ class PairTrack:
             self.mixture,
             config.training.sampling_eps,
             config.curriculum,
+            config.loss.type,
+            config.training.time_sampling,
+            config.training.batch_size,
         )
         self._eval = jax.jit(self._eval_sums)
         self._samplers: dict = {}
@@ -123,6 +126,7 @@ class PairTrack:
             self.config.training.sampling_eps,
             mode=self.mixture.mode,
             length_fn=length_fn_of(self.model, params),
+            loss_type=self.config.loss.type,
         )
         return {**out.sums()._asdict(), **out.length_sums()}
 
@@ -205,7 +209,12 @@ class PairTrack:
         """The jitted sampler of `task` (built once: it compiles once per shape)."""
         if task not in self._samplers:
             self._samplers[task] = make_pair_sampler(
-                self.model, self.graphs, self.noise, self.config.sampling, task
+                self.model,
+                self.graphs,
+                self.noise,
+                self.config.sampling,
+                task,
+                parametrisation=self.parametrisation,
             )
         return self._samplers[task]
 

@@ -60,13 +60,20 @@ def length_fn_of(model):
 
 
 def pair_track_objective(
-    graphs, noise, mixture, sampling_eps: float, curriculum=None, length_head: bool = False
+    graphs,
+    noise,
+    mixture,
+    sampling_eps: float,
+    curriculum=None,
+    length_head: bool = False,
+    loss_type: str = "score_entropy",
 ):
     """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
     task, then a (curriculum) time, then the protein and the ligand corruption, in that
     order of draws; the scaled sigma corrupts, conditions and weights both tracks. With
     the model's length heads the conditional rows' length terms join the track sums and
-    `length_nll_<track>` (nats per pair) is reported for each direction trained."""
+    `length_nll_<track>` (nats per pair) is reported for each direction trained.
+    `loss_type`: "score_entropy" or "masked_ce" (mean logits; absorbing graphs)."""
     curriculum = check_curriculum(curriculum)
     trained = [
         track
@@ -86,6 +93,7 @@ def pair_track_objective(
             step=step,
             curriculum=curriculum,
             length_fn=length_fn_of(model),
+            loss_type=loss_type,
         )
         sums = out.sums()
         aux = {

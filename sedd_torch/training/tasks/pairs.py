@@ -18,8 +18,10 @@ from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.graphs import get_graph
 from sedd_torch.diffusion.joint import joint_score_entropy_loss, sample_pairs
+from sedd_torch.diffusion.losses import TERMS
 from sedd_torch.diffusion.noise import get_noise
 from sedd_torch.diffusion.oracles import unigram_log_score_fn
+from sedd_torch.diffusion.parametrisation import as_dual_log_score_fn
 from sedd_torch.models.dual import build_dual_model
 from sedd_torch.training.evaluation import _generator, validation_loss
 from sedd_torch.training.tasks.objectives import length_fn_of, pair_track_objective
@@ -46,8 +48,12 @@ class PairTrack:
             self.graphs.protein.absorb,
             (config.data.max_protein_len, config.data.max_ligand_len),
         ).to(device)
-        if config.get("loss", {}).get("type", "score_entropy") != "score_entropy":
-            raise ValueError("the twin pair task supports loss.type=score_entropy only")
+        self.loss_type = config.get("loss", {}).get("type", "score_entropy")
+        if self.loss_type not in TERMS:
+            raise ValueError(f"loss.type={self.loss_type!r}: expected one of {sorted(TERMS)}")
+        if self.loss_type == "masked_ce" and not self.graphs.protein.absorb:
+            raise ValueError("loss.type=masked_ce needs graph.type=absorbing (uniform: SEDD)")
+        self.parametrisation = "mean" if self.loss_type == "masked_ce" else "score"
         if config.training.get("time_sampling", "uniform") != "uniform":
             raise ValueError("the twin trainer supports training.time_sampling=uniform only")
         self.objective, self.step_metrics = pair_track_objective(
@@ -57,6 +63,7 @@ class PairTrack:
             config.training.sampling_eps,
             config.curriculum,
             self.model.length_head,
+            self.loss_type,
         )
 
     def batcher(self, batch_size: int):
@@ -103,6 +110,7 @@ class PairTrack:
                         eps,
                         mode=task,
                         length_fn=length_fn_of(model),
+                        loss_type=self.loss_type,
                     )
                     sums += [float(x) for x in out.sums()]
                     for name, value in out.length_sums().items():
@@ -177,8 +185,9 @@ class PairTrack:
                 "ligand_valid": l_valid,
             }
         )
+        mask_ids = (self.graphs.protein.mask_id, self.graphs.ligand.mask_id)
         p, lig = sample_pairs(
-            model,
+            as_dual_log_score_fn(model, self.parametrisation, mask_ids),
             self.graphs,
             self.noise,
             arrays["protein"],
