@@ -352,3 +352,13 @@ def test_a_sigma_free_network_needs_the_absorbing_graph():
         build_model(single, VP, absorb=False)
     with pytest.raises(ValueError, match="time_conditioning=False needs graph.type=absorb"):
         build_dual_model(dual, VP, VL, absorb=False, max_lens=(8, 8))
+    # the twin's builders refuse it alike (one check, sedd_jax/common/model_options.py)
+    pytest.importorskip("torch")
+    from sedd_torch.models.dual import build_dual_model as torch_dual
+    from sedd_torch.models.sedd import build_model as torch_single
+
+    assert torch_single(single, VP, absorb=True).time_conditioning is False
+    with pytest.raises(ValueError, match="time_conditioning=False needs graph.type=absorb"):
+        torch_single(single, VP, absorb=False)
+    with pytest.raises(ValueError, match="time_conditioning=False needs graph.type=absorb"):
+        torch_dual(dual, VP, VL, absorb=False, max_lens=(8, 8))

@@ -63,6 +63,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.model_options import check_time_conditioning
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, MODES
 from sedd_jax.models.layers import (
     FREQUENCY_DIM,
@@ -82,7 +83,6 @@ from sedd_jax.models.length import HEAD_NAMES, LengthHead
 from sedd_jax.models.sedd import (
     DTYPES,
     VARIANTS,
-    check_time_conditioning,
     embedding_init,
     finish_log_score,
     network_sigma,

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.model_options import check_time_conditioning
 from sedd_jax.diffusion.graphs import esigm1
 from sedd_jax.models.layers import (
     DDiTBlock,
@@ -123,13 +124,6 @@ class SEDD(nn.Module):
         return finish_log_score(
             logits, x, sigma, self.vocab_size, self.scale_by_sigma and self.absorb
         )
-
-
-def check_time_conditioning(time_conditioning: bool, absorb: bool) -> None:
-    """A sigma-free network (`model.time_conditioning=False`) is the absorbing graph's
-    (RADD: its score is a sigma-free conditional times a known factor of sigma)."""
-    if not time_conditioning and not absorb:
-        raise ValueError("model.time_conditioning=False needs graph.type=absorb (uniform: True)")
 
 
 def network_sigma(sigma, model):

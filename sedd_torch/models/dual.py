@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sedd_jax.common.model_options import check_time_conditioning
 from sedd_jax.common.tasks import MODES
 from sedd_torch.models.layers import (
     DDiTBlock,
@@ -231,6 +232,7 @@ def build_dual_model(
 ):
     """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
     max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges."""
+    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,

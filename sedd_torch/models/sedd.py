@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sedd_jax.common.model_options import check_time_conditioning
 from sedd_torch.device import autocast_dtype
 from sedd_torch.diffusion.graphs import esigm1
 from sedd_torch.models.layers import (
@@ -139,6 +140,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
     """SEDD from `config.model` (every field consumed) and the graph's V."""
+    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
     return SEDD(
         vocab_size=vocab_size,
         hidden=model_config.hidden,
