@@ -12,10 +12,12 @@ import torch
 
 from sedd_jax import conversion
 from sedd_jax.diffusion import joint as jax_joint
+from sedd_jax.diffusion import joint_sampling as jax_joint_sampling
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_torch.diffusion import joint as torch_joint
+from sedd_torch.diffusion import joint_sampling as torch_joint_sampling
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
 from tests.helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, example_inputs, max_error, t
@@ -114,7 +116,7 @@ def test_pair_sampler_gives_identical_tokens(task, record):
         @jax.jit
         def run(uniforms):
             score_fn = functools.partial(model.apply, {"params": params})
-            return jax_joint.sample_pairs(
+            return jax_joint_sampling.sample_pairs(
                 score_fn,
                 graphs_j,
                 LogLinearNoise(),
@@ -128,7 +130,7 @@ def test_pair_sampler_gives_identical_tokens(task, record):
 
         expected = jax.device_get(run(tuple(jnp.asarray(u) for u in uniforms)))
     batch_t = {k: t(v) for k, v in batch.items()}
-    got = torch_joint.sample_pairs(
+    got = torch_joint_sampling.sample_pairs(
         twin,
         graphs_t,
         TorchLogLinear(),

@@ -109,3 +109,47 @@ def test_pair_masked_ce_and_dual_conversion_match(record):
     record("pair masked_ce max|d|/(1+max)", loss_err, TOL)
     record("pair mean->score max|d|/(1+max)", score_err, TOL)
     assert loss_err <= TOL and score_err <= TOL
+
+
+def test_antithetic_times_and_the_losses_at_given_times_match(record):
+    """training.time_sampling=antithetic: the twin's stratified times from sedd_jax's
+    offset u0 are sedd_jax's, and both single-track losses take given times alike (the
+    drawn times are discarded, the corruption draw is the same)."""
+    import jax
+
+    from sedd_jax.diffusion import losses as jax_losses
+    from sedd_jax.diffusion.catsample import uniform
+    from tests.helpers import ReplayRand
+
+    key, loss_key = jax.random.split(jax.random.key(5))
+    ids = np.arange(4, 8, dtype=np.int32)  # the second shard of a global batch of 8
+    t_j = np.asarray(jax_losses.antithetic_times(key, ids, 8, 1e-3))
+    u0 = np.asarray(jax.random.uniform(key, ()))
+    t_t = torch_losses.antithetic_times(t(u0), t(ids), 8, 1e-3).numpy()
+    times_err = max_error(t_j, t_t)
+    # one time per 1/8 bin: the four rows of this shard fall in four different bins
+    assert len({int(v * 8) for v in (t_j - 1e-3) / (1 - 1e-3)}) == 4
+
+    rng = np.random.default_rng(2)
+    graph_j, graph_t = jax_graphs.GRAPHS["absorb"](N), torch_graphs.GRAPHS["absorb"](N)
+    noise_j, noise_t = LogLinearNoise(1e-3), torch_noise.LogLinearNoise(1e-3)
+    out = (3 * rng.standard_normal((4, 9, N + 1))).astype(np.float32)
+    x0 = rng.integers(0, N, size=(4, 9)).astype(np.int32)
+    valid = np.arange(9)[None] < np.array([9, 7, 5, 9])[:, None]
+    _, noise_key = jax_losses.loss_times(loss_key, 4, 1e-3)
+    loss_err = 0.0
+    for name in ("score_entropy", "masked_ce"):
+        got_j = jax_losses.LOSSES[name](
+            lambda x, s: out, graph_j, noise_j, x0, valid, loss_key, 1e-3, t=t_j
+        )
+        rand = ReplayRand(np.zeros(4, np.float32), uniform(noise_key, (4, 9)))
+        got_t = torch_losses.LOSSES[name](
+            lambda x, s: t(out), graph_t, noise_t, t(x0), t(valid), rand, 1e-3, t=t(t_t)
+        )
+        assert rand.exhausted()
+        assert float(np.abs(np.asarray(got_j.losses)).sum()) > 1.0
+        np.testing.assert_array_equal(np.asarray(got_j.t), t_j)
+        loss_err = max(loss_err, max_error(got_j.losses, got_t.losses.numpy()))
+    record("antithetic times max|d|/(1+max)", times_err, 1e-7)
+    record("losses at given times max|d|/(1+max)", loss_err, TOL)
+    assert times_err <= 1e-7 and loss_err <= TOL

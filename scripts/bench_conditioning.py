@@ -33,13 +33,12 @@ import csv
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from bench_utils import cpu_model, python_module
 
 from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data import synthetic_pairs as sp
@@ -87,33 +86,6 @@ QUICK_MODEL = {
     "eval.max_batches": 1,
     "optim.warmup": 5,
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else "unknown"
-
-
-def python_module(module: str, args: list[str], env: dict, log: str, deadline_s: float = 0):
-    """Runs `python -m module args` (output to `log`); SIGUSR1 at `deadline_s` (> 0).
-    Returns the wall time in seconds."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=f, stderr=f, env=env)
-        try:
-            proc.wait(timeout=deadline_s or None)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGUSR1)  # checkpoint at the next step and exit 0
-            proc.wait()
-    if proc.returncode != 0:
-        with open(log) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError(f"python -m {module} failed ({proc.returncode}):\n{tail}")
-    return time.perf_counter() - start
 
 
 def train_overrides(args, data: dict, max_ligand_len: int) -> dict:

@@ -5,7 +5,7 @@ run trained the single-track modes too, how much the context lowers each bound.
 
     python -m sedd_jax.evaluate --workdir=runs/demo [--fasta=proteins.fasta]
         [--time_samples=128] [--method=stratified|antithetic] [--weights=ema|params]
-        [--out=likelihood.json]
+        [--out=likelihood.json] [--per_sequence=scores.csv]
     python -m sedd_jax.evaluate --workdir=runs/demo --samples=runs/demo/samples.fasta
         [--reference=train.fasta|train.csv|train.smi] [--report_dir=DIR] [--hmm=Pfam-A.hmm]
 
@@ -22,10 +22,14 @@ standard error over sequences, and perplexity = exp(NLL bound / tokens): an uppe
 on the true perplexity given the length; with the run's length distribution also the
 full bound -log p(x) adding -log p_hat(L). FASTA sequences longer than max_len are
 counted, left out of the headline, and scored as their first window separately.
+`--per_sequence` writes one CSV row per scored sequence (single-track runs): its index,
+the sequence, its scored tokens, and its bound in nats (given the length, and with the
+length term): the scores to rank variants by.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -53,6 +57,9 @@ _WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "params"], "Which weights
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of the time and corruption draws.")
 _OUT = flags.DEFINE_string("out", None, "Also write the result as JSON here.")
+_PER_SEQUENCE = flags.DEFINE_string(
+    "per_sequence", None, "Single track: also write each sequence's bound as CSV here."
+)
 _SAMPLES = flags.DEFINE_string("samples", None, "Write the sample-quality report of this file.")
 _REFERENCE = flags.DEFINE_string(
     "reference", None, "Reference set of the report (default: the run's training data)."
@@ -83,6 +90,17 @@ def sample_report() -> None:
 def validation_arrays(run: Run) -> dict:
     """The run's validation rows: those of the shards and split its trainer read."""
     return run.data().val
+
+
+def write_per_sequence(path: str, sequences: list[str], rows: dict) -> None:
+    """CSV: index, sequence, tokens, nll_nats (given the length), nll_with_length_nats."""
+    nll = np.asarray(rows["nll"], np.float64)  # full precision: the rows add up to the JSON
+    with_length = nll - np.asarray(rows.get("length_log_prob", np.nan), np.float64)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["index", "sequence", "tokens", "nll_nats", "nll_with_length_nats"])
+        for i, seq in enumerate(sequences):
+            out.writerow([i, seq, int(rows["tokens"][i]), float(nll[i]), float(with_length[i])])
 
 
 def evaluation_arrays(run: Run, fasta: str | None = None):
@@ -233,6 +251,8 @@ def main(argv):
     run = open_run(_WORKDIR.value, _STEP.value)
     params = run.params(_WEIGHTS.value)
     if run.kind == "pair":
+        if _PER_SEQUENCE.value:
+            sys.exit("--per_sequence scores single-track runs; this is a pair run")
         return pair_likelihood(run, params)
     config, meta, step, tokenizer = run.config, run.meta, run.step, run.tokenizers.track
     graph, noise, model = run.components.graph, run.components.noise, run.components.model
@@ -249,7 +269,13 @@ def main(argv):
     )
     common = dict(batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value)
     lengths = meta.get("length_distribution")
-    result = dataset_likelihood(fn, params, arrays, length_distribution=lengths, **common)
+    result = dataset_likelihood(
+        fn, params, arrays, length_distribution=lengths, keep_rows=True, **common
+    )
+    rows = result.pop("rows")
+    if _PER_SEQUENCE.value:
+        sequences = tokenizer.decode_batch(arrays["tokens"], arrays["valid"])
+        write_per_sequence(_PER_SEQUENCE.value, sequences, rows)
     result.update(
         step=step,
         weights=_WEIGHTS.value,

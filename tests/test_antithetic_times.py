@@ -32,3 +32,42 @@ def test_antithetic_refuses_time_bias_curriculum():
     cfg = ConfigDict(dict(type="time_bias", ramp="linear", preschool_steps=10, bias_strength=2.0))
     with pytest.raises(ValueError, match="time_bias"):
         time_override("antithetic", B, EPS, cfg)
+
+
+def test_twin_trainer_takes_antithetic_times_from_its_own_offset(tmp_path):
+    """The twin's single-track run with time_sampling=antithetic: each step's mean t is
+    that of the stratified times of its offset u0 (the step generator's first draw), with
+    accumulation splitting the batch (example ids stay global positions)."""
+    import torch
+
+    from sedd_jax.common.metrics_log import read_metrics
+    from sedd_torch.training.loop import train_and_evaluate
+    from sedd_torch.training.step import step_generator
+    from tests.helpers import tiny_config
+
+    batch, steps = 8, 3
+    config = tiny_config(
+        "base",
+        **{
+            "backend": "torch",
+            "data.max_len": 24,
+            "training.time_sampling": "antithetic",
+            "training.batch_size": batch,
+            "training.accum": 2,
+            "training.n_steps": steps,
+            "training.log_every": 1,
+            "training.eval_every": 1000,
+            "training.checkpoint_every": 1000,
+            "eval.max_batches": 1,
+            "sampling.num_samples": 1,
+        },
+    )
+    train_and_evaluate(config, str(tmp_path))
+    logged = read_metrics(str(tmp_path))
+    rows = {r["step"]: r["train/mean_t"] for r in logged if "train/mean_t" in r}
+    assert sorted(rows) == list(range(1, steps + 1))
+    eps = config.training.sampling_eps
+    for done, mean_t in rows.items():
+        u0 = torch.rand(1, generator=step_generator(config.seed, done - 1)).item()
+        u = np.mod(np.float32(u0) + np.arange(batch, dtype=np.float32) / batch, 1.0)
+        assert mean_t == pytest.approx(float(np.mean(eps + (1 - eps) * u)), rel=1e-5)

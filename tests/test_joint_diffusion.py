@@ -18,9 +18,9 @@ from sedd_jax.diffusion.joint import (
     TaskMixture,
     draw_tasks,
     joint_score_entropy_loss,
-    sample_pairs,
     task_roles,
 )
+from sedd_jax.diffusion.joint_sampling import sample_pairs
 from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.sampling import pc_sample

@@ -16,7 +16,7 @@ import scipy.stats
 
 from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.graphs import Absorbing
-from sedd_jax.diffusion.joint import sample_pairs
+from sedd_jax.diffusion.joint_sampling import sample_pairs
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings, remdm_predictor

@@ -17,7 +17,7 @@ import scipy.stats
 
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
-from sedd_jax.diffusion.joint import sample_pairs
+from sedd_jax.diffusion.joint_sampling import sample_pairs
 from sedd_jax.diffusion.noise import GeometricNoise, LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.sampling import analytic_predictor, euler_predictor

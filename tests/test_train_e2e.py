@@ -1,5 +1,6 @@
 """End-to-end training on real proteins: learning, resuming, command-line behaviour."""
 
+import csv
 import json
 import math
 
@@ -53,12 +54,28 @@ def test_training_on_demo_proteins_beats_step0_and_unigram_baseline(tmp_path):
     assert all(r.sequence.startswith("MKV") for r in prompted)
 
     # the likelihood bound of the validation split sits just above the training-time loss
-    report = tmp_path / "likelihood.json"
+    report, scores = tmp_path / "likelihood.json", tmp_path / "scores.csv"
     result = _run_module(
-        "sedd_jax.evaluate", f"--workdir={tmp_path}", "--time_samples=8", f"--out={report}"
+        "sedd_jax.evaluate",
+        f"--workdir={tmp_path}",
+        "--time_samples=8",
+        f"--out={report}",
+        f"--per_sequence={scores}",
     )
     assert result.returncode == 0, result.stderr
     bound = json.loads(report.read_text())
+    # --per_sequence: one row per scored sequence, adding up to the JSON's means
+    with open(scores) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == bound["sequences"] > 0
+    assert sum(int(r["tokens"]) for r in rows) == bound["tokens"]
+    # scored tokens: the residues and whichever of <s>, </s> the crop kept
+    assert all(0 <= int(r["tokens"]) - len(r["sequence"]) <= 2 for r in rows)
+    nll = np.array([float(r["nll_nats"]) for r in rows])
+    full = np.array([float(r["nll_with_length_nats"]) for r in rows])
+    assert nll.mean() == pytest.approx(bound["nats_per_sequence"], rel=1e-9)
+    assert full.mean() == pytest.approx(bound["with_length_nats_per_sequence"], rel=1e-9)
+    assert (full >= nll).all()  # -log p_hat(L) >= 0
     # E[bound] = E[validation loss] + prior + the [0, eps] sliver >= E[validation loss]: the
     # claim is one-sided; both estimates carry a Monte Carlo error of about the bound's se
     se = bound["nats_per_token_se"]

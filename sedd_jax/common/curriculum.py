@@ -11,6 +11,7 @@ import dataclasses
 EXP_RATE = 3.0  # exponential ramp f = (1 - e^{-3p}) / (1 - e^{-3})
 MIN_SIGMA_MULTIPLIER = 0.1  # sigma_scale: m = 0.1 + 0.9 f(p)
 TYPES = ("none", "time_bias", "sigma_scale")
+TIME_SAMPLINGS = ("uniform", "antithetic")  # training.time_sampling
 RAMP_NAMES = ("linear", "exponential", "cosine")
 
 
@@ -39,3 +40,13 @@ def check_curriculum(cfg) -> Curriculum:
     if c.bias_strength < 0:
         raise ValueError(f"curriculum.bias_strength={c.bias_strength} must be >= 0")
     return c
+
+
+def check_time_sampling(time_sampling: str, curriculum: Curriculum) -> str:
+    """`training.time_sampling`, validated: antithetic (stratified) times replace the drawn
+    ones, so they do not combine with the time-biasing curriculum."""
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"training.time_sampling={time_sampling!r}: one of {TIME_SAMPLINGS}")
+    if time_sampling == "antithetic" and curriculum.type == "time_bias":
+        raise ValueError("training.time_sampling=antithetic does not combine with time_bias")
+    return time_sampling

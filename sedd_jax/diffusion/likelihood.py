@@ -233,9 +233,12 @@ def dataset_likelihood(
     pad_id: int,
     seed: int,
     length_distribution=None,
+    keep_rows: bool = False,
 ) -> dict:
     """`summarize_sequences` over every sequence of arrays {"tokens", "valid"} [N, L], with
-    fixed keys; `length_distribution` (the training one) adds the length term."""
+    fixed keys; `length_distribution` (the training one) adds the length term.
+    `keep_rows`: also "rows", the per-sequence arrays {"nll", "tokens"[, "length_log_prob"]}
+    (numpy, [N]; not JSON)."""
     base = jax.random.fold_in(jax.random.key(seed), 0x11CE)
     n = len(arrays["tokens"])
     nll, tokens = [], []
@@ -249,4 +252,9 @@ def dataset_likelihood(
     if length_distribution is not None:
         log_p = length_log_probs(length_distribution, arrays["tokens"].shape[1])
         length_log_prob = log_p[np.asarray(arrays["valid"]).sum(axis=1)]
-    return summarize_sequences(nll, tokens, length_log_prob)
+    out = summarize_sequences(nll, tokens, length_log_prob)
+    if keep_rows:
+        out["rows"] = {"nll": nll, "tokens": tokens}
+        if length_log_prob is not None:
+            out["rows"]["length_log_prob"] = length_log_prob
+    return out

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.curriculum import TIME_SAMPLINGS  # noqa: F401  (re-exported)
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.curriculum import (
     sample_curriculum_times,
@@ -23,7 +24,6 @@ from sedd_jax.diffusion.parametrisation import mean_log_probs
 
 LogScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 LOSS_TYPES = ("score_entropy", "masked_ce")
-TIME_SAMPLINGS = ("uniform", "antithetic")
 
 
 def antithetic_times(

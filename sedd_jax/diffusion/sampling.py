@@ -16,9 +16,9 @@ values at every step (prompts, pads, a conditioning track); `prefix_prompt`,
 
 "remdm" (`diffusion/remdm.py`, absorbing graph) is a one-step predictor that may
 re-mask decoded tokens; `pc_sample` runs it through `remdm_scan` with `remdm`
-(`RemdmSettings`: schedule, eta, switch time), `joint.sample_pairs` at the defaults.
+(`RemdmSettings`: schedule, eta, switch time), `joint_sampling.sample_pairs` at the defaults.
 Beside the one-step PREDICTORS, `pc_sample` runs the SAMPLERS with their own loops
-(absorbing graph, single track only; `joint.sample_pairs` and guidance do not take them
+(absorbing graph, single track only; `joint_sampling.sample_pairs` and guidance do not take them
 yet): "cached" (`cached_scan`: analytic steps, the network called only when a token of
 the batch changed since the last call; exact for sigma-free scores, an approximation for
 sigma-conditioned networks) and "first_hitting" (`first_hitting_sample`: one token per

@@ -21,7 +21,7 @@ from sedd_jax.common.generation import (  # noqa: F401
     tokenizer_forbidden,
 )
 from sedd_jax.diffusion.guidance import guided_score_fn
-from sedd_jax.diffusion.joint import one_generated_track, sample_pairs
+from sedd_jax.diffusion.joint_sampling import one_generated_track, sample_pairs
 from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn, as_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import SAMPLERS, pc_sample
@@ -37,7 +37,7 @@ def _controls(sampling_config) -> dict:
 
 
 def check_pair_predictor(sampling_config, task: str) -> None:
-    """Refuse what `joint.sample_pairs` would not apply: the one-track samplers (cached,
+    """Refuse what `joint_sampling.sample_pairs` would not apply: the one-track samplers (cached,
     first_hitting) on joint generation, and "remdm" at other than `RemdmSettings()` (it
     runs through `sampling.PREDICTORS` at its defaults; other settings would be silently
     ignored)."""
@@ -53,9 +53,11 @@ def check_pair_predictor(sampling_config, task: str) -> None:
         )
 
 
-def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "score"):
+def make_sampler(
+    model, graph, noise, sampling_config, parametrisation: str = "score", return_calls=False
+):
     """jit fn(params, x_init [B, L], valid [B, L], clamp [B, L], key, forbidden=None)
-    -> tokens [B, L].
+    -> tokens [B, L] (`return_calls`: (tokens, network calls)).
 
     Pads (valid False) and `clamp` positions keep their `x_init` value; pads are hidden
     from attention. `forbidden` [V] bool: ids never drawn (`tokenizer_forbidden`).
@@ -81,6 +83,7 @@ def make_sampler(model, graph, noise, sampling_config, parametrisation: str = "s
             clamp=clamp | ~valid,
             forbidden=forbidden,
             remdm=RemdmSettings.from_config(sampling_config),
+            return_calls=return_calls,
             **_controls(sampling_config),
         )
 

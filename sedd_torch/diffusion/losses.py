@@ -27,6 +27,14 @@ class TokenLosses(NamedTuple):
     t: torch.Tensor
 
 
+def antithetic_times(u0, example_id: torch.Tensor, global_batch: int, sampling_eps: float):
+    """Stratified times over the global batch (sedd_jax's `antithetic_times` given its
+    offset u0 in [0, 1)): t = eps + (1 - eps) * ((u0 + id / B) mod 1). [b]"""
+    u0 = torch.as_tensor(u0, dtype=torch.float32, device=example_id.device)
+    u = torch.remainder(u0 + example_id.float() / global_batch, 1.0)
+    return (1.0 - sampling_eps) * u + sampling_eps
+
+
 def loss_times(rand, batch: int, sampling_eps: float, step=0, curriculum=None):
     """The times t [B] (curriculum-aware) of a loss evaluation."""
     return sample_curriculum_times(rand, batch, step, curriculum, sampling_eps)
@@ -76,13 +84,34 @@ TERMS = {"score_entropy": score_entropy_terms, "masked_ce": masked_ce_terms}
 
 
 def score_entropy_loss(
-    log_score_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
+    log_score_fn,
+    graph,
+    noise,
+    x0,
+    valid,
+    rand,
+    sampling_eps=1e-3,
+    *,
+    step=0,
+    curriculum=None,
+    t=None,
 ) -> TokenLosses:
     """The single-track loss of training and evaluation: one fresh t per sequence, drawn
     (curriculum-biased at `step`) before the corruption; with `sigma_scale` the scaled
-    sigma corrupts, conditions and weights. loss = losses.sum() / valid.sum()."""
+    sigma corrupts, conditions and weights. loss = losses.sum() / valid.sum(). Given
+    times `t` [B] replace the drawn ones (drawn all the same: sedd_jax's draw order)."""
     return _over_times(
-        per_token_loss, log_score_fn, graph, noise, x0, valid, rand, sampling_eps, step, curriculum
+        per_token_loss,
+        log_score_fn,
+        graph,
+        noise,
+        x0,
+        valid,
+        rand,
+        sampling_eps,
+        step,
+        curriculum,
+        t,
     )
 
 
@@ -98,7 +127,17 @@ def masked_ce_per_token(
 
 
 def masked_ce_loss(
-    logits_fn, graph, noise, x0, valid, rand, sampling_eps=1e-3, *, step=0, curriculum=None
+    logits_fn,
+    graph,
+    noise,
+    x0,
+    valid,
+    rand,
+    sampling_eps=1e-3,
+    *,
+    step=0,
+    curriculum=None,
+    t=None,
 ) -> TokenLosses:
     """`score_entropy_loss` with the masked cross-entropy term (`masked_ce_per_token`)."""
     return _over_times(
@@ -112,13 +151,15 @@ def masked_ce_loss(
         sampling_eps,
         step,
         curriculum,
+        t,
     )
 
 
-def _over_times(per_token, fn, graph, noise, x0, valid, rand, sampling_eps, step, curriculum):
-    """`per_token` at one time per sequence, drawn (curriculum-aware) before the corruption,
-    sigma scaled by the curriculum."""
-    t = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
+def _over_times(per_token, fn, graph, noise, x0, valid, rand, sampling_eps, step, curriculum, t):
+    """`per_token` at one time per sequence, drawn (curriculum-aware) before the corruption
+    (or given: `t`), sigma scaled by the curriculum."""
+    drawn = loss_times(rand, x0.shape[0], sampling_eps, step, curriculum)
+    t = drawn if t is None else torch.as_tensor(t, device=drawn.device)
     scale = sigma_multiplier(step, curriculum)
     return TokenLosses(per_token(fn, graph, noise, x0, valid, t, rand, sigma_scale=scale), t)
 

@@ -1,7 +1,7 @@
 """Generation with a trained single-track twin (twin of sedd_jax/training/generation.py).
 
 `initial_tokens` and `draw_lengths` are shared with sedd_jax (`sedd_jax.common`); pairs
-are sampled with `diffusion/joint.sample_pairs` (`training/tasks.PairTrack`), the
+are sampled with `diffusion/joint_sampling.sample_pairs` (`training/tasks.PairTrack`), the
 generated track of a conditional task with lengths from `make_length_sampler` where the
 model has length heads.
 """

@@ -17,10 +17,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from sedd_jax.common.curriculum import check_time_sampling
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_jax.diffusion.curriculum import check_curriculum, progress
 from sedd_jax.diffusion.joint import joint_score_entropy_loss
-from sedd_jax.diffusion.losses import LOSSES, TIME_SAMPLINGS, antithetic_times
+from sedd_jax.diffusion.losses import LOSSES, antithetic_times
 
 
 def check_loss_type(loss_type: str, graph) -> str:
@@ -35,12 +36,8 @@ def check_loss_type(loss_type: str, graph) -> str:
 def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
     """fn(batch, dropout_key) -> times [b] or None (None: the loss draws its own). The
     antithetic offset u0 comes from the step's dropout key, the same on every device."""
-    if time_sampling not in TIME_SAMPLINGS:
-        raise ValueError(f"training.time_sampling={time_sampling!r}: one of {TIME_SAMPLINGS}")
-    if time_sampling == "uniform":
+    if check_time_sampling(time_sampling, curriculum) == "uniform":
         return lambda batch, dropout_key: None
-    if curriculum.type == "time_bias":
-        raise ValueError("training.time_sampling=antithetic does not combine with time_bias")
 
     def times(batch, dropout_key):
         key = jax.random.fold_in(dropout_key, 1)

@@ -10,20 +10,47 @@ family's one loss function (`losses.score_entropy_loss`,
 
 from __future__ import annotations
 
+from sedd_jax.common.curriculum import check_time_sampling
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_torch.diffusion.curriculum import check_curriculum, progress
 from sedd_torch.diffusion.joint import joint_score_entropy_loss
-from sedd_torch.diffusion.losses import LOSSES
+from sedd_torch.diffusion.losses import LOSSES, antithetic_times
+
+
+def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
+    """fn(batch, rand, step) -> times [b] or None (None: the loss draws its own).
+    Antithetic: the step's offset u0 is drawn from `rand` by its first micro-batch, before
+    the loss's draws, and kept for the step's other micro-batches (sedd_jax takes it from
+    the step's dropout key, shared by every micro-batch); the times are
+    `losses.antithetic_times` of the rows' `example_id`."""
+    if check_time_sampling(time_sampling, curriculum) == "uniform":
+        return lambda batch, rand, step: None
+    offset = {}
+
+    def times(batch, rand, step):
+        if offset.get("step") != int(step):
+            offset.update(step=int(step), u0=rand((1,))[0])
+        return antithetic_times(offset["u0"], batch["example_id"], global_batch, sampling_eps)
+
+    return times
 
 
 def single_track_objective(
-    graph, noise, sampling_eps: float, curriculum=None, loss_type="score_entropy"
+    graph,
+    noise,
+    sampling_eps: float,
+    curriculum=None,
+    loss_type="score_entropy",
+    time_sampling="uniform",
+    global_batch: int = 1,
 ):
-    """(objective, step_metrics) of the single-track loss (`losses.LOSSES[loss_type]`)."""
+    """(objective, step_metrics) of the single-track loss (`losses.LOSSES[loss_type]`),
+    times drawn per row ("uniform") or stratified over the global batch ("antithetic")."""
     curriculum = check_curriculum(curriculum)
     if loss_type == "masked_ce" and not graph.absorb:
         raise ValueError("loss.type=masked_ce needs graph.type=absorbing; uniform: score_entropy")
     loss_fn = LOSSES[loss_type]
+    override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
 
     def objective(model, batch, rand, step):
         tokens, valid = batch["tokens"], batch["valid"]
@@ -31,6 +58,7 @@ def single_track_objective(
         def log_score_fn(x, sigma):
             return model(x, sigma, valid)
 
+        t = override(batch, rand, step)
         out = loss_fn(
             log_score_fn,
             graph,
@@ -41,6 +69,7 @@ def single_track_objective(
             sampling_eps,
             step=step,
             curriculum=curriculum,
+            t=t,
         )
         aux = {"t_sum": float(out.t.sum()), "sequences": float(out.t.shape[0])}
         return out.losses.sum(), valid.sum().float(), aux
@@ -67,14 +96,18 @@ def pair_track_objective(
     curriculum=None,
     length_head: bool = False,
     loss_type: str = "score_entropy",
+    time_sampling: str = "uniform",
+    global_batch: int = 1,
 ):
     """(objective, step_metrics) of the pair loss (`joint_score_entropy_loss`): per pair a
     task, then a (curriculum) time, then the protein and the ligand corruption, in that
     order of draws; the scaled sigma corrupts, conditions and weights both tracks. With
     the model's length heads the conditional rows' length terms join the track sums and
     `length_nll_<track>` (nats per pair) is reported for each direction trained.
-    `loss_type`: "score_entropy" or "masked_ce" (mean logits; absorbing graphs)."""
+    `loss_type`: "score_entropy" or "masked_ce" (mean logits; absorbing graphs);
+    `time_sampling` as in `single_track_objective`."""
     curriculum = check_curriculum(curriculum)
+    override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
     trained = [
         track
         for task, (_, track) in CONDITIONAL_TRACKS.items()
@@ -82,6 +115,7 @@ def pair_track_objective(
     ]
 
     def objective(model, batch, rand, step):
+        t = override(batch, rand, step)
         out = joint_score_entropy_loss(
             model,
             graphs,
@@ -93,6 +127,7 @@ def pair_track_objective(
             step=step,
             curriculum=curriculum,
             length_fn=length_fn_of(model),
+            t=t,
             loss_type=loss_type,
         )
         sums = out.sums()

@@ -17,7 +17,8 @@ from sedd_jax.data.batching import iter_eval_batches, sample_lengths
 from sedd_jax.data.track_data import max_val_rows, run_data
 from sedd_torch.diffusion.catsample import generator_rand
 from sedd_torch.diffusion.graphs import get_graph
-from sedd_torch.diffusion.joint import joint_score_entropy_loss, sample_pairs
+from sedd_torch.diffusion.joint import joint_score_entropy_loss
+from sedd_torch.diffusion.joint_sampling import sample_pairs
 from sedd_torch.diffusion.losses import TERMS
 from sedd_torch.diffusion.noise import get_noise
 from sedd_torch.diffusion.oracles import unigram_log_score_fn
@@ -54,8 +55,6 @@ class PairTrack:
         if self.loss_type == "masked_ce" and not self.graphs.protein.absorb:
             raise ValueError("loss.type=masked_ce needs graph.type=absorbing (uniform: SEDD)")
         self.parametrisation = "mean" if self.loss_type == "masked_ce" else "score"
-        if config.training.get("time_sampling", "uniform") != "uniform":
-            raise ValueError("the twin trainer supports training.time_sampling=uniform only")
         self.objective, self.step_metrics = pair_track_objective(
             self.graphs,
             self.noise,
@@ -64,6 +63,8 @@ class PairTrack:
             config.curriculum,
             self.model.length_head,
             self.loss_type,
+            config.training.get("time_sampling", "uniform"),
+            config.training.batch_size,
         )
 
     def batcher(self, batch_size: int):

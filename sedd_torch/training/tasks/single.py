@@ -42,9 +42,9 @@ class SingleTrack:
             config.training.sampling_eps,
             config.curriculum,
             config.get("loss", {}).get("type", "score_entropy"),
+            config.training.get("time_sampling", "uniform"),
+            config.training.batch_size,
         )
-        if config.training.get("time_sampling", "uniform") != "uniform":
-            raise ValueError("the twin trainer supports training.time_sampling=uniform only")
 
     def batcher(self, batch_size: int):
         """sedd_jax's training batches of (seed, step), read from the shards with numpy."""

@@ -1,0 +1,37 @@
+"""Helpers the benchmark scripts share: the CPU's name, and a CLI run with a wall-time cap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def cpu_model() -> str:
+    """`lscpu`'s model name ("unknown" where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return names[0] if names else "unknown"
+
+
+def python_module(module: str, args: list[str], env: dict, log: str, deadline_s: float = 0):
+    """Runs `python -m module args` (output to `log`); SIGUSR1 at `deadline_s` (> 0): a
+    training run checkpoints at its next step and exits 0. Returns the wall seconds."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=f, stderr=f, env=env)
+        try:
+            proc.wait(timeout=deadline_s or None)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)
+            proc.wait()
+    if proc.returncode != 0:
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"python -m {module} failed ({proc.returncode}):\n{tail}")
+    return time.perf_counter() - start
