@@ -269,13 +269,13 @@ def main(argv):
     )
     common = dict(batch_size=_BATCH.value, pad_id=tokenizer.pad_id, seed=_SEED.value)
     lengths = meta.get("length_distribution")
+    per_sequence = _PER_SEQUENCE.value
     result = dataset_likelihood(
-        fn, params, arrays, length_distribution=lengths, keep_rows=True, **common
+        fn, params, arrays, length_distribution=lengths, keep_rows=bool(per_sequence), **common
     )
-    rows = result.pop("rows")
-    if _PER_SEQUENCE.value:
+    if per_sequence:
         sequences = tokenizer.decode_batch(arrays["tokens"], arrays["valid"])
-        write_per_sequence(_PER_SEQUENCE.value, sequences, rows)
+        write_per_sequence(per_sequence, sequences, result.pop("rows"))
     result.update(
         step=step,
         weights=_WEIGHTS.value,

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.common.curriculum import TIME_SAMPLINGS  # noqa: F401  (re-exported)
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.curriculum import (
     sample_curriculum_times,
@@ -41,7 +40,6 @@ __all__ = [
     "LogScoreFn",
     "TokenLosses",
     "LOSS_TYPES",
-    "TIME_SAMPLINGS",
     "antithetic_times",
     "loss_times",
     "masked_ce_loss",
