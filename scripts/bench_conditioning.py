@@ -38,7 +38,7 @@ import tempfile
 import time
 
 import numpy as np
-from bench_utils import cpu_model, python_module
+from bench_utils import add_set_flag, cpu_model, parse_sets, python_module
 
 from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data import synthetic_pairs as sp
@@ -111,12 +111,7 @@ def train_overrides(args, data: dict, max_ligand_len: int) -> dict:
     if args.width:
         overrides["model.hidden"] = args.width
     overrides |= QUICK_MODEL if args.quick else {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"bench_conditioning: --set {item!r}: expected KEY=VALUE")
-        overrides[key] = value
-    return overrides
+    return overrides | parse_sets(args.set, "bench_conditioning")
 
 
 def length_terms(run, track: str) -> np.ndarray:
@@ -224,13 +219,7 @@ def parse_args():
     ap.add_argument("--time_samples", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="", help="default: a temporary directory")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a training config override (repeatable), e.g. --set optim.lr=3e-3",
-    )
+    add_set_flag(ap)
     ap.add_argument(
         "--quick", action="store_true", help="a tiny run (~1.5 CPU-minutes; given flags win)"
     )

@@ -29,7 +29,7 @@ import os
 import tempfile
 
 import numpy as np
-from bench_utils import cpu_model, python_module
+from bench_utils import add_set_flag, cpu_model, parse_sets, python_module
 
 from sedd_jax.common.metrics_log import read_metrics
 
@@ -87,7 +87,7 @@ def run(args, fasta: str, test: str, truth: dict, loss_type: str, time_sampling:
         "optim.lr": args.lr,
         "eval.sample_metrics_num": 0,
         "logging.progress_bar": False,
-    }
+    } | parse_sets(args.set, "bench_objectives")
     train_args = [f"--config={os.path.join(REPO, 'configs', 'demo.py')}", f"--workdir={workdir}"]
     train_args += [f"--config.{k}={v}" for k, v in overrides.items()]
     log = workdir + ".train.log"
@@ -126,6 +126,7 @@ def main():
     ap.add_argument("--time_samples", type=int, default=64)
     ap.add_argument("--keep", default="", help="keep the runs in this directory")
     ap.add_argument("--out", default="bench_objectives.json")
+    add_set_flag(ap)
     args = ap.parse_args()
     stat, trans, rate = markov_chain(0)
     train_x = sample_chain(args.sequences, 64, stat, trans, np.random.default_rng(1))

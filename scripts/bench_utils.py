@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: the CPU's name, and a CLI run with a wall-time cap."""
+"""Helpers the benchmark scripts share: the CPU's name, a CLI run with a wall-time cap, and
+the `--set KEY=VALUE` config overrides."""
 
 from __future__ import annotations
 
@@ -35,3 +36,25 @@ def python_module(module: str, args: list[str], env: dict, log: str, deadline_s:
             tail = f.read()[-3000:]
         raise RuntimeError(f"python -m {module} failed ({proc.returncode}):\n{tail}")
     return time.perf_counter() - start
+
+
+def add_set_flag(parser) -> None:
+    """`--set KEY=VALUE` (repeatable): a training config override."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training config override (repeatable), e.g. --set optim.lr=3e-3",
+    )
+
+
+def parse_sets(items: list[str], script: str) -> dict[str, str]:
+    """{key: value} of `--set` items; a malformed one exits with a one-line error."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{script}: --set {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out

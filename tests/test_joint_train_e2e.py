@@ -29,7 +29,7 @@ JOINT_LEARNS = {
     "optim.warmup": 20,
     "eval.batch_size": 64,
     "eval.time_samples": 2,
-    "eval.max_batches": 4,
+    "eval.max_batches": 2,
     "eval.sample_metrics_num": 0,  # not checked here (tiny_pair_run's tests cover them)
     "sampling.steps": 16,
     "sampling.num_samples": 4,

@@ -138,6 +138,7 @@ def test_a_masked_ce_pair_run_learns_and_is_scored_and_sampled_as_log_scores(tmp
             "training.log_every": 20,
             "optim.lr": 2e-3,
             "optim.warmup": 10,
+            "eval.sample_metrics_num": 0,  # ligand metrics: tiny_pair_run's tests cover them
         },
     )
     summary = train_and_evaluate(config, str(tmp_path))

@@ -25,7 +25,8 @@ def last(rows, key):
 
 @pytest.mark.slow
 def test_training_on_demo_proteins_beats_step0_and_unigram_baseline(tmp_path):
-    summary = train_and_evaluate(learning_config(), str(tmp_path))
+    # 200 of LEARNS' 300 steps: final 2.71 against unigram 2.80 (300 steps: 2.68)
+    summary = train_and_evaluate(learning_config(**{"training.n_steps": 200}), str(tmp_path))
     rows = read_metrics(str(tmp_path))
     initial = [r["val/loss_ema"] for r in rows if "val/loss_ema" in r][0]
     unigram = last(rows, "val/loss_unigram")
