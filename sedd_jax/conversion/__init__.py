@@ -2,7 +2,8 @@
 
   names.py         the naming rule flax path <-> torch state_dict name
   torch_files.py   reading torch files (this project's, the reference's, upstream SEDD's)
-  run_settings.py  a run's graph / noise / sizes from its upstream or reference config
+  foreign_configs.py  upstream SEDD's / the reference's run config -> this project's keys
+  run_settings.py  those settings and the flags applied to the config read off the tensors
   torch_import.py  a torch file -> flax Weights, shapes checked against the config
   orbax_io.py      Weights in and out of orbax workdirs
   export.py        Weights -> `.pt` / `.safetensors`

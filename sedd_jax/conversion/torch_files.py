@@ -30,7 +30,7 @@ import types
 
 import ml_collections
 
-from sedd_jax.conversion import run_settings
+from sedd_jax.conversion import foreign_configs, run_settings
 from sedd_jax.conversion.run_settings import ConversionError, ImportOptions
 from sedd_jax.defaults import base_config
 
@@ -304,17 +304,17 @@ def _read_safetensors(path: str) -> tuple[_Parts, str]:
 def _run_settings(parts: _Parts, source, options: ImportOptions) -> run_settings.Settings:
     """The run's own settings, per layout (before the flags)."""
     if options.run_config:
-        values = run_settings.read_yaml(options.run_config)
-        mapper = run_settings.from_reference if parts.layout == "reference" else None
-        return (mapper or run_settings.from_upstream)(values, options.run_config)
+        values = foreign_configs.read_yaml(options.run_config)
+        mapper = foreign_configs.from_reference if parts.layout == "reference" else None
+        return (mapper or foreign_configs.from_upstream)(values, options.run_config)
     if parts.layout == "reference" and parts.config:
         yaml_file = parts.yaml_file
         where = f"{source}: pickled Config" + (f" (of {yaml_file})" if yaml_file else "")
-        return run_settings.from_reference(parts.config, where)
+        return foreign_configs.from_reference(parts.config, where)
     if parts.layout == "upstream" and isinstance(source, str):
-        path = run_settings.upstream_config_path(source)
+        path = foreign_configs.upstream_config_path(source)
         if os.path.exists(path):
-            return run_settings.from_upstream(run_settings.read_yaml(path), path)
+            return foreign_configs.from_upstream(foreign_configs.read_yaml(path), path)
         return run_settings.Settings(origin=f"no run config at {path}")
     return run_settings.Settings()
 
@@ -335,7 +335,7 @@ def resolve_checkpoint(parts: _Parts, source, options: ImportOptions) -> TorchCh
         )
     settings = run_settings.with_flags(_run_settings(parts, source, options), options)
     if parts.layout == "upstream":
-        run_settings.finish_upstream(settings)
+        foreign_configs.finish_upstream(settings)
     needs_heads = "model.n_heads" not in settings.values and parts.layout != "reference"
     config = infer_config(parts.params, require_heads=needs_heads)
     rows = int(vocab_table(strip_wrappers(parts.params)).shape[0])
