@@ -4,9 +4,9 @@
 prototype proteins, each bound to one real drug (canonical SMILES of distinct token
 lengths, from the demo pairs), so H(ligand) = log F, H(ligand | protein) ≈ 0 and
 I(protein; ligand) ≈ log F exactly. The script writes the pair table, trains
-`configs/joint.py` on it (`python -m sedd_jax.train`, data.source=pair_table, a task mix
-with both unconditional modes for guidance), then on the members the trainer's split held
-out reports
+`configs/joint.py` at 64 wide and batch 64 (`BENCH_MODEL`) on it (`python -m
+sedd_jax.train`, data.source=pair_table, a task mix with both unconditional modes for
+guidance), then on the members the trainer's split held out reports
 
 1. the pair likelihood bounds (`python -m sedd_jax.evaluate`), nats per sequence, beside
    the exact entropies: diffusion bound given the length, the length term (the
@@ -18,7 +18,7 @@ out reports
 3. `protein_given_ligand` samples nearest (Hamming) to their own family's prototype;
 4. training wall time, steps and the CPU model (`lscpu`).
 
-    python scripts/bench_conditioning.py --steps=4500 --minutes=15 --out=bench_conditioning.json
+    python scripts/bench_conditioning.py --minutes=15 --out=bench_conditioning.json
     python scripts/bench_conditioning.py --quick --out=/tmp/quick.json  # 1.5 CPU-minutes
 
 `--minutes` stops training at that wall time (SIGUSR1: the run checkpoints at the next
@@ -86,6 +86,15 @@ QUICK_MODEL = {
     "eval.max_batches": 1,
     "optim.warmup": 5,
 }
+# configs/joint.py a quarter the size at twice the batch: 2.7x the rows per CPU-second
+# (0.14 s per step of 64 rows against 0.2 s per 32), which learns both directions within
+# 15 CPU-minutes where the demo-sized model does not for SELFIES (docs/benchmarks.md)
+BENCH_MODEL = {
+    "model.hidden": 64,
+    "model.cond_dim": 32,
+    "training.batch_size": 64,
+    "optim.lr": 2e-3,
+}
 
 
 def train_overrides(args, data: dict, max_ligand_len: int) -> dict:
@@ -107,6 +116,7 @@ def train_overrides(args, data: dict, max_ligand_len: int) -> dict:
         "sampling.steps": args.sampling_steps,
         "logging.progress_bar": False,
         **{f"task.{k}": v for k, v in TASK_MIX.items()},
+        **BENCH_MODEL,
     }
     if args.width:
         overrides["model.hidden"] = args.width
@@ -209,9 +219,9 @@ def parse_args():
     ap.add_argument("--per_family", type=int, default=400, help="members per family")
     ap.add_argument("--ligand_lengths", default="12,48", help="min,max drug token length")
     ap.add_argument("--val_fraction", type=float, default=0.05)
-    ap.add_argument("--steps", type=int, default=4500, help="the cosine schedule's length")
+    ap.add_argument("--steps", type=int, default=6000, help="the cosine schedule's length")
     ap.add_argument("--minutes", type=float, default=0.0, help="training wall-time cap")
-    ap.add_argument("--width", type=int, default=0, help="model.hidden (0: the config's)")
+    ap.add_argument("--width", type=int, default=0, help="model.hidden (0: BENCH_MODEL's 64)")
     ap.add_argument("--guidance", default="0,1,2")
     ap.add_argument("--inputs", type=int, default=32, help="held-out proteins to condition on")
     ap.add_argument("--per_input", type=int, default=4, help="samples per input")
