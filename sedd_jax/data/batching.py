@@ -5,6 +5,7 @@ run is its step, so a resumed run reads exactly the batches it would have read.
 Multi-host runs give each host a contiguous slice of every global batch.
 """
 
+import abc
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
@@ -118,7 +119,30 @@ def _shard_slice(batch_size: int, num_shards: int, shard_index: int) -> slice:
     return slice(shard_index * local, (shard_index + 1) * local)
 
 
-class Batcher:
+class StepBatches(abc.ABC):
+    """Batches addressed by step: `batch(step)` is this host's part of global batch `step`,
+    a pure function of (seed, step); `iterate(start)` the batches from `start` on. A
+    subclass reads a checked step in `_read`."""
+
+    @abc.abstractmethod
+    def _read(self, step: int) -> Batch:
+        """This host's part of global batch `step` >= 0."""
+
+    def batch(self, step: int) -> Batch:
+        """This host's part of global batch `step`: each array `[B / num_shards, ...]`."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        return self._read(step)
+
+    def iterate(self, start_step: int = 0) -> Iterator[Batch]:
+        """Batches `start_step`, `start_step + 1`, ... without end."""
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class Batcher(StepBatches):
     """Training batches addressed by step.
 
     Each epoch is a permutation of the N examples drawn from
@@ -165,23 +189,13 @@ class Batcher:
             self._cached_epoch = epoch
         return self._cached_perm
 
-    def batch(self, step: int) -> Batch:
-        """This shard's part of global batch `step`: each array as `[B / num_shards, ...]`."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+    def _read(self, step: int) -> Batch:
         epoch, index = divmod(step, self.steps_per_epoch)
         rows = self.permutation(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         rows = rows[self.shard]
         batch = {name: a[rows] for name, a in self.arrays.items()}
         batch[EXAMPLE_ID] = np.arange(self.shard.start, self.shard.stop, dtype=np.int32)
         return batch
-
-    def iterate(self, start_step: int = 0) -> Iterator[Batch]:
-        """Batches `start_step`, `start_step + 1`, ... without end."""
-        step = start_step
-        while True:
-            yield self.batch(step)
-            step += 1
 
 
 def iter_eval_batches(

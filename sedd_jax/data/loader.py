@@ -17,6 +17,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from sedd_jax.data.batching import StepBatches
 from sedd_jax.data.plan import (  # noqa: F401  (the loader's names, as before plan.py)
     AUGMENT_STREAM,
     CROPS,
@@ -47,7 +48,7 @@ class _Example(grain.transforms.Map):
         return self.rows.example(step, j)
 
 
-class ShardLoader:
+class ShardLoader(StepBatches):
     """This host's rows of every global training batch, read from shards with grain.
 
     Same contract as `plan.Batcher`: `batch(step)` and `iterate(start)` give arrays
@@ -61,25 +62,14 @@ class ShardLoader:
         specs: Sequence[FieldSpec],
         batch_size: int,
         *,
-        seed: int = 0,
-        num_shards: int = 1,
-        shard_index: int = 0,
-        bucket_window: int = 0,
-        pad_multiple: int = 64,
         num_workers: int = 0,
         num_threads: int = 1,
         prefetch: int = 4,
+        **kw,
     ):
-        rows = make_rows(
-            source,
-            specs,
-            batch_size,
-            seed=seed,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            bucket_window=bucket_window,
-            pad_multiple=pad_multiple,
-        )
+        """`kw`: the arguments of `make_rows` (seed, num_shards, shard_index,
+        bucket_window, pad_multiple)."""
+        rows = make_rows(source, specs, batch_size, **kw)
         self.specs, self.rows, self.plan = rows.specs, rows.rows, rows.plan
         self.batch_size = batch_size
         self.steps_per_epoch = self.plan.steps_per_epoch
@@ -91,10 +81,7 @@ class ShardLoader:
             .batch(rows.local, drop_remainder=True)
         )
 
-    def batch(self, step: int) -> Batch:
-        """This host's part of global batch `step`: each array `[B / num_shards, ...]`."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+    def _read(self, step: int) -> Batch:
         return self.dataset[step]
 
     def iterate(self, start_step: int = 0) -> Iterator[Batch]:

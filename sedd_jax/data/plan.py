@@ -33,12 +33,12 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from sedd_jax.data.batching import EXAMPLE_ID, _shard_slice
+from sedd_jax.data.batching import EXAMPLE_ID, StepBatches, _shard_slice
 from sedd_jax.data.shards import DataError, ShardSource
 
 Batch = dict[str, np.ndarray]
@@ -287,7 +287,7 @@ def make_rows(
     return Rows(plan, source, specs, seed, _shard_slice(batch_size, num_shards, shard_index))
 
 
-class Batcher:
+class Batcher(StepBatches):
     """This host's rows of every global training batch, read from shards in-process.
 
     The rows of `loader.ShardLoader` (same plan, same crops, same `example_id`), without
@@ -301,18 +301,9 @@ class Batcher:
         self.steps_per_epoch = self.rows.plan.steps_per_epoch
         self.num_examples = self.rows.plan.n
 
-    def batch(self, step: int) -> Batch:
-        """This host's part of global batch `step`: each array `[B / num_shards, ...]`."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+    def _read(self, step: int) -> Batch:
         examples = [self.rows.example(step, j) for j in range(self.rows.local)]
         return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-    def iterate(self, start_step: int = 0) -> Iterator[Batch]:
-        step = start_step
-        while True:
-            yield self.batch(step)
-            step += 1
 
 
 def split_arrays(

@@ -61,7 +61,7 @@ from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.likelihood_stats import summarize_sequences
 from sedd_jax.diffusion.losses import per_token_loss
-from sedd_jax.diffusion.parametrisation import as_log_score_fn
+from sedd_jax.diffusion.parametrisation import applied_log_score_fn
 
 
 def _stratified(key, time_samples, batch):
@@ -205,20 +205,9 @@ def make_likelihood_fn(
 
     @jax.jit
     def likelihood(params, tokens, valid, key):
-        def output_fn(x, sigma):
-            return model.apply({"params": params}, x, sigma, valid)
-
-        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
-
+        log_score_fn = applied_log_score_fn(model, params, valid, parametrisation, graph.mask_id)
         return sequence_elbo(
-            log_score_fn,
-            graph,
-            noise,
-            tokens,
-            valid,
-            key,
-            time_samples=time_samples,
-            method=method,
+            log_score_fn, graph, noise, tokens, valid, key, time_samples=time_samples, method=method
         )
 
     return likelihood

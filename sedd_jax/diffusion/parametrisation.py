@@ -19,6 +19,7 @@ __all__ = [
     "PARAMETRISATIONS",
     "as_dual_log_score_fn",
     "as_log_score_fn",
+    "applied_log_score_fn",
     "log_score_to_mean_log_probs",
     "mean_log_probs",
     "mean_to_log_score",
@@ -81,6 +82,16 @@ def as_log_score_fn(output_fn, parametrisation: str, mask_id: int):
         return mean_to_log_score(output_fn(x, sigma), sigma, x, mask_id)
 
     return log_score_fn
+
+
+def applied_log_score_fn(model, params, valid, parametrisation: str, mask_id: int):
+    """`as_log_score_fn` of the single-track network `model` at `params`, pads hidden by
+    valid [B, L]: fn(x_t [B, L], sigma [B]) -> log-scores [B, L, V]."""
+
+    def output_fn(x, sigma):
+        return model.apply({"params": params}, x, sigma, valid)
+
+    return as_log_score_fn(output_fn, parametrisation, mask_id)
 
 
 def as_dual_log_score_fn(output_fn, parametrisation: str, mask_ids: tuple[int, int]):

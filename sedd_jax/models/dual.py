@@ -63,16 +63,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.common.model_options import check_time_conditioning
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, MODES
 from sedd_jax.models.layers import (
     FREQUENCY_DIM,
-    DDiTBlock,
     Dense,
     Dropout,
     LayerNorm,
-    OutputLayer,
-    TimestepEmbedder,
     attend,
     modulate,
     remat_block,
@@ -83,9 +79,11 @@ from sedd_jax.models.length import HEAD_NAMES, LengthHead
 from sedd_jax.models.sedd import (
     DTYPES,
     VARIANTS,
+    condition,
+    ddit_block,
     embedding_init,
-    finish_log_score,
-    network_sigma,
+    score_head,
+    shared_fields,
 )
 
 
@@ -179,34 +177,10 @@ class DualTrackSEDD(nn.Module):
             raise ValueError(f"length_logits: task={task!r}; choose one of {sorted(HEAD_NAMES)}")
         return getattr(self, HEAD_NAMES[task])(context, context_valid)
 
-    def _block(self, name):
-        variant, dtype = VARIANTS[self.variant], DTYPES[self.dtype]
-        return remat_block(DDiTBlock, self.remat)(
-            self.hidden,
-            self.n_heads,
-            self.mlp_ratio,
-            self.dropout,
-            variant.approximate_gelu,
-            dtype,
-            self.attention,
-            name=name,
-        )
-
     def _cross(self, name):
         return remat_block(CrossAttention, self.remat)(
             self.hidden, self.n_heads, self.dropout, DTYPES[self.dtype], self.attention, name=name
         )
-
-    def _head(self, name, vocab_size, h, c, x, sigma):
-        variant = VARIANTS[self.variant]
-        logits = OutputLayer(
-            vocab_size,
-            variant.output_bias,
-            variant.output_zero_init,
-            DTYPES[self.dtype],
-            name=name,
-        )(h, c)
-        return finish_log_score(logits, x, sigma, vocab_size, self.scale_by_sigma and self.absorb)
 
     @nn.compact
     def __call__(
@@ -234,9 +208,7 @@ class DualTrackSEDD(nn.Module):
         variant = VARIANTS[self.variant]
         head_dim = self.hidden // self.n_heads
 
-        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(network_sigma(sigma, self))
-        if variant.silu_condition:
-            c = nn.silu(c)
+        c = condition(self, sigma)
 
         def embed(name, vocab_size, x):
             init = embedding_init(variant.embedding_init, self.hidden)
@@ -273,11 +245,11 @@ class DualTrackSEDD(nn.Module):
                     )
                 h_p, h_l = new_p, new_l
             if act_p:
-                h_p = self._block(f"blocks_protein_{i_p}")(
+                h_p = ddit_block(self, f"blocks_protein_{i_p}")(
                     h_p, c, rot_p, protein_valid, deterministic, example_ids
                 )
             if act_l:
-                h_l = self._block(f"blocks_ligand_{i_l}")(
+                h_l = ddit_block(self, f"blocks_ligand_{i_l}")(
                     h_l, c, rot_l, ligand_valid, deterministic, example_ids
                 )
 
@@ -291,11 +263,13 @@ class DualTrackSEDD(nn.Module):
 
         protein_scores = ligand_scores = None
         if protein_head:
-            protein_scores = self._head(
-                "protein_output", self.protein_vocab, h_p, c, protein, sigma
+            protein_scores = score_head(
+                self, "protein_output", self.protein_vocab, h_p, c, protein, sigma
             )
         if ligand_head:
-            ligand_scores = self._head("ligand_output", self.ligand_vocab, h_l, c, ligand, sigma)
+            ligand_scores = score_head(
+                self, "ligand_output", self.ligand_vocab, h_l, c, ligand, sigma
+            )
         return protein_scores, ligand_scores
 
 
@@ -360,29 +334,18 @@ def build_dual_model(
     """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
     max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges.
     A config without `length_head` (an older checkpoint's) builds no heads."""
-    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
+    fields = shared_fields(model_config, absorb)
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,
-        hidden=model_config.hidden,
         n_blocks_protein=model_config.n_blocks_protein,
         n_blocks_ligand=model_config.n_blocks_ligand,
-        n_heads=model_config.n_heads,
-        cond_dim=model_config.cond_dim,
-        mlp_ratio=model_config.mlp_ratio,
-        dropout=model_config.dropout,
-        variant=model_config.variant,
-        scale_by_sigma=model_config.scale_by_sigma,
-        absorb=absorb,
-        dtype=model_config.dtype,
         cross_attention=model_config.cross_attention,
-        remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
-        attention=model_config.get("attention", "auto"),
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
         length_positions=model_config.get("length_positions", 0),
         absolute_positions=model_config.get("absolute_positions", False),
-        time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
+        **fields,
     )

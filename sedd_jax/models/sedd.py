@@ -90,7 +90,6 @@ class SEDD(nn.Module):
         example_ids [B] int (optional) key each row's dropout masks (`layers.Dropout`).
         """
         variant = VARIANTS[self.variant]
-        dtype = DTYPES[self.dtype]
         table = self.param(
             "vocab_embed",
             embedding_init(variant.embedding_init, self.hidden),
@@ -98,38 +97,54 @@ class SEDD(nn.Module):
             jnp.float32,
         )
         h = jnp.take(table, x, axis=0)
-        c = TimestepEmbedder(self.cond_dim, name="sigma_map")(network_sigma(sigma, self))
-        if variant.silu_condition:
-            c = nn.silu(c)
+        c = condition(self, sigma)
         rotary = rotary_cos_sin(x.shape[1], self.hidden // self.n_heads)
-        block = remat_block(DDiTBlock, self.remat)
         for i in range(self.n_blocks):
-            h = block(
-                self.hidden,
-                self.n_heads,
-                self.mlp_ratio,
-                self.dropout,
-                variant.approximate_gelu,
-                dtype,
-                self.attention,
-                name=f"blocks_{i}",
-            )(h, c, rotary, valid, deterministic, example_ids)
-        logits = OutputLayer(
-            self.vocab_size,
-            variant.output_bias,
-            variant.output_zero_init,
-            dtype,
-            name="output_layer",
-        )(h, c)
-        return finish_log_score(
-            logits, x, sigma, self.vocab_size, self.scale_by_sigma and self.absorb
-        )
+            h = ddit_block(self, f"blocks_{i}")(h, c, rotary, valid, deterministic, example_ids)
+        return score_head(self, "output_layer", self.vocab_size, h, c, x, sigma)
 
 
 def network_sigma(sigma, model):
     """The sigma the network's condition embedding sees: sigma, or 0 for a sigma-free
     network (same parameters; the known sigma factor stays in `finish_log_score`)."""
     return sigma if model.time_conditioning else jnp.zeros_like(sigma)
+
+
+def condition(model, sigma):
+    """The condition c [B, cond_dim] of a SEDD-family `model` (inside its compact call):
+    `sigma_map` of `network_sigma`, through SiLU in the `sedd` variant."""
+    c = TimestepEmbedder(model.cond_dim, name="sigma_map")(network_sigma(sigma, model))
+    return nn.silu(c) if VARIANTS[model.variant].silu_condition else c
+
+
+def ddit_block(model, name: str):
+    """The DDiT block `name` of a SEDD-family `model` (its hidden, n_heads, mlp_ratio,
+    dropout, variant, dtype, remat and attention fields), to call on (h, c, rotary, valid,
+    deterministic, example_ids)."""
+    return remat_block(DDiTBlock, model.remat)(
+        model.hidden,
+        model.n_heads,
+        model.mlp_ratio,
+        model.dropout,
+        VARIANTS[model.variant].approximate_gelu,
+        DTYPES[model.dtype],
+        model.attention,
+        name=name,
+    )
+
+
+def score_head(model, name: str, vocab_size: int, h, c, x, sigma):
+    """Log-scores [B, L, V] of a SEDD-family `model`'s output layer `name` on the last
+    hidden state h [B, L, d] at tokens x [B, L] (`finish_log_score`)."""
+    variant = VARIANTS[model.variant]
+    logits = OutputLayer(
+        vocab_size,
+        variant.output_bias,
+        variant.output_zero_init,
+        DTYPES[model.dtype],
+        name=name,
+    )(h, c)
+    return finish_log_score(logits, x, sigma, vocab_size, model.scale_by_sigma and model.absorb)
 
 
 def count_parameters(params) -> int:
@@ -146,23 +161,28 @@ def expected_parameter_count(
     return total + (v if VARIANTS[variant].output_bias else 0)
 
 
-def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
-    """SEDD from `config.model` (every field consumed) and the graph's V."""
+def shared_fields(model_config, absorb: bool) -> dict:
+    """The fields SEDD and DualTrackSEDD both take from `config.model` (and the graph's
+    `absorb`), with the defaults of older checkpoints' meta for keys they lack."""
     time_conditioning = model_config.get("time_conditioning", True)
     check_time_conditioning(time_conditioning, absorb)
-    return SEDD(
-        vocab_size=vocab_size,
-        hidden=model_config.hidden,
-        n_blocks=model_config.n_blocks,
-        n_heads=model_config.n_heads,
-        cond_dim=model_config.cond_dim,
-        mlp_ratio=model_config.mlp_ratio,
-        dropout=model_config.dropout,
-        variant=model_config.variant,
-        scale_by_sigma=model_config.scale_by_sigma,
-        absorb=absorb,
-        dtype=model_config.dtype,
-        remat=model_config.get("remat", "none"),  # absent in older checkpoints' meta
-        attention=model_config.get("attention", "auto"),
-        time_conditioning=time_conditioning,
-    )
+    return {
+        "hidden": model_config.hidden,
+        "n_heads": model_config.n_heads,
+        "cond_dim": model_config.cond_dim,
+        "mlp_ratio": model_config.mlp_ratio,
+        "dropout": model_config.dropout,
+        "variant": model_config.variant,
+        "scale_by_sigma": model_config.scale_by_sigma,
+        "absorb": absorb,
+        "dtype": model_config.dtype,
+        "remat": model_config.get("remat", "none"),
+        "attention": model_config.get("attention", "auto"),
+        "time_conditioning": time_conditioning,
+    }
+
+
+def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
+    """SEDD from `config.model` (every field consumed) and the graph's V."""
+    fields = shared_fields(model_config, absorb)
+    return SEDD(vocab_size=vocab_size, n_blocks=model_config.n_blocks, **fields)

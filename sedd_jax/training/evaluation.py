@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from sedd_jax.common.evaluation import unigram_log_probs  # noqa: F401  (re-exported)
 from sedd_jax.data.batching import iter_eval_batches
 from sedd_jax.diffusion.losses import score_entropy_loss
-from sedd_jax.diffusion.parametrisation import as_log_score_fn
+from sedd_jax.diffusion.parametrisation import applied_log_score_fn
 
 
 def _sums(out, valid) -> tuple[jax.Array, jax.Array]:
@@ -26,11 +26,7 @@ def make_eval_step(model, graph, noise, sampling_eps: float, parametrisation: st
 
     @jax.jit
     def eval_step(params, tokens, valid, key):
-        def output_fn(x, sigma):
-            return model.apply({"params": params}, x, sigma, valid)
-
-        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
-
+        log_score_fn = applied_log_score_fn(model, params, valid, parametrisation, graph.mask_id)
         return _sums(
             score_entropy_loss(log_score_fn, graph, noise, tokens, valid, key, sampling_eps), valid
         )

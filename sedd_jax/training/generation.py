@@ -22,7 +22,7 @@ from sedd_jax.common.generation import (  # noqa: F401
 )
 from sedd_jax.diffusion.guidance import guided_score_fn
 from sedd_jax.diffusion.joint_sampling import one_generated_track, sample_pairs
-from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn, as_log_score_fn
+from sedd_jax.diffusion.parametrisation import applied_log_score_fn, as_dual_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings
 from sedd_jax.diffusion.sampling import SAMPLERS, pc_sample
 from sedd_jax.models.length import HEAD_NAMES, sample_lengths
@@ -65,11 +65,7 @@ def make_sampler(
 
     @jax.jit
     def sample(params, x_init, valid, clamp, key, forbidden=None):
-        def output_fn(x, sigma):
-            return model.apply({"params": params}, x, sigma, valid)
-
-        log_score_fn = as_log_score_fn(output_fn, parametrisation, graph.mask_id)
-
+        log_score_fn = applied_log_score_fn(model, params, valid, parametrisation, graph.mask_id)
         return pc_sample(
             log_score_fn,
             graph,

@@ -16,16 +16,12 @@ with `length_head` the length heads `length_ligand.*`, `length_protein.*` (each 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sedd_jax.common.model_options import check_time_conditioning
 from sedd_jax.common.tasks import MODES
 from sedd_torch.models.layers import (
-    DDiTBlock,
     Float32Linear,
     LayerNorm,
-    OutputLayer,
     Rotary,
     TimestepEmbedder,
     attention,
@@ -34,7 +30,16 @@ from sedd_torch.models.layers import (
     zero_init_,
 )
 from sedd_torch.models.length import HEAD_NAMES, LengthHead
-from sedd_torch.models.sedd import VARIANTS, compute_context, finish_log_score, make_embedding
+from sedd_torch.models.sedd import (
+    VARIANTS,
+    compute_context,
+    condition,
+    finish_log_score,
+    make_blocks,
+    make_embedding,
+    make_output_layer,
+    shared_fields,
+)
 
 
 class CrossAttention(nn.Module):
@@ -113,40 +118,22 @@ class DualTrackSEDD(nn.Module):
         self.dtype = dtype
         paired = min(n_blocks_protein, n_blocks_ligand) if cross_attention else 0
 
-        def blocks(count):
-            return nn.ModuleList(
-                DDiTBlock(
-                    hidden,
-                    n_heads,
-                    cond_dim,
-                    mlp_ratio,
-                    dropout,
-                    v.approximate_gelu,
-                    v.upstream_names,
-                )
-                for _ in range(count)
-            )
-
         def crosses():
             return nn.ModuleList(
                 CrossAttention(hidden, n_heads, cond_dim, dropout) for _ in range(paired)
-            )
-
-        def head(vocab):
-            return OutputLayer(
-                hidden, vocab, cond_dim, v.output_bias, v.output_zero_init, v.upstream_names
             )
 
         self.protein_embed = make_embedding(v, protein_vocab, hidden)
         self.ligand_embed = make_embedding(v, ligand_vocab, hidden)
         self.sigma_map = TimestepEmbedder(cond_dim)
         self.rotary_emb = Rotary(hidden // n_heads)
-        self.blocks_protein = blocks(n_blocks_protein)
-        self.blocks_ligand = blocks(n_blocks_ligand)
+        block_args = (hidden, n_heads, cond_dim, mlp_ratio, dropout, v)
+        self.blocks_protein = make_blocks(n_blocks_protein, *block_args)
+        self.blocks_ligand = make_blocks(n_blocks_ligand, *block_args)
         self.cross_protein = crosses()
         self.cross_ligand = crosses()
-        self.protein_output = head(protein_vocab)
-        self.ligand_output = head(ligand_vocab)
+        self.protein_output = make_output_layer(hidden, protein_vocab, cond_dim, v)
+        self.ligand_output = make_output_layer(hidden, ligand_vocab, cond_dim, v)
         self.length_head = length_head
         if length_head:
             if min(max_protein_len, max_ligand_len) < 1:
@@ -184,9 +171,7 @@ class DualTrackSEDD(nn.Module):
         cross = self.cross_attention and coupled
         run_p, run_l = protein_head or cross, ligand_head or cross
 
-        c = self.sigma_map(sigma if self.time_conditioning else torch.zeros_like(sigma))
-        if self.variant.silu_condition:
-            c = F.silu(c)
+        c = condition(self, sigma)
         h_p = h_l = rot_p = rot_l = None
         if run_p:
             h_p, rot_p = self._embed(self.protein_embed, protein), self.rotary_emb(protein.shape[1])
@@ -232,27 +217,18 @@ def build_dual_model(
 ):
     """DualTrackSEDD from `config.model` (every field consumed), the two graphs' V and
     max_lens = (data.max_protein_len, data.max_ligand_len), the length heads' ranges."""
-    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
+    fields = shared_fields(model_config, absorb)
     return DualTrackSEDD(
         protein_vocab=protein_vocab,
         ligand_vocab=ligand_vocab,
-        hidden=model_config.hidden,
         n_blocks_protein=model_config.n_blocks_protein,
         n_blocks_ligand=model_config.n_blocks_ligand,
-        n_heads=model_config.n_heads,
-        cond_dim=model_config.cond_dim,
-        mlp_ratio=model_config.mlp_ratio,
-        dropout=model_config.dropout,
-        variant=model_config.variant,
-        scale_by_sigma=model_config.scale_by_sigma,
-        absorb=absorb,
-        dtype=model_config.dtype,
         cross_attention=model_config.cross_attention,
         length_head=model_config.get("length_head", False),
         length_hidden=model_config.get("length_hidden", 64),
         length_positions=model_config.get("length_positions", 0),
         absolute_positions=model_config.get("absolute_positions", False),
-        time_conditioning=model_config.get("time_conditioning", True),
         max_protein_len=max_lens[0],
         max_ligand_len=max_lens[1],
+        **fields,
     )

@@ -70,6 +70,41 @@ def finish_log_score(logits, x, sigma, vocab_size: int, scale_by_sigma: bool):
     return logits.scatter(-1, x[..., None], 0.0)
 
 
+def condition(model: nn.Module, sigma):
+    """The condition c [B, cond_dim] of a SEDD-family `model`: its `sigma_map` of sigma
+    (of 0 for a sigma-free network), through SiLU in the `sedd` variant."""
+    c = model.sigma_map(sigma if model.time_conditioning else torch.zeros_like(sigma))
+    return F.silu(c) if model.variant.silu_condition else c
+
+
+def make_blocks(count, hidden, n_heads, cond_dim, mlp_ratio, dropout, variant: Variant):
+    """One stack of `count` DDiT blocks (the variant's GELU and state_dict names)."""
+    return nn.ModuleList(
+        DDiTBlock(
+            hidden,
+            n_heads,
+            cond_dim,
+            mlp_ratio,
+            dropout,
+            variant.approximate_gelu,
+            variant.upstream_names,
+        )
+        for _ in range(count)
+    )
+
+
+def make_output_layer(hidden, vocab_size, cond_dim, variant: Variant) -> OutputLayer:
+    """The output layer to a vocabulary of `vocab_size` (the variant's bias, init, names)."""
+    return OutputLayer(
+        hidden,
+        vocab_size,
+        cond_dim,
+        variant.output_bias,
+        variant.output_zero_init,
+        variant.upstream_names,
+    )
+
+
 class SEDD(nn.Module):
     """The DDiT score network. Arguments mirror `config.model`."""
 
@@ -99,33 +134,15 @@ class SEDD(nn.Module):
         self.vocab_embed = make_embedding(self.variant, vocab_size, hidden)
         self.sigma_map = TimestepEmbedder(cond_dim)
         self.rotary_emb = Rotary(hidden // n_heads)
-        self.blocks = nn.ModuleList(
-            DDiTBlock(
-                hidden,
-                n_heads,
-                cond_dim,
-                mlp_ratio,
-                dropout,
-                self.variant.approximate_gelu,
-                self.variant.upstream_names,
-            )
-            for _ in range(n_blocks)
+        self.blocks = make_blocks(
+            n_blocks, hidden, n_heads, cond_dim, mlp_ratio, dropout, self.variant
         )
-        self.output_layer = OutputLayer(
-            hidden,
-            vocab_size,
-            cond_dim,
-            self.variant.output_bias,
-            self.variant.output_zero_init,
-            self.variant.upstream_names,
-        )
+        self.output_layer = make_output_layer(hidden, vocab_size, cond_dim, self.variant)
 
     def forward(self, x, sigma, valid=None):
         """x [B, L] long, sigma [B] float, valid [B, L] bool or None -> log-scores [B, L, V]."""
         h = self.vocab_embed(x)
-        c = self.sigma_map(sigma if self.time_conditioning else torch.zeros_like(sigma))
-        if self.variant.silu_condition:
-            c = F.silu(c)
+        c = condition(self, sigma)
         rotary = self.rotary_emb(x.shape[1])
         with compute_context(x.device.type, self.dtype):
             for block in self.blocks:
@@ -138,20 +155,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def shared_fields(model_config, absorb: bool) -> dict:
+    """The arguments SEDD and DualTrackSEDD both take from `config.model` (and the graph's
+    `absorb`), with the defaults of older checkpoints' meta for keys they lack."""
+    time_conditioning = model_config.get("time_conditioning", True)
+    check_time_conditioning(time_conditioning, absorb)
+    return {
+        "hidden": model_config.hidden,
+        "n_heads": model_config.n_heads,
+        "cond_dim": model_config.cond_dim,
+        "mlp_ratio": model_config.mlp_ratio,
+        "dropout": model_config.dropout,
+        "variant": model_config.variant,
+        "scale_by_sigma": model_config.scale_by_sigma,
+        "absorb": absorb,
+        "dtype": model_config.dtype,
+        "time_conditioning": time_conditioning,
+    }
+
+
 def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
     """SEDD from `config.model` (every field consumed) and the graph's V."""
-    check_time_conditioning(model_config.get("time_conditioning", True), absorb)
-    return SEDD(
-        vocab_size=vocab_size,
-        hidden=model_config.hidden,
-        n_blocks=model_config.n_blocks,
-        n_heads=model_config.n_heads,
-        cond_dim=model_config.cond_dim,
-        mlp_ratio=model_config.mlp_ratio,
-        dropout=model_config.dropout,
-        variant=model_config.variant,
-        scale_by_sigma=model_config.scale_by_sigma,
-        absorb=absorb,
-        dtype=model_config.dtype,
-        time_conditioning=model_config.get("time_conditioning", True),
-    )
+    fields = shared_fields(model_config, absorb)
+    return SEDD(vocab_size=vocab_size, n_blocks=model_config.n_blocks, **fields)
