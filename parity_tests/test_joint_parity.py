@@ -13,44 +13,30 @@ import torch
 from sedd_jax import conversion
 from sedd_jax.diffusion import joint as jax_joint
 from sedd_jax.diffusion import joint_sampling as jax_joint_sampling
-from sedd_jax.diffusion.catsample import uniform
-from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_torch.diffusion import joint as torch_joint
 from sedd_torch.diffusion import joint_sampling as torch_joint_sampling
-from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
 from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
-from tests.helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, example_inputs, max_error, t
+from tests.helpers import (
+    LIGAND_V,
+    PROTEIN_V,
+    dual_pair,
+    max_error,
+    pair_parity_batch,
+    parity_pair_graphs,
+    replay_pair_corruption,
+    t,
+)
 
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4
 STEPS = 16
 
 
-def pair_batch():
-    protein, _, protein_valid = example_inputs(length=13, seed=1)
-    protein = protein % (PROTEIN_V - 1)
-    ligand = np.random.default_rng(2).integers(0, LIGAND_V - 1, size=(3, 9)).astype(np.int32)
-    ligand_valid = np.arange(9)[None] < np.array([9, 3, 5])[:, None]
-    return {
-        "protein": protein,
-        "protein_valid": protein_valid,
-        "ligand": ligand,
-        "ligand_valid": ligand_valid,
-    }
-
-
-def graphs():
-    return (
-        jax_joint.PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1)),
-        torch_joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1)),
-    )
-
-
 @pytest.mark.slow
 def test_joint_loss_and_gradients_match_for_mixed_tasks(record):
     model, params, twin = dual_pair("protlig")
-    batch = pair_batch()
-    graphs_j, graphs_t = graphs()
+    batch = pair_parity_batch()
+    graphs_j, graphs_t = parity_pair_graphs()
     times = np.array([0.3, 0.4, 0.1], np.float32)  # every track keeps some clean tokens
     task_ids = np.array(
         [jax_joint.TASKS.index(n) for n in ("joint", "ligand_given_protein", "protein_only")],
@@ -68,8 +54,7 @@ def test_joint_loss_and_gradients_match_for_mixed_tasks(record):
 
     (loss_j, (p_j, l_j)), grads_j = jax.value_and_grad(jax_loss, has_aux=True)(params)
 
-    p_key, l_key = jax.random.split(key)
-    rand = ReplayRand(uniform(p_key, batch["protein"].shape), uniform(l_key, batch["ligand"].shape))
+    rand = replay_pair_corruption(key, batch)
     batch_t = {k: t(v) for k, v in batch.items()}
     p_t, l_t, p_n, l_n = torch_joint.joint_per_token_loss(
         twin, graphs_t, TorchLogLinear(), batch_t, t(times), t(task_ids), rand
@@ -103,8 +88,8 @@ def test_joint_loss_and_gradients_match_for_mixed_tasks(record):
 @pytest.mark.parametrize("task", ["joint", "ligand_given_protein"])
 def test_pair_sampler_gives_identical_tokens(task, record):
     model, params, twin = dual_pair("protlig")
-    batch = pair_batch()
-    graphs_j, graphs_t = graphs()
+    batch = pair_parity_batch()
+    graphs_j, graphs_t = parity_pair_graphs()
     rng = np.random.default_rng(7)
     uniforms = (
         rng.random((STEPS + 1, *batch["protein"].shape, PROTEIN_V)),

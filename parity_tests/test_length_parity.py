@@ -53,23 +53,8 @@ def test_twin_length_head_learns_each_contexts_length():
 
 # ------------------------------------------- the heads inside the dual model: loss and draws
 
-MAX_P, MAX_L = 13, 9
+MAX_P, MAX_L = 13, 9  # the track lengths of `helpers.pair_parity_batch`
 HEADS = dict(length_head=True, length_hidden=16, max_protein_len=MAX_P, max_ligand_len=MAX_L)
-
-
-def _pair_batch():
-    from tests.helpers import LIGAND_V, PROTEIN_V, example_inputs
-
-    protein, _, protein_valid = example_inputs(length=MAX_P, seed=1)
-    protein = protein % (PROTEIN_V - 1)
-    ligand = np.random.default_rng(2).integers(0, LIGAND_V - 1, size=(3, MAX_L)).astype(np.int32)
-    ligand_valid = np.arange(MAX_L)[None] < np.array([MAX_L, 3, 5])[:, None]
-    return {
-        "protein": protein,
-        "protein_valid": protein_valid,
-        "ligand": ligand,
-        "ligand_valid": ligand_valid,
-    }
 
 
 @pytest.mark.slow
@@ -79,19 +64,22 @@ def test_pair_loss_with_length_terms_and_head_gradients_match_twin(record):
     import functools
 
     from sedd_jax.diffusion import joint as jax_joint
-    from sedd_jax.diffusion.catsample import uniform
-    from sedd_jax.diffusion.graphs import Absorbing
     from sedd_jax.diffusion.noise import LogLinearNoise
     from sedd_jax.models.length import HEAD_NAMES
     from sedd_torch.diffusion import joint as torch_joint
-    from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
     from sedd_torch.diffusion.noise import LogLinearNoise as TorchLogLinear
-    from tests.helpers import LIGAND_V, PROTEIN_V, ReplayRand, dual_pair, max_error, t
+    from tests.helpers import (
+        dual_pair,
+        max_error,
+        pair_parity_batch,
+        parity_pair_graphs,
+        replay_pair_corruption,
+        t,
+    )
 
     model, params, twin = dual_pair("protlig", **HEADS)  # also: names and order with heads
-    batch = _pair_batch()
-    graphs_j = jax_joint.PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
-    graphs_t = torch_joint.PairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1))
+    batch = pair_parity_batch()
+    graphs_j, graphs_t = parity_pair_graphs()
     times = np.array([0.3, 0.4, 0.1], np.float32)
     names = ("ligand_given_protein", "protein_given_ligand", "joint")
     task_ids = np.array([jax_joint.TASKS.index(n) for n in names], np.int32)
@@ -112,8 +100,7 @@ def test_pair_loss_with_length_terms_and_head_gradients_match_twin(record):
 
     (_, (sums_j, lengths_j)), grads_j = jax.value_and_grad(jax_sums, has_aux=True)(params)
 
-    p_key, l_key = jax.random.split(key)
-    rand = ReplayRand(uniform(p_key, batch["protein"].shape), uniform(l_key, batch["ligand"].shape))
+    rand = replay_pair_corruption(key, batch)
     batch_t = {k: t(v) for k, v in batch.items()}
     p, l, p_n, l_n = torch_joint.joint_per_token_loss(
         twin, graphs_t, TorchLogLinear(), batch_t, t(times), t(task_ids), rand
@@ -149,10 +136,10 @@ def test_length_draws_of_jax_and_twin_follow_the_same_head(record):
     matches p(L | context) restricted to L >= 1 (4000 draws per context)."""
     from sedd_jax.training.generation import make_length_sampler
     from sedd_torch.training.generation import make_length_sampler as torch_length_sampler
-    from tests.helpers import dual_pair, max_error, t
+    from tests.helpers import dual_pair, max_error, pair_parity_batch, t
 
     model, params, twin = dual_pair("protlig", **HEADS)
-    batch = _pair_batch()
+    batch = pair_parity_batch()
     task = "ligand_given_protein"
     logits = model.apply({"params": params}, batch["protein"], batch["protein_valid"], task,
                          method="length_logits")  # fmt: skip

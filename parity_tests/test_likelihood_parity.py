@@ -10,10 +10,8 @@ from sedd_jax.diffusion import graphs as jax_graphs
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.likelihood import sequence_elbo
 from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_torch.diffusion import graphs as torch_graphs
 from sedd_torch.diffusion import likelihood as torch_likelihood
-from sedd_torch.diffusion import noise as torch_noise
-from tests.helpers import ReplayRand, example_inputs, t, twin_pair
+from tests.helpers import ReplayRand, example_inputs, t, twin_diffusion, twin_pair
 
 N = 25
 K = 4
@@ -58,13 +56,10 @@ def test_likelihood_bound_matches_for_the_same_draws(variant, graph_type, method
 
     expected = jax.device_get(jax_bound(params))
     rand = ReplayRand(*elbo_draws(graph_type, key, method, x0.shape[0], x0.shape))
-    valid_t = t(valid)
     got = torch_likelihood.sequence_elbo(
-        lambda x, sigma: twin(x, sigma, valid_t),
-        torch_graphs.GRAPHS[graph_type](N),
-        torch_noise.LogLinearNoise(),
+        *twin_diffusion(twin, graph_type, N, valid),
         t(x0),
-        valid_t,
+        t(valid),
         rand,
         time_samples=K,
         method=method,

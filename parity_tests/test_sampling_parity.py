@@ -20,10 +20,8 @@ import torch
 from sedd_jax.diffusion import graphs as jax_graphs
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.sampling import pc_sample
-from sedd_torch.diffusion import graphs as torch_graphs
-from sedd_torch.diffusion import noise as torch_noise
 from sedd_torch.diffusion import sampling as torch_sampling
-from tests.helpers import example_inputs, t, twin_pair
+from tests.helpers import example_inputs, t, twin_diffusion, twin_pair
 
 N = 25
 STEPS = 24
@@ -74,13 +72,10 @@ def test_full_sampling_run_gives_identical_tokens(variant, graph_type, predictor
         run = jax.jit(lambda x, u: sample(x, uniforms=u, **kwargs | {"clamp": ~valid}))
         expected = np.asarray(run(jnp.asarray(x_init), jnp.asarray(uniforms)))
 
-    valid_t = t(valid)
     got = torch_sampling.pc_sample(
-        lambda x, sigma: twin(x, sigma, valid_t),
-        torch_graphs.GRAPHS[graph_type](N),
-        torch_noise.LogLinearNoise(),
+        *twin_diffusion(twin, graph_type, N, valid),
         t(x_init),
-        **kwargs | {"clamp": ~valid_t},
+        **kwargs | {"clamp": ~t(valid)},
         uniforms=torch.from_numpy(uniforms),
     ).numpy()
 

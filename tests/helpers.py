@@ -1,5 +1,7 @@
 """Scaffolding shared by tests/ and parity_tests/: the checkout, tiny configs, command-line
-runs, free ports, the exact pair oracle and the JAX/torch twin pairs of the parity suite.
+runs, free ports, launcher environments, local HTTP servers, tiny dual-track models, the
+samplers and chi-square test of the i.i.d. oracle, the exact pair oracle and the JAX/torch
+twin pairs of the parity suite.
 
 Test files import from here (`from tests.helpers import ...`), never from each other.
 torch and sedd_torch are imported inside the parity helpers, so this module imports
@@ -8,13 +10,16 @@ without the torch extra.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.server
 import importlib.util
 import os
 import pathlib
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,11 +27,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.stats
 
 from sedd_jax.defaults import base_config, dual_base_config
+from sedd_jax.diffusion.catsample import race_uniform, uniform
 from sedd_jax.diffusion.graphs import Absorbing, esigm1
 from sedd_jax.diffusion.joint import PairGraphs
 from sedd_jax.diffusion.noise import LogLinearNoise
+from sedd_jax.diffusion.oracles import unigram_log_score_fn
+from sedd_jax.diffusion.sampling import pc_sample
+from sedd_jax.models.dual import DualTrackSEDD
+from sedd_jax.training import distributed
+from sedd_jax.training.tasks import single_track_objective
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -70,26 +82,43 @@ LEARNS = {
     "sampling.num_samples": 4,
 }
 
-# The demo config of the multi-process tests (`cli_overrides(MULTI_HOST)` on the command
-# line). 4 of 5 steps per run: no final evaluation and sampling, which they do not need.
-MULTI_HOST = {
+# The smallest demo run (16 residues, one 32-wide block, batch 8) of the resume, fault,
+# twin and multi-process tests; SMALL_RUN logs every step, evaluates one batch at one time
+# and samples one sequence in 2 steps. Each test adds its steps and checkpoints.
+SMALL_MODEL = {
     "data.max_len": 16,
     "model.hidden": 32,
     "model.n_blocks": 1,
     "model.n_heads": 2,
     "model.cond_dim": 16,
-    "model.dropout": 0.1,
     "training.batch_size": 8,
-    "training.n_steps": 5,
-    "optim.warmup": 1,
+}
+SMALL_RUN = SMALL_MODEL | {
     "training.log_every": 1,
-    "training.eval_every": 1000,
-    "training.checkpoint_every": 2,
     "eval.max_batches": 1,
     "eval.time_samples": 1,
     "sampling.steps": 2,
     "sampling.num_samples": 1,
     "logging.progress_bar": False,
+}
+
+# The demo config of the multi-process tests (`cli_overrides(MULTI_HOST)` on the command
+# line). 4 of 5 steps per run: no final evaluation and sampling, which they do not need.
+MULTI_HOST = SMALL_RUN | {
+    "model.dropout": 0.1,
+    "training.n_steps": 5,
+    "optim.warmup": 1,
+    "training.eval_every": 1000,
+    "training.checkpoint_every": 2,
+}
+
+# Two steps of the torch twin on the demo proteins (test_checkpoint_safety,
+# test_twin_standalone).
+TWIN_RUN = SMALL_RUN | {
+    "backend": "torch",
+    "data.source": "demo",
+    "training.n_steps": 2,
+    "eval.batch_size": 8,
 }
 
 # The shared finished runs of conftest.py (`tiny_single_run`, `tiny_pair_run`): a few
@@ -123,10 +152,19 @@ def load_config(name_or_path: str | os.PathLike) -> ml_collections.ConfigDict:
     path = pathlib.Path(name_or_path)
     if path.suffix != ".py":
         path = CONFIGS / f"{name_or_path}.py"
-    spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+    return _load_module(path, f"config_{path.stem}").get_config()
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (its `main` not run)."""
+    return _load_module(REPO / "scripts" / f"{name}.py", name)
+
+
+def _load_module(path: pathlib.Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]):
@@ -206,15 +244,8 @@ def run_cli(
     """Run `python -m module *args` (see `cli_command`) with this checkout importable
     (`cli_env`); text output captured. check: assert exit status 0, the message the
     stderr tail."""
-    result = subprocess.run(
-        cli_command(module, *args),
-        cwd=cwd,
-        env=cli_env(env, devices, base_env),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    process = _cli_process(module, args, env, cwd, devices, base_env)
+    result = subprocess.run(**process, input=stdin, capture_output=True, text=True, timeout=timeout)
     if check:
         assert result.returncode == 0, f"{module} exited {result.returncode}:\n" + tail(result)
     return result
@@ -230,16 +261,19 @@ def start_cli(
     text: bool = True,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
+    start_new_session: bool = False,
 ) -> subprocess.Popen:
-    """`run_cli` without waiting: the Popen (for signals, several processes at once)."""
+    """`run_cli` without waiting: the Popen (for signals, several processes at once);
+    start_new_session: its own process group (to signal it and its workers at once)."""
+    process = _cli_process(module, args, env, cwd, devices, base_env)
     return subprocess.Popen(
-        cli_command(module, *args),
-        cwd=cwd,
-        env=cli_env(env, devices, base_env),
-        stdout=stdout,
-        stderr=stderr,
-        text=text,
+        **process, stdout=stdout, stderr=stderr, text=text, start_new_session=start_new_session
     )
+
+
+def _cli_process(module, args, env, cwd, devices, base_env) -> dict:
+    """The command, folder and environment of `run_cli` / `start_cli`."""
+    return dict(args=cli_command(module, *args), cwd=cwd, env=cli_env(env, devices, base_env))
 
 
 def tail(result, chars: int = 3000) -> str:
@@ -252,6 +286,69 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------- multi-process launches
+
+# How launchers announce several processes: SLURM, PMI (Hydra, PBS), Open MPI, MVAPICH and
+# torchrun (training/distributed.py).
+LAUNCH_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PBS_NODEFILE",
+    "OMPI_MCA_orte_hnp_uri",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "WORLD_SIZE",
+)
+
+
+def launch_arguments(monkeypatch, env: Mapping[str, str], **overrides):
+    """`distributed.initialize_arguments` of the default `config.distributed` (with
+    `overrides`), LAUNCH_VARIABLES unset and then `env` set; jax.distributed.initialize
+    raises if called."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", _never_called)
+    return distributed.initialize_arguments(apply_overrides(base_config().distributed, overrides))
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("jax.distributed.initialize must not run")
+
+
+# ------------------------------------------------------ HTTP servers of the downloader
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer):
+    """Serve in a daemon thread for the with-block; yields the server, then closes it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def server_url(server: http.server.HTTPServer, path: str) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def write_body(handler: http.server.BaseHTTPRequestHandler, body: bytes, cut: int | None):
+    """Send the body, or (cut: n) only its first n bytes, then drop the connection."""
+    if cut is None:
+        handler.wfile.write(body)
+        return
+    handler.wfile.write(body[:cut])
+    handler.wfile.flush()
+    handler.connection.shutdown(2)
 
 
 # ------------------------------------------------------ conversion: weights and files
@@ -346,6 +443,96 @@ def reference_checkpoint(state_dict, ema_state_dict=None, config=None) -> dict:
         "noise_state_dict": {},
         "config": config if config is not None else REFERENCE_CONFIG,
     }
+
+
+# --------------------------------------------------------------- tiny dual-track models
+
+
+def tiny_dual(protein_vocab: int, ligand_vocab: int, **fields) -> DualTrackSEDD:
+    """A DualTrackSEDD 16 wide, one block per track, 2 heads, cond_dim 8, no dropout;
+    `fields` override these or set others."""
+    tiny = dict(
+        hidden=16, n_blocks_protein=1, n_blocks_ligand=1, n_heads=2, cond_dim=8, dropout=0.0
+    )
+    return DualTrackSEDD(protein_vocab, ligand_vocab, **(tiny | fields))
+
+
+def dual_param_shapes(model: DualTrackSEDD):
+    """The model's parameters as shapes (traced on [1, 4] tracks, nothing run)."""
+    dummy = jnp.zeros((1, 4), jnp.int32)
+    init = functools.partial(model.init, mode="joint")
+    return jax.eval_shape(init, jax.random.key(0), dummy, dummy, jnp.ones((1,)))["params"]
+
+
+def open_gate_params(model: DualTrackSEDD, seed: int = 0):
+    """Random parameters with every adaLN gate open (numpy draws: nothing to compile):
+    kernels N(0, 1/fan_in), norm weights 1 + N(0, 0.01), embeddings N(0, 1), the rest
+    N(0, 0.01)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        noise = rng.standard_normal(leaf.shape).astype(np.float32)
+        if "kernel" in name:
+            return noise / np.sqrt(leaf.shape[0])
+        if "weight" in name:
+            return 1.0 + 0.1 * noise
+        return noise if "embed" in name else 0.1 * noise
+
+    return jax.tree_util.tree_map_with_path(draw, dual_param_shapes(model))
+
+
+# ---------------------------------------------------------------- single-track losses
+
+
+def fixed_draw_loss(model, graph, noise, x, valid):
+    """params -> the per-token loss of `single_track_objective` (sampling_eps 1e-3) on
+    tokens x [B, L] with valid [B, L], at fixed draws (keys 2 and 3, step 0)."""
+    objective, _ = single_track_objective(model, graph, noise, 1e-3)
+
+    def loss(params):
+        batch = {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])}
+        total, count, _ = objective(params, batch, jax.random.key(2), 0, jax.random.key(3))
+        return total / count
+
+    return loss
+
+
+# ---------------------------------------------- samplers with the exact score of i.i.d. tokens
+
+ORACLE_NOISE = LogLinearNoise(1e-3)
+
+
+def chi_square_p_value(counts: np.ndarray, probs: np.ndarray) -> float:
+    """P-value of observed counts [K] under probabilities [K] (cells with p = 0 must be 0)."""
+    support = probs > 0
+    assert counts[~support].sum() == 0, counts
+    expected = probs[support] * counts.sum()
+    stat = ((counts[support] - expected) ** 2 / expected).sum()
+    return float(scipy.stats.chi2.sf(stat, support.sum() - 1))
+
+
+def oracle_sample(probs, graph, x_init, key=None, **options):
+    """`pc_sample(..., **options)` from x_init [B, L] with the exact log-score of i.i.d.
+    tokens ~ probs [N] on `graph`, under ORACLE_NOISE."""
+    log_score_fn = unigram_log_score_fn(jnp.log(probs), graph)
+    return pc_sample(log_score_fn, graph, ORACLE_NOISE, x_init, key, **options)
+
+
+def race_oracle_sample(probs, predictor: str, steps: int, shape, seed: int = 0, **options):
+    """One compiled `pc_sample` on the absorbing graph of len(probs) tokens, exact i.i.d.
+    score, from all-mask rows [B, L] = shape, with the race uniforms of PRNGKey(seed):
+    (tokens [B, L] numpy, score calls)."""
+    graph = Absorbing(len(probs))
+    log_score_fn = unigram_log_score_fn(jnp.log(probs), graph)
+    u = race_uniform(jax.random.PRNGKey(seed), (steps + 1, *shape, graph.dim))
+    x0 = jnp.full(shape, graph.mask_id, jnp.int32)
+    options |= dict(steps=steps, predictor=predictor, return_calls=True)
+    sample = jax.jit(
+        lambda u: pc_sample(log_score_fn, graph, ORACLE_NOISE, x0, uniforms=u, **options)
+    )
+    x, calls = sample(u)
+    return np.asarray(x), int(calls)
 
 
 # -------------------------------------------------------------- the exact pair oracle
@@ -610,6 +797,51 @@ class ReplayRand:
         return not self.draws
 
 
+def pair_parity_batch() -> dict:
+    """Three protein (13 ids, padded rows) / ligand (9 ids, 9, 3 and 5 valid) pairs, numpy,
+    no absorbing ids: the batch of the dual-track loss and sampler parity tests."""
+    protein, _, protein_valid = example_inputs(length=13, seed=1)
+    ligand = np.random.default_rng(2).integers(0, LIGAND_V - 1, size=(3, 9)).astype(np.int32)
+    return {
+        "protein": protein % (PROTEIN_V - 1),
+        "protein_valid": protein_valid,
+        "ligand": ligand,
+        "ligand_valid": np.arange(9)[None] < np.array([9, 3, 5])[:, None],
+    }
+
+
+def parity_pair_graphs():
+    """(sedd_jax, sedd_torch) PairGraphs, absorbing on PROTEIN_V - 1 and LIGAND_V - 1 ids."""
+    from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
+    from sedd_torch.diffusion.joint import PairGraphs as TorchPairGraphs
+
+    return (
+        PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1)),
+        TorchPairGraphs(TorchAbsorbing(PROTEIN_V - 1), TorchAbsorbing(LIGAND_V - 1)),
+    )
+
+
+def replay_pair_corruption(key, batch) -> ReplayRand:
+    """The uniforms sedd_jax's joint loss draws from `key` to corrupt the batch (protein,
+    then ligand), handed out to the twin in that order."""
+    p_key, l_key = jax.random.split(key)
+    return ReplayRand(uniform(p_key, batch["protein"].shape), uniform(l_key, batch["ligand"].shape))
+
+
+def twin_diffusion(twin, graph_type: str, n: int, valid):
+    """The twin's side of a single-track parity test: (log_score_fn scoring with valid [B, L],
+    sedd_torch's `graph_type` graph of n ids, its LogLinearNoise)."""
+    from sedd_torch.diffusion import graphs as torch_graphs
+    from sedd_torch.diffusion import noise as torch_noise
+
+    valid_t = t(valid)
+    return (
+        lambda x, sigma: twin(x, sigma, valid_t),
+        torch_graphs.GRAPHS[graph_type](n),
+        torch_noise.LogLinearNoise(),
+    )
+
+
 def dual_pair(variant, **overrides):
     """(flax DualTrackSEDD, random params, the twin holding them); asserts that the twin's
     state_dict names and order are the conversion's. `overrides`: more model fields (e.g.
@@ -617,7 +849,6 @@ def dual_pair(variant, **overrides):
     import torch
 
     from sedd_jax import conversion
-    from sedd_jax.models.dual import DualTrackSEDD
     from sedd_torch.models.dual import DualTrackSEDD as TorchDual
 
     kwargs = dict(

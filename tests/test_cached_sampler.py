@@ -15,24 +15,13 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.sampling import pc_sample
 from sedd_jax.models.sedd import SEDD
-from tests.helpers import VOCAB, random_params, tiny_kwargs
+from tests.helpers import VOCAB, race_oracle_sample, random_params, tiny_kwargs
 
 P = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 
 
 def run(predictor, steps, shape=(64, 16)):
-    graph = Absorbing(len(P))
-    noise = LogLinearNoise(1e-3)
-    fn = unigram_log_score_fn(jnp.log(P), graph)
-    u = race_uniform(jax.random.PRNGKey(0), (steps + 1,) + shape + (graph.dim,))
-    x0 = jnp.full(shape, graph.mask_id, jnp.int32)
-    sample = jax.jit(
-        lambda u: pc_sample(
-            fn, graph, noise, x0, steps=steps, predictor=predictor, uniforms=u, return_calls=True
-        )
-    )
-    x, calls = sample(u)
-    return np.asarray(x), int(calls)
+    return race_oracle_sample(P, predictor, steps, shape)
 
 
 def test_cached_equals_analytic_with_sigma_free_oracle():

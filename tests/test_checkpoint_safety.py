@@ -12,6 +12,7 @@ import pytest
 
 from sedd_jax.training import checkpoint
 from sedd_jax.training.state import create_train_state
+from tests.helpers import TWIN_RUN, apply_overrides
 
 UNREADABLE = "checkpoints.unreadable"
 
@@ -103,17 +104,7 @@ def test_checkpoints_of_another_config_raise_and_nothing_is_moved(tmp_path):
 def twin_config(**overrides):
     from sedd_jax.defaults import base_config
 
-    c = base_config()
-    c.backend, c.data.source, c.data.max_len = "torch", "demo", 16
-    c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-    c.training.batch_size, c.training.n_steps, c.training.log_every = 8, 2, 1
-    c.eval.batch_size, c.eval.time_samples, c.eval.max_batches = 8, 1, 1
-    c.sampling.steps, c.sampling.num_samples = 2, 1
-    c.logging.progress_bar = False
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        c[section][name] = value
-    return c
+    return apply_overrides(base_config(), TWIN_RUN | overrides)
 
 
 def test_twin_refuses_a_checkpoint_of_another_config_as_jax_does(tmp_path):

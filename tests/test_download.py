@@ -4,14 +4,13 @@ import gzip
 import hashlib
 import http.server
 import os
-import threading
 
 import pytest
 
 from sedd_jax.data import download as dl
 from sedd_jax.data.fasta import read_fasta, write_fasta
 from sedd_jax.data.sources import demo_path
-from tests.helpers import run_cli
+from tests.helpers import run_cli, server_url, serving, write_body
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -35,13 +34,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server.log.append((path, self.headers.get("Range")))
         if path.endswith(".md5") and path[:-4] in server.md5s:
             body = f"{server.md5s[path[:-4]]}  {os.path.basename(path[:-4])}\n".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if path in server.extra:
-            body = server.extra[path]
+        else:
+            body = server.extra.get(path)
+        if body is not None:  # an .md5 sibling or an extra file: whole, no ranges
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -63,13 +58,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("ETag", '"v1"')
         self.end_headers()
         body = data[start:]
-        cut = server.cut_after.pop(path, None)
-        if cut is not None:
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
+        write_body(self, body, server.cut_after.pop(path, None))
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +70,14 @@ def fasta_gz(tmp_path_factory) -> bytes:
 
 @pytest.fixture
 def server():
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def _url(server, path):
-    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+    with serving(_Server()) as srv:
+        yield srv
 
 
 def test_full_download_is_byte_identical_and_md5_checked(server, fasta_gz, tmp_path):
     server.files["/d/demo.fasta.gz"] = fasta_gz
     server.md5s["/d/demo.fasta.gz"] = hashlib.md5(fasta_gz).hexdigest()
-    path = dl.download(_url(server, "/d/demo.fasta.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/d/demo.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == fasta_gz
     assert len(read_fasta(path)) == 2100
     assert not os.path.exists(path + ".part")
@@ -107,7 +88,7 @@ def test_full_download_is_byte_identical_and_md5_checked(server, fasta_gz, tmp_p
 def test_interrupted_download_resumes_with_range_to_identical_bytes(server, fasta_gz, tmp_path):
     server.files["/demo.fasta.gz"] = fasta_gz
     server.cut_after["/demo.fasta.gz"] = 300_000
-    url = _url(server, "/demo.fasta.gz")
+    url = server_url(server, "/demo.fasta.gz")
     with pytest.raises(dl.DownloadError, match="at byte 300000"):
         dl.download(url, str(tmp_path), retries=0, progress=False)
     part = tmp_path / "demo.fasta.gz.part"
@@ -120,7 +101,7 @@ def test_interrupted_download_resumes_with_range_to_identical_bytes(server, fast
 def test_retries_resume_within_one_call(server, fasta_gz, tmp_path):
     server.files["/demo.fasta.gz"] = fasta_gz
     server.cut_after["/demo.fasta.gz"] = 123_457
-    path = dl.download(_url(server, "/demo.fasta.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/demo.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == fasta_gz
     assert [r for _, r in server.log if _ == "/demo.fasta.gz"] == [None, "bytes=123457-"]
 
@@ -129,7 +110,7 @@ def test_checksum_mismatch_is_reported_and_nothing_is_kept(server, fasta_gz, tmp
     server.files["/demo.fasta.gz"] = fasta_gz
     server.md5s["/demo.fasta.gz"] = "0" * 32
     with pytest.raises(dl.DownloadError, match=r"checksum mismatch: md5 [0-9a-f]{32}, but .*\.md5"):
-        dl.download(_url(server, "/demo.fasta.gz"), str(tmp_path), progress=False)
+        dl.download(server_url(server, "/demo.fasta.gz"), str(tmp_path), progress=False)
     assert os.listdir(tmp_path) == []
 
 
@@ -150,7 +131,7 @@ def test_uniprot_release_metalink_md5_is_checked(server, fasta_gz, tmp_path):
     server.extra["/uniref50/RELEASE.metalink"] = METALINK.format(
         other="1" * 32, size=len(fasta_gz), md5="f" * 32
     ).encode()
-    url = _url(server, "/uniref50/demo.fasta.gz")
+    url = server_url(server, "/uniref50/demo.fasta.gz")
     with pytest.raises(dl.DownloadError, match=r"but .*RELEASE\.metalink says f{32}"):
         dl.download(url, str(tmp_path / "bad"), progress=False)
     server.extra["/uniref50/RELEASE.metalink"] = METALINK.format(

@@ -9,11 +9,11 @@ import hashlib
 import http.server
 import json
 import logging
-import threading
 
 import pytest
 
 from sedd_jax.data import download as dl
+from tests.helpers import server_url, serving, write_body
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -65,27 +65,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             digest = b"\0" * 16 if server.content_md5 == "zeros" else hashlib.md5(body).digest()
             self.send_header("Content-MD5", base64.b64encode(digest).decode())
         self.end_headers()
-        cut = server.cut_after.pop(path, None)
-        if cut is not None:
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
+        write_body(self, body, server.cut_after.pop(path, None))
 
 
 @pytest.fixture
 def server():
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def _url(server, path):
-    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+    with serving(_Server()) as srv:
+        yield srv
 
 
 OLD = bytes(range(256)) * 2000  # 512,000 bytes
@@ -99,7 +85,7 @@ def _interrupt(server, tmp_path, path="/u/u50.fasta.gz", at=200_000):
     server.files[path] = (OLD, '"r1"', MONDAY)
     server.cut_after[path] = at
     with pytest.raises(dl.DownloadError, match=f"at byte {at}"):
-        dl.download(_url(server, path), str(tmp_path), retries=0, progress=False)
+        dl.download(server_url(server, path), str(tmp_path), retries=0, progress=False)
     assert (tmp_path / "u50.fasta.gz.part").stat().st_size == at
 
 
@@ -109,7 +95,7 @@ def test_new_release_on_the_server_discards_the_stale_part_and_downloads_it(
     _interrupt(server, tmp_path)
     server.files["/u/u50.fasta.gz"] = (NEW, '"r2"', TUESDAY)
     with caplog.at_level(logging.WARNING, logger=dl.__name__):
-        path = dl.download(_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
+        path = dl.download(server_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == NEW
     assert "discarded, starting over" in caplog.text
     assert not (tmp_path / "u50.fasta.gz.part.json").exists()
@@ -121,7 +107,7 @@ def test_a_206_of_another_version_is_not_spliced(server, tmp_path, caplog):
     server.honour_if_range = False  # serves bytes 200000- of the new file regardless
     server.files["/u/u50.fasta.gz"] = (SAME_SIZE, '"r2"', TUESDAY)
     with caplog.at_level(logging.WARNING, logger=dl.__name__):
-        path = dl.download(_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
+        path = dl.download(server_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == SAME_SIZE
     assert '"r1" -> "r2"' in caplog.text
     assert server.log[-1] == ("/u/u50.fasta.gz", None, None)  # asked again from byte 0
@@ -131,14 +117,14 @@ def test_a_changed_last_modified_alone_restarts(server, tmp_path):
     _interrupt(server, tmp_path)
     server.honour_if_range = False
     server.files["/u/u50.fasta.gz"] = (SAME_SIZE, '"r1"', TUESDAY)
-    path = dl.download(_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == SAME_SIZE
 
 
 def test_content_md5_of_a_206_is_not_taken_for_the_file_md5(server, tmp_path):
     server.content_md5 = True
     _interrupt(server, tmp_path)
-    path = dl.download(_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/u/u50.fasta.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == OLD
     info = json.load(open(path + ".download.json"))
     # the 200 of the first run gave the whole file's MD5, kept for the resumed run
@@ -150,12 +136,12 @@ def test_a_wrong_content_md5_on_a_full_answer_is_still_caught(server, tmp_path):
     server.files["/f.gz"] = (OLD, '"r1"', MONDAY)
     server.content_md5 = "zeros"
     with pytest.raises(dl.DownloadError, match="but Content-MD5 header says 0{32}"):
-        dl.download(_url(server, "/f.gz"), str(tmp_path), progress=False)
+        dl.download(server_url(server, "/f.gz"), str(tmp_path), progress=False)
 
 
 def test_an_md5_looking_etag_is_not_a_checksum(server, tmp_path):
     server.files["/f.gz"] = (OLD, '"' + hashlib.md5(b"something else").hexdigest() + '"', MONDAY)
-    path = dl.download(_url(server, "/f.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/f.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == OLD
     assert json.load(open(path + ".download.json"))["md5_checked_against"] is None
 
@@ -163,5 +149,5 @@ def test_an_md5_looking_etag_is_not_a_checksum(server, tmp_path):
 def test_a_part_without_its_record_is_discarded(server, tmp_path):
     server.files["/f.gz"] = (OLD, '"r1"', MONDAY)
     (tmp_path / "f.gz.part").write_bytes(b"x" * 1000)
-    path = dl.download(_url(server, "/f.gz"), str(tmp_path), progress=False)
+    path = dl.download(server_url(server, "/f.gz"), str(tmp_path), progress=False)
     assert open(path, "rb").read() == OLD

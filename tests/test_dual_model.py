@@ -10,43 +10,20 @@ import pytest
 
 from sedd_jax.models.dual import (
     MODES,
-    DualTrackSEDD,
     build_dual_model,
     expected_dual_parameter_count,
     init_dual_params,
 )
 from sedd_jax.models.sedd import count_parameters, expected_parameter_count
+from tests.helpers import dual_param_shapes, open_gate_params, tiny_dual
 
 VP, VL = 26, 12  # protein / ligand vocabularies, absorbing id included
 B, LP, LL = 3, 7, 5
-TINY = dict(hidden=16, n_heads=2, cond_dim=8, dropout=0.0)
 
 
 def tiny_model(n_p=1, n_l=2, **kwargs):
     """Unequal depths by default: protein block 0 pairs with ligand block 1."""
-    return DualTrackSEDD(VP, VL, n_blocks_protein=n_p, n_blocks_ligand=n_l, **(TINY | kwargs))
-
-
-def param_shapes(model):
-    dummy = jnp.zeros((1, 4), jnp.int32)
-    init = functools.partial(model.init, mode="joint")
-    return jax.eval_shape(init, jax.random.key(0), dummy, dummy, jnp.ones((1,)))["params"]
-
-
-def trained_like(model, seed=0):
-    """Random parameters with every adaLN gate open (numpy draws: nothing to compile)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = jax.tree_util.keystr(path)
-        noise = rng.standard_normal(leaf.shape).astype(np.float32)
-        if "kernel" in name:
-            return noise / np.sqrt(leaf.shape[0])
-        if "weight" in name:
-            return 1.0 + 0.1 * noise
-        return noise if "embed" in name else 0.1 * noise
-
-    return jax.tree_util.tree_map_with_path(draw, param_shapes(model))
+    return tiny_dual(VP, VL, n_blocks_protein=n_p, n_blocks_ligand=n_l, **kwargs)
 
 
 @functools.cache
@@ -70,7 +47,7 @@ def new_params():
 
 @pytest.fixture(scope="module")
 def params():
-    return trained_like(MODEL)
+    return open_gate_params(MODEL)
 
 
 def inputs(seed=0):
@@ -124,7 +101,7 @@ def test_single_track_modes_and_disabled_cross_attention_ignore_the_other_track(
     np.testing.assert_array_equal(alone, with_other)
 
     uncoupled = tiny_model(cross_attention=False)
-    uncoupled_params = trained_like(uncoupled)
+    uncoupled_params = open_gate_params(uncoupled)
     assert not any(name.startswith("cross_") for name in uncoupled_params)
     fn = score_fn(uncoupled, uncoupled_params)
     p0, _ = fn(protein, ligand, sigma, None, None, "joint")
@@ -229,7 +206,7 @@ def test_appending_pads_changes_no_valid_output_of_either_track(params):
 )
 def test_parameter_count_matches_closed_form(n_p, n_l, variant, cross):
     model = tiny_model(n_p=n_p, n_l=n_l, variant=variant, cross_attention=cross)
-    count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(param_shapes(model)))
+    count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(dual_param_shapes(model)))
     expected = expected_dual_parameter_count(
         VP, VL, 16, n_p, n_l, 8, variant=variant, cross_attention=cross
     )
@@ -330,7 +307,7 @@ def test_an_all_mask_track_knows_its_positions_only_with_absolute_positions(abso
     draw from the token composition, whatever the position). Absolute positions (no
     parameters: the same weights) tell the positions apart."""
     model = tiny_model(absolute_positions=absolute)
-    params = trained_like(tiny_model())
+    params = open_gate_params(tiny_model())
     protein, _, sigma = inputs()
     masked = jnp.full((B, LL), VL - 1, jnp.int32)
     _, ligand = score_fn(model, params)(protein, masked, sigma, None, None, "ligand_given_protein")

@@ -13,8 +13,9 @@ from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.joint import PairGraphs, TaskMixture, joint_score_entropy_loss
 from sedd_jax.diffusion.losses import score_entropy_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
+from sedd_jax.models.dual import init_dual_params
 from sedd_jax.models.sedd import SEDD
+from tests.helpers import tiny_dual
 
 ROOT = jax.random.key(11)
 IDS = jnp.arange(8, dtype=jnp.int32) + 100
@@ -67,16 +68,7 @@ def test_single_track_loss_and_dropout_of_a_row_do_not_depend_on_its_batch():
 @pytest.mark.slow
 def test_pair_tasks_corruption_and_dual_dropout_of_a_row_do_not_depend_on_its_batch():
     graphs = PairGraphs(Absorbing(25), Absorbing(12))
-    model = DualTrackSEDD(
-        26,
-        13,
-        hidden=32,
-        n_blocks_protein=1,
-        n_blocks_ligand=1,
-        n_heads=2,
-        cond_dim=16,
-        dropout=0.5,
-    )
+    model = tiny_dual(26, 13, hidden=32, cond_dim=16, dropout=0.5)
     params = init_dual_params(model, jax.random.key(0))
     rng = np.random.default_rng(1)
     batch = {

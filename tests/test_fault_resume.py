@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,46 +15,31 @@ import pytest
 
 from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.training.checkpoint import make_manager
-from tests.helpers import cli_env
+from tests.helpers import SMALL_RUN, cli_overrides, start_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_STEPS = 60  # the SIGKILL lands at least 30 steps (and the final sampling) before the end
 EVERY = 10
 FLAGS = [
     "--config=configs/demo.py",
-    "--config.data.max_len=16",
-    "--config.data.num_workers=2",
-    "--config.model.hidden=32",
-    "--config.model.n_blocks=1",
-    "--config.model.n_heads=2",
-    "--config.model.cond_dim=16",
-    "--config.model.dropout=0.1",
-    "--config.training.batch_size=8",
-    f"--config.training.n_steps={N_STEPS}",
-    f"--config.training.checkpoint_every={EVERY}",
-    "--config.training.keep_checkpoints=100",
-    "--config.training.log_every=1",
-    "--config.training.eval_every=100000",
-    "--config.eval.max_batches=1",
-    "--config.eval.time_samples=1",
-    "--config.sampling.steps=2",
-    "--config.sampling.num_samples=1",
-    "--config.logging.progress_bar=False",
+    *cli_overrides(
+        SMALL_RUN
+        | {
+            "data.num_workers": 2,
+            "model.dropout": 0.1,
+            "training.n_steps": N_STEPS,
+            "training.checkpoint_every": EVERY,
+            "training.keep_checkpoints": 100,
+            "training.eval_every": 100_000,
+        }
+    ),
 ]
 
 
 def start(workdir):
-    """The training CLI in its own session: its process group is it and its grain workers."""
-    command = [sys.executable, "-m", "sedd_jax.train", f"--workdir={workdir}", *FLAGS]
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=cli_env(),  # the session's XLA cache, every compilation: reruns compile nothing
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    """The training CLI in its own session: its process group is it and its grain workers.
+    Its compilations go to the session's XLA cache (`helpers.cli_env`): reruns compile
+    nothing."""
+    return start_cli("sedd_jax.train", f"--workdir={workdir}", *FLAGS, start_new_session=True)
 
 
 def finish(proc):

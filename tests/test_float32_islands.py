@@ -16,7 +16,7 @@ from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD
 from sedd_jax.models.sedd import SEDD
-from sedd_jax.training.tasks import single_track_objective
+from tests.helpers import fixed_draw_loss
 
 TINY = dict(hidden=32, n_heads=2, cond_dim=16, dropout=0.0)
 B, L = 3, 12
@@ -54,17 +54,7 @@ def single_setup(dtype, abstract=False):
 
     key = jax.random.key(0)
     params = jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
-    objective, _ = single_track_objective(model, graph, noise, 1e-3)
-
-    def loss(p):
-        total, count, _ = objective(
-            p,
-            {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])},
-            jax.random.key(2),
-            0,
-            jax.random.key(3),
-        )
-        return total / count
+    loss = fixed_draw_loss(model, graph, noise, x, valid)
 
     return model, params, x, valid, loss
 

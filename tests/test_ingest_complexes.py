@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_script
+
 Chem = pytest.importorskip("rdkit.Chem", reason="ingestion needs RDKit")
 pytest.importorskip("biotite.structure", reason="ingestion needs biotite")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ingest_complexes.py"
 EXPECTED = {  # system: (nearest chain, residues observed in that chain)
     "1ia1": ("B", 192),
     "1of6": ("A", 350),
@@ -19,14 +20,7 @@ EXPECTED = {  # system: (nearest chain, residues observed in that chain)
 }
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("ingest_complexes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest = _load_script()
+ingest = load_script("ingest_complexes")
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,12 @@ from sedd_jax.diffusion.joint_sampling import sample_pairs
 from sedd_jax.diffusion.losses import per_token_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.sampling import pc_sample
-from sedd_jax.models.dual import DualTrackSEDD
+from tests.helpers import open_gate_params, tiny_dual
 
 GRAPHS = PairGraphs(Absorbing(25), Absorbing(11))
 VP, VL = GRAPHS.protein.dim, GRAPHS.ligand.dim
 NOISE = LogLinearNoise()
-MODEL = DualTrackSEDD(
-    VP, VL, hidden=16, n_blocks_protein=1, n_blocks_ligand=1, n_heads=2, cond_dim=8, dropout=0.0
-)
+MODEL = tiny_dual(VP, VL)
 PROTEIN_PAD, LIGAND_PAD = 1, 0
 MIXTURE = {"joint": 0.5, "ligand_given_protein": 0.25, "protein_given_ligand": 0.25}
 
@@ -39,21 +37,7 @@ MIXTURE = {"joint": 0.5, "ligand_given_protein": 0.25, "protein_given_ligand": 0
 @pytest.fixture(scope="module")
 def score_fn():
     """The tiny network with random parameters and every adaLN gate open."""
-    dummy = jnp.zeros((1, 4), jnp.int32)
-    init = functools.partial(MODEL.init, mode="joint")
-    shapes = jax.eval_shape(init, jax.random.key(0), dummy, dummy, jnp.ones((1,)))["params"]
-    rng = np.random.default_rng(0)
-
-    def draw(path, leaf):
-        name = jax.tree_util.keystr(path)
-        noise = rng.standard_normal(leaf.shape).astype(np.float32)
-        if "kernel" in name:
-            return noise / np.sqrt(leaf.shape[0])
-        if "weight" in name:
-            return 1.0 + 0.1 * noise
-        return noise if "embed" in name else 0.1 * noise
-
-    params = jax.tree_util.tree_map_with_path(draw, shapes)
+    params = open_gate_params(MODEL, seed=0)
     return functools.partial(MODEL.apply, {"params": params})
 
 

@@ -20,7 +20,7 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn
 from sedd_jax.models.dual import DualTrackSEDD, init_dual_params
 from sedd_jax.training.tasks.objectives import pair_track_objective
-from tests.helpers import TINY_PAIR_RUN, tiny_config
+from tests.helpers import TINY_PAIR_RUN, tiny_config, tiny_dual
 
 VP, VL, B, LP, LL, EPS = 8, 11, 24, 9, 7, 1e-3
 GRAPHS = PairGraphs(Absorbing(VP), Absorbing(VL))
@@ -92,16 +92,7 @@ def test_masked_ce_refuses_a_uniform_pair_graph():
 
 @pytest.mark.parametrize("loss_type", ["score_entropy", "masked_ce"])
 def test_a_pair_objective_with_antithetic_times_fills_every_bin_once(loss_type):
-    model = DualTrackSEDD(
-        protein_vocab=VP + 1,
-        ligand_vocab=VL + 1,
-        hidden=16,
-        n_blocks_protein=1,
-        n_blocks_ligand=1,
-        n_heads=2,
-        cond_dim=8,
-        dropout=0.0,
-    )
+    model = tiny_dual(VP + 1, VL + 1)
     params = init_dual_params(model, jax.random.key(0))
     objective, _ = pair_track_objective(
         model, GRAPHS, NOISE, MIXTURE, EPS, None, loss_type, "antithetic", B

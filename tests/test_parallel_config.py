@@ -6,8 +6,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from sedd_jax.defaults import base_config
-from sedd_jax.training import distributed
 from sedd_jax.training.parallel import fsdp_spec, global_batch_size, make_parallel
+from tests.helpers import launch_arguments
 
 
 def test_fsdp_shards_the_largest_divisible_dimension_and_replicates_small_leaves():
@@ -38,29 +38,9 @@ def test_unknown_mode_and_fsdp_outside_jit_are_errors():
         make_parallel(c, None, 1, {})
 
 
-def _arguments(monkeypatch, env: dict, **overrides):
-    for name in (
-        "SLURM_JOB_ID",
-        "SLURM_STEP_NODELIST",
-        "SLURM_NTASKS",
-        "PMI_RANK",
-        "PMI_SIZE",
-        "PBS_NODEFILE",
-        "OMPI_MCA_orte_hnp_uri",
-        "OMPI_COMM_WORLD_SIZE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    c = base_config().distributed
-    for key, value in overrides.items():
-        c[key] = value
-    return distributed.initialize_arguments(c)
-
-
 def test_distributed_starts_from_flags_slurm_open_mpi_and_pbs_only(monkeypatch, tmp_path):
-    assert _arguments(monkeypatch, {}) is None  # one process: nothing to start
-    explicit = _arguments(
+    assert launch_arguments(monkeypatch, {}) is None  # one process: nothing to start
+    explicit = launch_arguments(
         monkeypatch, {}, coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3
     )
     assert explicit == {
@@ -69,18 +49,18 @@ def test_distributed_starts_from_flags_slurm_open_mpi_and_pbs_only(monkeypatch, 
         "process_id": 3,
     }
     slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "8"}
-    assert _arguments(monkeypatch, slurm) == {}  # JAX's own SLURM detection
-    assert _arguments(monkeypatch, dict(slurm, SLURM_NTASKS="1")) is None
-    assert _arguments(monkeypatch, slurm, initialize="never") is None
+    assert launch_arguments(monkeypatch, slurm) == {}  # JAX's own SLURM detection
+    assert launch_arguments(monkeypatch, dict(slurm, SLURM_NTASKS="1")) is None
+    assert launch_arguments(monkeypatch, slurm, initialize="never") is None
     ompi = {"OMPI_MCA_orte_hnp_uri": "1.2.3.4;tcp://1.2.3.4:5", "OMPI_COMM_WORLD_SIZE": "2"}
-    assert _arguments(monkeypatch, ompi) == {}
+    assert launch_arguments(monkeypatch, ompi) == {}
     nodefile = tmp_path / "nodes"
     nodefile.write_text("x3005c0s7b0n0\nx3005c0s7b1n0\n")
     pbs = {"PMI_RANK": "5", "PMI_SIZE": "8", "PBS_NODEFILE": str(nodefile)}
-    assert _arguments(monkeypatch, pbs, port=4321) == {
+    assert launch_arguments(monkeypatch, pbs, port=4321) == {
         "coordinator_address": "x3005c0s7b0n0:4321",
         "num_processes": 8,
         "process_id": 5,
     }
     with pytest.raises(ValueError, match="process_id"):
-        _arguments(monkeypatch, {}, coordinator_address="h:1", num_processes=2, process_id=2)
+        launch_arguments(monkeypatch, {}, coordinator_address="h:1", num_processes=2, process_id=2)

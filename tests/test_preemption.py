@@ -10,23 +10,9 @@ import pytest
 
 from sedd_jax.common.metrics_log import read_metrics, rewind_metrics
 from sedd_jax.training.checkpoint import make_manager
-from tests.helpers import run_cli, start_cli
+from tests.helpers import SMALL_RUN, cli_overrides, run_cli, start_cli
 
-TINY = [
-    "--config.data.max_len=16",
-    "--config.model.hidden=32",
-    "--config.model.n_blocks=1",
-    "--config.model.n_heads=2",
-    "--config.model.cond_dim=16",
-    "--config.training.batch_size=8",
-    "--config.training.log_every=1",
-    "--config.training.eval_every=100000",
-    "--config.eval.max_batches=1",
-    "--config.eval.time_samples=1",
-    "--config.sampling.steps=2",
-    "--config.sampling.num_samples=1",
-    "--config.logging.progress_bar=False",
-]
+TINY = cli_overrides(SMALL_RUN | {"training.eval_every": 100_000})
 
 
 def train_args(workdir, *overrides):

@@ -12,7 +12,7 @@ from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models.dual import DualTrackSEDD
 from sedd_jax.models.sedd import SEDD
-from sedd_jax.training.tasks import single_track_objective
+from tests.helpers import fixed_draw_loss
 
 TINY = dict(hidden=32, n_heads=2, cond_dim=16, dropout=0.1)
 
@@ -26,17 +26,7 @@ def single_loss_and_grads(remat, length=12):
     model = SEDD(graph.dim, n_blocks=2, remat=remat, **TINY)
     x = tokens(jax.random.key(1), (3, length), 5, 25)
     valid = jnp.arange(length)[None, :] < jnp.array([[length], [length - 3], [5]])
-    objective, _ = single_track_objective(model, graph, noise, 1e-3)
-
-    def loss(p):
-        total, count, _ = objective(
-            p,
-            {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])},
-            jax.random.key(2),
-            0,
-            jax.random.key(3),
-        )
-        return total / count
+    loss = fixed_draw_loss(model, graph, noise, x, valid)
 
     @jax.jit  # one compilation: initialisation, loss and gradients
     def run():
@@ -123,12 +113,7 @@ def test_remat_keeps_only_block_inputs_for_the_backward_pass():
         params = jax.eval_shape(
             lambda: model.init(jax.random.key(0), x[:1], jnp.ones((1,)), valid[:1])["params"]
         )
-        objective, _ = single_track_objective(model, graph, noise, 1e-3)
-
-        def loss(p):
-            batch = {"tokens": x, "valid": valid, "example_id": jnp.arange(x.shape[0])}
-            return objective(p, batch, jax.random.key(2), 0, jax.random.key(3))[0]
-
+        loss = fixed_draw_loss(model, graph, noise, x, valid)
         vjp = jax.eval_shape(lambda p: jax.vjp(loss, p)[1], params)
         return sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(vjp))
 

@@ -8,11 +8,12 @@ hide errors, and finished samples follow p (chi-square, P = 1e-4 limit, and TV a
 the sampling error sqrt(V / (2 pi N))).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 from sedd_jax.diffusion.catsample import race_uniform
 from sedd_jax.diffusion.graphs import Absorbing
@@ -20,8 +21,15 @@ from sedd_jax.diffusion.joint_sampling import sample_pairs
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.oracles import unigram_log_score_fn
 from sedd_jax.diffusion.remdm import RemdmSettings, remdm_predictor
-from sedd_jax.diffusion.sampling import pc_sample
-from tests.helpers import JOINT, PAIR_GRAPHS, PAIR_NOISE, K, oracle_pair_score
+from tests.helpers import (
+    JOINT,
+    PAIR_GRAPHS,
+    PAIR_NOISE,
+    K,
+    chi_square_p_value,
+    oracle_pair_score,
+    race_oracle_sample,
+)
 
 P = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 GRAPH = Absorbing(len(P))
@@ -29,34 +37,8 @@ NOISE = LogLinearNoise(1e-3)
 FN = unigram_log_score_fn(jnp.log(P), GRAPH)
 
 
-def p_value(counts, probs):
-    support = probs > 0
-    assert counts[~support].sum() == 0, counts
-    expected = probs[support] * counts.sum()
-    stat = ((counts[support] - expected) ** 2 / expected).sum()
-    return float(scipy.stats.chi2.sf(stat, support.sum() - 1))
-
-
-def run(predictor, steps, shape, remdm=None, eps=1e-5, denoise_last=True, seed=0):
-    u = race_uniform(jax.random.PRNGKey(seed), (steps + 1,) + shape + (GRAPH.dim,))
-    x0 = jnp.full(shape, GRAPH.mask_id, jnp.int32)
-    sample = jax.jit(
-        lambda u: pc_sample(
-            FN,
-            GRAPH,
-            NOISE,
-            x0,
-            steps=steps,
-            predictor=predictor,
-            uniforms=u,
-            eps=eps,
-            denoise_last=denoise_last,
-            remdm=remdm,
-            return_calls=True,
-        )
-    )
-    x, calls = sample(u)
-    return np.asarray(x), int(calls)
+# the sampler from all-mask rows: run(predictor, steps, shape, seed=0, **pc_sample options)
+run = functools.partial(race_oracle_sample, P)
 
 
 def token_tv(x):
@@ -102,11 +84,11 @@ def test_remdm_step_follows_its_closed_form_posterior(settings):
     decoded_law[0], decoded_law[-1] = 1 - r, r
     np.testing.assert_allclose(masked_law.sum(), 1.0, rtol=1e-6)
     masked, decoded = out[:, 0::2].ravel(), out[:, 1::2].ravel()
-    assert p_value(np.bincount(masked, minlength=GRAPH.dim), masked_law) > 1e-4
-    assert p_value(np.bincount(decoded, minlength=GRAPH.dim), decoded_law) > 1e-4
+    assert chi_square_p_value(np.bincount(masked, minlength=GRAPH.dim), masked_law) > 1e-4
+    assert chi_square_p_value(np.bincount(decoded, minlength=GRAPH.dim), decoded_law) > 1e-4
     # the MDLM step (no remasking) is rejected by the same test
     mdlm = np.append(P * (alpha_s - alpha_t) / (1 - alpha_t), (1 - alpha_s) / (1 - alpha_t))
-    assert p_value(np.bincount(masked, minlength=GRAPH.dim), mdlm) < 1e-12
+    assert chi_square_p_value(np.bincount(masked, minlength=GRAPH.dim), mdlm) < 1e-12
 
 
 @pytest.mark.slow
@@ -117,7 +99,7 @@ def test_remdm_keeps_the_mdlm_marginal_at_an_intermediate_time(settings):
     x, _ = run("remdm", 64, (8, 4096), remdm=settings, eps=0.3, denoise_last=False)
     alpha = float(np.exp(-NOISE.total(jnp.float32(0.3))))
     law = np.append(alpha * P, 1 - alpha)
-    assert p_value(np.bincount(x.ravel(), minlength=GRAPH.dim), law) > 1e-4
+    assert chi_square_p_value(np.bincount(x.ravel(), minlength=GRAPH.dim), law) > 1e-4
 
 
 @pytest.mark.parametrize(
@@ -129,7 +111,7 @@ def test_remdm_samples_follow_the_oracle(settings):
     assert calls == 129 and (x < len(P)).all()
     tv = token_tv(x)
     assert tv < 3 * np.sqrt(len(P) / (2 * np.pi * x.size)), tv  # 3x the sampling error
-    assert p_value(np.bincount(x.ravel(), minlength=GRAPH.dim), np.append(P, 0.0)) > 1e-4
+    assert chi_square_p_value(np.bincount(x.ravel(), minlength=GRAPH.dim), np.append(P, 0.0)) > 1e-4
 
 
 @pytest.mark.slow
@@ -182,7 +164,7 @@ def test_pair_sampler_takes_remdm_and_draws_the_oracle_joint():
     p, l = run_pairs(jax.random.key(5))
     p, l = np.asarray(p)[:, 0], np.asarray(l)[:, 0]
     assert p.max() < K and l.max() < K
-    assert p_value(np.bincount(p * K + l, minlength=K * K), JOINT.ravel()) > 1e-4
+    assert chi_square_p_value(np.bincount(p * K + l, minlength=K * K), JOINT.ravel()) > 1e-4
 
 
 def test_pair_sampler_refuses_remdm_settings_it_would_ignore():

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 from sedd_jax.diffusion.catsample import uniform
 from sedd_jax.diffusion.graphs import Absorbing, Uniform
@@ -26,6 +25,7 @@ from tests.helpers import (
     PAIR_GRAPHS,
     PAIR_NOISE,
     K,
+    chi_square_p_value,
     oracle_pair_score,
     unconditional_aware_oracle,
 )
@@ -36,15 +36,6 @@ SHAPE = (8, 4096)
 NOISES = {"loglinear": LogLinearNoise(1e-3), "geometric": GeometricNoise(1e-3, 20.0)}
 PREDICTORS = {"euler": euler_predictor, "analytic": analytic_predictor}
 STEPS = {"loglinear": (0.6, 0.15), "geometric": (0.6, 0.03)}  # (t, dt): Euler stays a law
-
-
-def chi_square_p_value(counts: np.ndarray, probs: np.ndarray) -> float:
-    """P-value of observed counts [K] under probabilities [K] (cells with p = 0 must be 0)."""
-    support = probs > 0
-    assert counts[~support].sum() == 0, counts
-    expected = probs[support] * counts.sum()
-    stat = ((counts[support] - expected) ** 2 / expected).sum()
-    return float(scipy.stats.chi2.sf(stat, support.sum() - 1))
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "noise", "predictor", "t", "dt"))

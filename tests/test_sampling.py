@@ -21,6 +21,7 @@ from sedd_jax.diffusion.sampling import (
     time_grid,
     with_padding,
 )
+from tests.helpers import oracle_sample
 
 P = np.array([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
 N = len(P)
@@ -35,17 +36,7 @@ PROMPT_TOKENS = np.array([5, 5, 4, 3, 5, 0])
 
 @functools.partial(jax.jit, static_argnames=("graph", "predictor"))
 def sample(graph, predictor, x_init, clamp, key):
-    log_score_fn = unigram_log_score_fn(jnp.log(P), graph)
-    return pc_sample(
-        log_score_fn,
-        graph,
-        NOISE,
-        x_init,
-        key,
-        steps=STEPS,
-        predictor=predictor,
-        clamp=clamp,
-    )
+    return oracle_sample(P, graph, x_init, key, steps=STEPS, predictor=predictor, clamp=clamp)
 
 
 @functools.cache

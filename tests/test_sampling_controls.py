@@ -7,12 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 from sedd_jax.diffusion.graphs import Absorbing
 from sedd_jax.diffusion.noise import LogLinearNoise
-from sedd_jax.diffusion.oracles import unigram_log_score_fn
-from sedd_jax.diffusion.sampling import pc_sample, sharpen, transition_reshaper
+from sedd_jax.diffusion.sampling import sharpen, transition_reshaper
+from tests.helpers import chi_square_p_value, oracle_sample
 
 P = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 GRAPH, NOISE = Absorbing(len(P)), LogLinearNoise(1e-3)
@@ -21,27 +20,14 @@ GRAPH, NOISE = Absorbing(len(P)), LogLinearNoise(1e-3)
 @functools.partial(jax.jit, static_argnames=("predictor", "temperature", "top_p"))
 def draw(key, predictor="euler", temperature=1.0, top_p=1.0):
     x = jnp.full((64, 128), GRAPH.mask_id, jnp.int32)
-    fn = unigram_log_score_fn(jnp.log(P), GRAPH)
-    return pc_sample(
-        fn,
-        GRAPH,
-        NOISE,
-        x,
-        key,
-        steps=32,
-        predictor=predictor,
-        temperature=temperature,
-        top_p=top_p,
+    return oracle_sample(
+        P, GRAPH, x, key, steps=32, predictor=predictor, temperature=temperature, top_p=top_p
     )
 
 
 def p_value(tokens, probs):
     counts = np.bincount(np.asarray(tokens).ravel(), minlength=len(P))
-    support = probs > 0
-    assert counts[~support].sum() == 0, counts
-    expected = probs[support] * counts.sum()
-    stat = ((counts[support] - expected) ** 2 / expected).sum()
-    return scipy.stats.chi2.sf(stat, support.sum() - 1)
+    return chi_square_p_value(counts, probs)
 
 
 def test_sharpen_at_temperature_one_and_top_p_one_is_the_identity():

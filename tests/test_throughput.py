@@ -5,8 +5,6 @@ logged numbers."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 
 import jax.numpy as jnp
@@ -20,8 +18,8 @@ from sedd_jax.models.sedd import build_model
 from sedd_jax.training import throughput
 from sedd_jax.training.loop import train_and_evaluate
 from sedd_jax.training.tasks import build_task
+from tests.helpers import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = (
     "interval_s",
     "step_time_s",
@@ -120,12 +118,7 @@ def _formula(kind, fields, batch, lengths, vocabs):
 
 @pytest.fixture(scope="module")
 def bench_train():
-    spec = importlib.util.spec_from_file_location(
-        "bench_train", os.path.join(REPO, "scripts", "bench_train.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_train")
 
 
 def test_flop_count_is_bench_trains_formula(bench_train):

@@ -12,7 +12,15 @@ from sedd_jax.common.metrics_log import read_metrics
 from sedd_jax.data.fasta import read_fasta
 from sedd_jax.training.checkpoint import CheckpointMismatchError, make_manager
 from sedd_jax.training.loop import train_and_evaluate
-from tests.helpers import LEARNS, REPO, TINY_MODEL, cli_overrides, run_cli, tiny_config
+from tests.helpers import (
+    LEARNS,
+    REPO,
+    SMALL_MODEL,
+    TINY_MODEL,
+    cli_overrides,
+    run_cli,
+    tiny_config,
+)
 
 
 def learning_config(**overrides):
@@ -93,14 +101,8 @@ def _restore_tree(workdir, step):
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_bit_identical_parameters(tmp_path):
-    overrides = {
-        "data.max_len": 16,
-        "model.hidden": 32,
-        "model.n_blocks": 1,
-        "model.n_heads": 2,
-        "model.cond_dim": 16,
+    overrides = SMALL_MODEL | {
         "model.dropout": 0.1,
-        "training.batch_size": 8,
         "training.n_steps": 8,
         "training.checkpoint_every": 3,
         "eval.max_batches": 1,
@@ -186,13 +188,7 @@ def test_readme_demo_command_writes_to_runs_demo_by_default(tmp_path):
 
 @pytest.mark.slow
 def test_resuming_with_a_changed_model_is_an_error_not_a_fresh_start(tmp_path):
-    overrides = {
-        "data.max_len": 16,
-        "model.hidden": 32,
-        "model.n_blocks": 1,
-        "model.n_heads": 2,
-        "model.cond_dim": 16,
-        "training.batch_size": 8,
+    overrides = SMALL_MODEL | {
         "training.n_steps": 2,
         "eval.max_batches": 1,
         "sampling.steps": 2,

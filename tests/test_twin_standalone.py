@@ -10,9 +10,17 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import TWIN_RUN, run_cli
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# TWIN_RUN with proteins of 32 and three samples of 4 steps (the script takes it as JSON:
+# it cannot import tests.helpers, which imports jax)
+CONFIG = TWIN_RUN | {
+    "data.max_len": 32,
+    "eval.batch_size": 16,
+    "sampling.steps": 4,
+    "sampling.num_samples": 3,
+}
 BLOCKED = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 SCRIPT = """
@@ -38,12 +46,7 @@ from sedd_jax.common.metrics_log import read_metrics
 from sedd_torch.training.loop import train_and_evaluate
 
 c = base_config()
-c.backend, c.data.source, c.data.max_len = "torch", "demo", 32
-c.model.hidden, c.model.n_blocks, c.model.n_heads, c.model.cond_dim = 32, 1, 2, 16
-c.training.batch_size, c.training.n_steps, c.training.log_every = 8, 2, 1
-c.eval.batch_size, c.eval.time_samples, c.eval.max_batches = 16, 1, 1
-c.sampling.steps, c.sampling.num_samples = 4, 3
-c.logging.progress_bar = False
+c.update_from_flattened_dict(json.loads(sys.argv[2]))
 summary = train_and_evaluate(c, sys.argv[1])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 rows = [r for r in read_metrics(sys.argv[1]) if "train/loss" in r]
@@ -55,7 +58,13 @@ print(json.dumps({{"summary": summary, "loaded": loaded, "losses": losses}}))
 def twin_run(workdir: str) -> dict:
     """Train two twin steps in a subprocess with the JAX stack blocked; its JSON report."""
     result = run_cli(
-        "-c", SCRIPT.format(blocked=BLOCKED), workdir, env=ONE_THREAD, timeout=240, check=False
+        "-c",
+        SCRIPT.format(blocked=BLOCKED),
+        workdir,
+        json.dumps(CONFIG),
+        env=ONE_THREAD,
+        timeout=240,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

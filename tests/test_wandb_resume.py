@@ -15,25 +15,13 @@ wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
 from sedd_jax.defaults import base_config  # noqa: E402
-from tests.helpers import apply_overrides  # noqa: E402
+from tests.helpers import SMALL_RUN, apply_overrides  # noqa: E402
 
-TINY = {
-    "data.max_len": 16,
-    "model.hidden": 32,
-    "model.n_blocks": 1,
-    "model.n_heads": 2,
-    "model.cond_dim": 16,
-    "training.batch_size": 8,
+TINY = SMALL_RUN | {
     "training.n_steps": 8,
-    "training.log_every": 1,
     "training.checkpoint_every": 4,
     "training.keep_checkpoints": 10,
-    "eval.max_batches": 1,
-    "eval.time_samples": 1,
-    "sampling.steps": 2,
-    "sampling.num_samples": 1,
     "logging.wandb": "offline",
-    "logging.progress_bar": False,
 }
 
 
