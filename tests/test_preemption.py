@@ -122,6 +122,32 @@ def test_signal_saves_at_a_step_boundary_exits_0_and_the_rerun_continues(tmp_pat
 
 
 @pytest.mark.slow
+def test_signal_after_the_last_checkpoint_skips_the_samples_and_exits_0(tmp_path):
+    """SIGUSR1 during the final evaluation (the last step's checkpoint is on disk): the run
+    finishes that evaluation, records `samples_skipped`, writes no samples and exits 0
+    (before, the handler was gone by then and the signal killed the process)."""
+    workdir = str(tmp_path)
+    # a final evaluation of a few seconds: every validation batch at 256 times each
+    proc = start_training(
+        workdir, "--config.training.n_steps=3", "--config.eval.max_batches=0",
+        "--config.eval.time_samples=256",
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while 3 not in checkpoint_steps(workdir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
+    proc.send_signal(signal.SIGUSR1)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = read_metrics(workdir)
+    skipped = [r for r in rows if r.get("event") == "samples_skipped"]
+    assert [(r["step"], r["signal"]) for r in skipped] == [(3, "SIGUSR1")]
+    assert any(r["step"] == 3 and "val/loss_ema" in r for r in rows)  # the evaluation ran
+    assert not os.path.exists(os.path.join(workdir, "samples.fasta"))
+    assert checkpoint_steps(workdir) == [3]
+
+
+@pytest.mark.slow
 def test_sigkill_after_logging_past_the_checkpoint_leaves_no_duplicate_step(tmp_path):
     workdir = str(tmp_path)
     every = 10

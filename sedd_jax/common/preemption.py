@@ -10,8 +10,10 @@ previous handlers.
 
 from __future__ import annotations
 
+import logging
 import signal
 
+log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -53,6 +55,16 @@ class SignalFlag:
         if self.received is not None:
             return signal.Signals(self.received).name
         return "another process's signal" if self.stopping else "none"
+
+    def no_late_signal(self, logger, step: int) -> bool:
+        """After the last step (its checkpoint on disk): True when no signal has come, else
+        a `samples_skipped` event at `step` in the run's log and False, so that what is
+        left to do after training is skipped and the run still exits 0."""
+        if self.received is None:
+            return True
+        logger.event(step, "samples_skipped", signal=self.signal_name)
+        log.warning("%s after the last checkpoint: samples skipped", self.signal_name)
+        return False
 
     def should_stop(self, step: int) -> bool:
         """Whether to save and stop after `step`. Once true it stays true."""

@@ -145,13 +145,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 break
     manager.wait_until_finished()
     meter.close()
-    preemption.uninstall()
     state = local_copy(wrapper.host_state(dstate))
     summary = {"step": int(state.step)}
     if int(state.step) >= tc.n_steps and not preemption.stopping:
+        # the handler stays: a signal now (the last checkpoint is on disk) skips the
+        # samples and still exits 0, instead of killing the run mid-evaluation
         summary.update(evaluate(int(state.step), state))
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and preemption.no_late_signal(logger, int(state.step)):
             summary.update(task.write_samples(state.ema_params, workdir, int(state.step)))
+    preemption.uninstall()
     logger.close()
     manager.close()
     return summary

@@ -125,10 +125,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             logger.event(done, "preempted", signal=preemption.signal_name)
             log.warning("%s: saved step %d, exiting", preemption.signal_name, done)
             break
-    preemption.uninstall()
     summary = {"step": state.step}
     if state.step >= tc.n_steps and not preemption.stopping:
+        # as sedd_jax: a signal after the last checkpoint skips the samples, exits 0
         summary.update(evaluate(state.step))
-        summary.update(task.write_samples(state.ema_model, workdir, state.step))
+        if preemption.no_late_signal(logger, state.step):
+            summary.update(task.write_samples(state.ema_model, workdir, state.step))
+    preemption.uninstall()
     logger.close()
     return summary
