@@ -1,18 +1,26 @@
-"""masked_ce and the mean -> score conversion: JAX and the twin agree in float32."""
+"""masked_ce, the masked-count estimate and the mean -> score conversion: JAX and the twin
+agree in float32."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from sedd_jax.diffusion import graphs as jax_graphs
-from sedd_jax.diffusion.losses import masked_ce_per_token
+from sedd_jax.diffusion import joint as jax_joint
+from sedd_jax.diffusion import keys
+from sedd_jax.diffusion.catsample import uniform
+from sedd_jax.diffusion.losses import loss_times, masked_ce_per_token
+from sedd_jax.diffusion.mask_count import masked_ce_count_loss
 from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.diffusion.parametrisation import mean_to_log_score
 from sedd_torch.diffusion import graphs as torch_graphs
+from sedd_torch.diffusion import joint as torch_joint
 from sedd_torch.diffusion import losses as torch_losses
+from sedd_torch.diffusion import mask_count as torch_count
 from sedd_torch.diffusion import noise as torch_noise
 from sedd_torch.diffusion import parametrisation as torch_param
-from tests.helpers import max_error, t
+from tests.helpers import ReplayRand, max_error, t
 
 N, TOL = 7, 1e-5
 
@@ -42,20 +50,12 @@ def test_masked_ce_and_radd_conversion_match(record):
     assert loss_err <= TOL and score_err <= TOL
 
 
-def test_pair_masked_ce_and_dual_conversion_match(record):
-    """The pair loss with loss.type=masked_ce (mixed tasks, the same corruption uniforms)
-    and the pair network's mean -> score map agree between JAX and the twin."""
-    import jax
+PAIR_DIMS = (6, 9, 5, 8, 7)  # protein ids, ligand ids, pairs, protein and ligand lengths
 
-    from sedd_jax.diffusion import joint as jax_joint
-    from sedd_jax.diffusion.catsample import uniform
-    from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn
-    from sedd_torch.diffusion import joint as torch_joint
-    from sedd_torch.diffusion.parametrisation import as_dual_log_score_fn as torch_dual
-    from tests.helpers import ReplayRand
 
-    rng = np.random.default_rng(1)
-    vp, vl, b, lp, ll = 6, 9, 5, 8, 7
+def _pair_case(rng):
+    """(JAX graphs, twin graphs, mean logits of both tracks, batch) of 5 padded pairs."""
+    vp, vl, b, lp, ll = PAIR_DIMS
     graphs_j = jax_joint.PairGraphs(jax_graphs.Absorbing(vp), jax_graphs.Absorbing(vl))
     graphs_t = torch_joint.PairGraphs(torch_graphs.Absorbing(vp), torch_graphs.Absorbing(vl))
     outs = [
@@ -67,6 +67,18 @@ def test_pair_masked_ce_and_dual_conversion_match(record):
         "ligand": rng.integers(0, vl, (b, ll)).astype(np.int32),
         "ligand_valid": np.arange(ll)[None] < np.array([7, 2, 7, 4, 5])[:, None],
     }
+    return graphs_j, graphs_t, outs, batch
+
+
+def test_pair_masked_ce_and_dual_conversion_match(record):
+    """The pair loss with loss.type=masked_ce (mixed tasks, the same corruption uniforms)
+    and the pair network's mean -> score map agree between JAX and the twin."""
+    from sedd_jax.diffusion.parametrisation import as_dual_log_score_fn
+    from sedd_torch.diffusion.parametrisation import as_dual_log_score_fn as torch_dual
+
+    rng = np.random.default_rng(1)
+    graphs_j, graphs_t, outs, batch = _pair_case(rng)
+    vp, vl, b, lp, ll = PAIR_DIMS
     times = np.array([1e-3, 0.2, 0.5, 0.8, 1.0], np.float32)
     task_ids = np.arange(b, dtype=np.int32) % len(jax_joint.TASKS)
     key = jax.random.key(7)
@@ -115,11 +127,8 @@ def test_antithetic_times_and_the_losses_at_given_times_match(record):
     """training.time_sampling=antithetic: the twin's stratified times from sedd_jax's
     offset u0 are sedd_jax's, and both single-track losses take given times alike (the
     drawn times are discarded, the corruption draw is the same)."""
-    import jax
 
     from sedd_jax.diffusion import losses as jax_losses
-    from sedd_jax.diffusion.catsample import uniform
-    from tests.helpers import ReplayRand
 
     key, loss_key = jax.random.split(jax.random.key(5))
     ids = np.arange(4, 8, dtype=np.int32)  # the second shard of a global batch of 8
@@ -153,3 +162,78 @@ def test_antithetic_times_and_the_losses_at_given_times_match(record):
     record("antithetic times max|d|/(1+max)", times_err, 1e-7)
     record("losses at given times max|d|/(1+max)", loss_err, TOL)
     assert times_err <= 1e-7 and loss_err <= TOL
+
+
+def test_single_track_mask_count_loss_matches(record):
+    """time_sampling=mask_count: the same masks and sigma from the same u and score
+    uniforms, the same single-track loss."""
+    rng = np.random.default_rng(0)
+    b, length = 6, 11
+    out = (3 * rng.standard_normal((b, length, N + 1))).astype(np.float32)
+    x0 = rng.integers(0, N, size=(b, length)).astype(np.int32)
+    valid = np.arange(length)[None] < np.array([11, 9, 4, 1, 11, 7])[:, None]
+    key = jax.random.key(3)
+    got_j = masked_ce_count_loss(
+        lambda x, s: out, jax_graphs.Absorbing(N), LogLinearNoise(1e-3), x0, valid, key, 1e-3
+    )
+    count_key, score_key = keys.split(key)
+    rand = ReplayRand(uniform(count_key, (b,)), uniform(score_key, (b, length)))
+    seen = {}
+
+    def torch_net(x, sigma):
+        seen["x_t"], seen["sigma"] = x, sigma
+        return t(out)
+
+    got_t = torch_count.masked_ce_count_loss(
+        torch_net,
+        torch_graphs.Absorbing(N),
+        torch_noise.LogLinearNoise(1e-3),
+        t(x0),
+        t(valid),
+        rand,
+        1e-3,
+    )
+    assert rand.exhausted()
+    masked = seen["x_t"].numpy() == N
+    k = np.asarray(torch_count.mask_counts(got_t.t, t(valid).sum(-1)))
+    np.testing.assert_array_equal(masked.sum(1), k)
+    assert float(np.abs(np.asarray(got_j.losses)).sum()) > 1.0
+    np.testing.assert_allclose(np.asarray(got_j.t), got_t.t.numpy(), rtol=0, atol=0)
+    err = max_error(got_j.losses, got_t.losses.numpy())
+    record("mask_count loss max|d|/(1+max)", err, TOL)
+    assert err <= TOL
+
+
+def test_pair_mask_count_loss_matches(record):
+    """The pair masked-count loss (k drawn over both tracks, mixed tasks) agrees."""
+    graphs_j, graphs_t, outs, batch = _pair_case(np.random.default_rng(1))
+    b, lp, ll = PAIR_DIMS[2:]
+    task_ids = np.arange(b, dtype=np.int32) % len(jax_joint.TASKS)
+    u = np.array([0.05, 0.3, 0.55, 0.8, 0.99], np.float32)
+    key = jax.random.key(7)
+    got_j = jax_joint.joint_score_entropy_loss(
+        lambda *a: tuple(outs), graphs_j, LogLinearNoise(1e-3), batch, key, task_ids, 1e-3,
+        loss_type="masked_ce", count_u=u,
+    )  # fmt: skip
+    _, noise_key = loss_times(key, b, 1e-3)
+    rand = ReplayRand(np.zeros(b, np.float32), uniform(noise_key, (b, lp + ll)))
+    got_t = torch_joint.joint_score_entropy_loss(
+        lambda *a: tuple(t(o) for o in outs),
+        graphs_t,
+        torch_noise.LogLinearNoise(1e-3),
+        {k: t(v) for k, v in batch.items()},
+        rand,
+        t(task_ids),
+        1e-3,
+        loss_type="masked_ce",
+        count_u=t(u),
+    )
+    assert rand.exhausted()
+    assert float(np.abs(np.asarray(got_j.protein)).sum()) > 1.0
+    assert float(np.abs(np.asarray(got_j.ligand)).sum()) > 1.0
+    err = max(
+        max_error(got_j.protein, got_t.protein.numpy()),
+        max_error(got_j.ligand, got_t.ligand.numpy()),
+    )
+    record("pair mask_count loss max|d|/(1+max)", err, TOL)
+    assert err <= TOL

@@ -34,10 +34,12 @@ def test_antithetic_refuses_time_bias_curriculum():
         time_override("antithetic", B, EPS, cfg)
 
 
-def test_twin_trainer_takes_antithetic_times_from_its_own_offset(tmp_path):
+@pytest.mark.parametrize("time_sampling", ["antithetic", "mask_count"])
+def test_twin_trainer_takes_antithetic_times_from_its_own_offset(tmp_path, time_sampling):
     """The twin's single-track run with time_sampling=antithetic: each step's mean t is
     that of the stratified times of its offset u0 (the step generator's first draw), with
-    accumulation splitting the batch (example ids stay global positions)."""
+    accumulation splitting the batch (example ids stay global positions). mask_count
+    (loss.type=masked_ce) reports the stratified u themselves."""
     import torch
 
     from sedd_jax.common.metrics_log import read_metrics
@@ -51,7 +53,8 @@ def test_twin_trainer_takes_antithetic_times_from_its_own_offset(tmp_path):
         **{
             "backend": "torch",
             "data.max_len": 24,
-            "training.time_sampling": "antithetic",
+            "training.time_sampling": time_sampling,
+            "loss.type": "masked_ce" if time_sampling == "mask_count" else "score_entropy",
             "training.batch_size": batch,
             "training.accum": 2,
             "training.n_steps": steps,
@@ -70,4 +73,5 @@ def test_twin_trainer_takes_antithetic_times_from_its_own_offset(tmp_path):
     for done, mean_t in rows.items():
         u0 = torch.rand(1, generator=step_generator(config.seed, done - 1)).item()
         u = np.mod(np.float32(u0) + np.arange(batch, dtype=np.float32) / batch, 1.0)
-        assert mean_t == pytest.approx(float(np.mean(eps + (1 - eps) * u)), rel=1e-5)
+        times = u if time_sampling == "mask_count" else eps + (1 - eps) * u
+        assert mean_t == pytest.approx(float(np.mean(times)), rel=1e-5)

@@ -80,7 +80,7 @@ def test_uniform_graph_keeps_score_entropy():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("time_sampling", ["uniform", "antithetic"])
+@pytest.mark.parametrize("time_sampling", ["uniform", "antithetic", "mask_count"])
 def test_masked_ce_training_lowers_the_validation_bound(tmp_path, time_sampling):
     """A tiny run with loss.type=masked_ce learns; its evaluation and sampling read the
     mean outputs as log-scores (parametrisation "mean")."""

@@ -11,7 +11,7 @@ import dataclasses
 EXP_RATE = 3.0  # exponential ramp f = (1 - e^{-3p}) / (1 - e^{-3})
 MIN_SIGMA_MULTIPLIER = 0.1  # sigma_scale: m = 0.1 + 0.9 f(p)
 TYPES = ("none", "time_bias", "sigma_scale")
-TIME_SAMPLINGS = ("uniform", "antithetic")  # training.time_sampling
+TIME_SAMPLINGS = ("uniform", "antithetic", "mask_count")  # training.time_sampling
 RAMP_NAMES = ("linear", "exponential", "cosine")
 
 
@@ -49,4 +49,6 @@ def check_time_sampling(time_sampling: str, curriculum: Curriculum) -> str:
         raise ValueError(f"training.time_sampling={time_sampling!r}: one of {TIME_SAMPLINGS}")
     if time_sampling == "antithetic" and curriculum.type == "time_bias":
         raise ValueError("training.time_sampling=antithetic does not combine with time_bias")
+    if time_sampling == "mask_count" and curriculum.type != "none":
+        raise ValueError("training.time_sampling=mask_count does not combine with a curriculum")
     return time_sampling

@@ -53,6 +53,7 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported: their old home)
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.curriculum import sigma_multiplier
 from sedd_jax.diffusion.losses import TERMS, loss_times
+from sedd_jax.diffusion.mask_count import counted_pair_corruption
 from sedd_jax.models.length import length_nll
 
 DualScoreFn = Callable[..., tuple[jax.Array | None, jax.Array | None]]
@@ -90,6 +91,8 @@ def joint_per_token_loss(
     *,
     sigma_scale: jax.Array | float = 1.0,
     loss_type: str = "score_entropy",
+    count_u: jax.Array | None = None,
+    sampling_eps: float = 1e-3,
 ):
     """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B]
     (`loss_type="masked_ce"`: the network gives mean logits and each token's term is
@@ -102,23 +105,30 @@ def joint_per_token_loss(
     `mode` is the network mode: `joint` serves any tasks; a single task's own mode
     skips the computation it does not need. sigma' = sigma_scale * sigma_bar(t) and
     dsigma' = sigma_scale * dsigma(t), as in `losses.per_token_loss` (curriculum).
+    Given `count_u` [B] (masked_ce only; `t` is then unused), the masked-count estimate
+    instead: k of a pair's scored tokens masked, `mask_count.counted_pair_corruption`.
 
     Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored [B, Lp],
     ligand_scored [B, Ll]); *_scored are the valid tokens of generated tracks.
     """
     roles = task_roles(task_ids)
-    protein_key, ligand_key = keys.split(key)
-    sigma, dsigma = noise(t)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
     p_scored = p_valid & roles.protein_generated[:, None]
     l_scored = l_valid & roles.ligand_generated[:, None]
-    p_t = keys.rowwise(
-        graphs.protein.sample_transition, protein_key, batch["protein"], sigma, p_scored
-    )
-    l_t = keys.rowwise(
-        graphs.ligand.sample_transition, ligand_key, batch["ligand"], sigma, l_scored
-    )
+    if count_u is not None:
+        sigma, dsigma, p_t, l_t = counted_pair_corruption(
+            key, batch, p_scored, l_scored, count_u, noise, sampling_eps, graphs
+        )
+    else:
+        protein_key, ligand_key = keys.split(key)
+        sigma, dsigma = noise(t)
+        sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+        p_t = keys.rowwise(
+            graphs.protein.sample_transition, protein_key, batch["protein"], sigma, p_scored
+        )
+        l_t = keys.rowwise(
+            graphs.ligand.sample_transition, ligand_key, batch["ligand"], sigma, l_scored
+        )
     p_seen = p_valid & roles.protein_visible[:, None]
     l_seen = l_valid & roles.ligand_visible[:, None]
     p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
@@ -203,6 +213,7 @@ def joint_score_entropy_loss(
     length_fn: LengthFn | None = None,
     t: jax.Array | None = None,
     loss_type: str = "score_entropy",
+    count_u: jax.Array | None = None,
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
@@ -217,7 +228,9 @@ def joint_score_entropy_loss(
     tasks' length terms (`conditional_length_nll`, no random draw). Given times `t` [B]
     (e.g. `losses.antithetic_times`) replace the drawn ones; the corruption key is the same
     either way. `loss_type`: "score_entropy" or "masked_ce" (mean logits, MDLM's term; see
-    `joint_per_token_loss`). The optimised loss is `sums().total_sum / sums().total_count`.
+    `joint_per_token_loss`). Given `count_u` [B] (masked_ce, no curriculum), the
+    masked-count estimate of the same bound (`diffusion/mask_count.py`) and `t` reports
+    u. The optimised loss is `sums().total_sum / sums().total_count`.
     """
     size = batch["protein"].shape[0]
     if isinstance(tasks, TaskMixture):
@@ -229,6 +242,7 @@ def joint_score_entropy_loss(
         mode = mode or "joint"
     drawn, noise_key = loss_times(key, size, sampling_eps, step, curriculum)
     t = drawn if t is None else t
+    t = t if count_u is None else count_u
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
         score_fn,
         graphs,
@@ -240,6 +254,8 @@ def joint_score_entropy_loss(
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
         loss_type=loss_type,
+        count_u=count_u,
+        sampling_eps=sampling_eps,
     )
     out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
     if length_fn is None:

@@ -31,9 +31,15 @@ def antithetic_times(
     """Stratified times over the global batch: t = eps + (1 - eps) * ((u0 + id / B) mod 1),
     u0 ~ U[0, 1) from `key` (one key, the same on every device), `example_id` [b] the rows'
     global positions: one t per 1/B bin, whatever the device count. [b]"""
-    u0 = jax.random.uniform(key, ())
-    u = jnp.mod(u0 + example_id.astype(jnp.float32) / global_batch, 1.0)
+    u = stratified_u(key, example_id, global_batch)
     return (1.0 - sampling_eps) * u + sampling_eps
+
+
+def stratified_u(key: jax.Array, example_id: jax.Array, global_batch: int) -> jax.Array:
+    """(u0 + id / B) mod 1, u0 ~ U[0, 1) from `key`: one value per 1/B bin of the global
+    batch, whatever the device count (antithetic times, masked counts). [b]"""
+    u0 = jax.random.uniform(key, ())
+    return jnp.mod(u0 + example_id.astype(jnp.float32) / global_batch, 1.0)
 
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "per_token_loss",
     "sample_times",
     "score_entropy_loss",
+    "stratified_u",
     "score_entropy_terms",
     "TERMS",
 ]

@@ -30,6 +30,7 @@ from sedd_jax.common.tasks import (  # noqa: F401  (re-exported)
 )
 from sedd_torch.diffusion.curriculum import sigma_multiplier
 from sedd_torch.diffusion.losses import TERMS, loss_times
+from sedd_torch.diffusion.mask_count import counted_pair_corruption
 from sedd_torch.models.length import length_nll
 
 
@@ -58,21 +59,30 @@ def joint_per_token_loss(
     *,
     sigma_scale=1.0,
     loss_type="score_entropy",
+    count_u=None,
+    sampling_eps=1e-3,
 ):
     """dsigma'(t_b) * score entropy per token, for given times t [B] and tasks [B]
     (`loss_type="masked_ce"`: mean logits and MDLM's term, `losses.masked_ce_terms`).
+    Given `count_u` [B], the masked-count corruption of both tracks together instead
+    (`mask_count.counted_pair_corruption`; `t` unused).
 
     Returns (protein_loss [B, Lp], ligand_loss [B, Ll], protein_scored, ligand_scored).
     """
     roles = task_roles(task_ids)
-    sigma, dsigma = noise(t)
-    sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
-    sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
     p_valid, l_valid = batch["protein_valid"], batch["ligand_valid"]
     p_scored = p_valid & roles.protein_generated[:, None]
     l_scored = l_valid & roles.ligand_generated[:, None]
-    p_t = graphs.protein.sample_transition(rand, batch["protein"], sigma, p_scored)
-    l_t = graphs.ligand.sample_transition(rand, batch["ligand"], sigma, l_scored)
+    if count_u is not None:
+        sigma, dsigma, p_t, l_t = counted_pair_corruption(
+            rand, batch, p_scored, l_scored, count_u, noise, sampling_eps, graphs
+        )
+    else:
+        sigma, dsigma = noise(t)
+        sigma_scale = torch.as_tensor(sigma_scale, dtype=torch.float32, device=sigma.device)
+        sigma, dsigma = sigma_scale * sigma, sigma_scale * dsigma
+        p_t = graphs.protein.sample_transition(rand, batch["protein"], sigma, p_scored)
+        l_t = graphs.ligand.sample_transition(rand, batch["ligand"], sigma, l_scored)
     p_seen = p_valid & roles.protein_visible[:, None]
     l_seen = l_valid & roles.ligand_visible[:, None]
     p_score, l_score = score_fn(p_t, l_t, sigma, p_seen, l_seen, mode)
@@ -155,6 +165,7 @@ def joint_score_entropy_loss(
     length_fn=None,
     t=None,
     loss_type="score_entropy",
+    count_u=None,
 ) -> PairLosses:
     """The pair loss of training and evaluation: one time and one task per pair.
 
@@ -163,7 +174,8 @@ def joint_score_entropy_loss(
     ligand corruption. `mode`: the network mode (default: the mixture's, or `joint`).
     `length_fn`: the conditional tasks' length terms (no draw). Given times `t` [B]
     replace the drawn ones (drawn all the same: the draw order stays sedd_jax's).
-    `loss_type`: "score_entropy" or "masked_ce".
+    `loss_type`: "score_entropy" or "masked_ce". Given `count_u` [B], the masked-count
+    estimate (times drawn all the same; `t` reports u).
     """
     device = batch["protein"].device
     size = batch["protein"].shape[0]
@@ -175,6 +187,7 @@ def joint_score_entropy_loss(
         mode = mode or "joint"
     drawn = loss_times(rand, size, sampling_eps, step, curriculum).to(device)
     t = drawn if t is None else torch.as_tensor(t, device=device)
+    t = t if count_u is None else torch.as_tensor(count_u, device=device)
     p_loss, l_loss, p_scored, l_scored = joint_per_token_loss(
         score_fn,
         graphs,
@@ -186,6 +199,8 @@ def joint_score_entropy_loss(
         mode,
         sigma_scale=sigma_multiplier(step, curriculum),
         loss_type=loss_type,
+        count_u=count_u,
+        sampling_eps=sampling_eps,
     )
     out = PairLosses(p_loss, l_loss, p_scored, l_scored, t, task_ids)
     if length_fn is None:

@@ -30,9 +30,14 @@ class TokenLosses(NamedTuple):
 def antithetic_times(u0, example_id: torch.Tensor, global_batch: int, sampling_eps: float):
     """Stratified times over the global batch (sedd_jax's `antithetic_times` given its
     offset u0 in [0, 1)): t = eps + (1 - eps) * ((u0 + id / B) mod 1). [b]"""
-    u0 = torch.as_tensor(u0, dtype=torch.float32, device=example_id.device)
-    u = torch.remainder(u0 + example_id.float() / global_batch, 1.0)
+    u = stratified_u(u0, example_id, global_batch)
     return (1.0 - sampling_eps) * u + sampling_eps
+
+
+def stratified_u(u0, example_id: torch.Tensor, global_batch: int):
+    """(u0 + id / B) mod 1 (sedd_jax's `stratified_u` given its offset u0). [b]"""
+    u0 = torch.as_tensor(u0, dtype=torch.float32, device=example_id.device)
+    return torch.remainder(u0 + example_id.float() / global_batch, 1.0)
 
 
 def loss_times(rand, batch: int, sampling_eps: float, step=0, curriculum=None):

@@ -21,7 +21,8 @@ from sedd_jax.common.curriculum import check_time_sampling
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_jax.diffusion.curriculum import check_curriculum, progress
 from sedd_jax.diffusion.joint import joint_score_entropy_loss
-from sedd_jax.diffusion.losses import LOSSES, antithetic_times
+from sedd_jax.diffusion.losses import LOSSES, antithetic_times, stratified_u
+from sedd_jax.diffusion.mask_count import masked_ce_count_loss
 
 
 def check_loss_type(loss_type: str, graph) -> str:
@@ -34,9 +35,10 @@ def check_loss_type(loss_type: str, graph) -> str:
 
 
 def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
-    """fn(batch, dropout_key) -> times [b] or None (None: the loss draws its own). The
-    antithetic offset u0 comes from the step's dropout key, the same on every device."""
-    if check_time_sampling(time_sampling, curriculum) == "uniform":
+    """fn(batch, dropout_key) -> times [b] or None (None: the loss draws its own; mask_count
+    draws no time, see `count_strata`). The antithetic offset u0 comes from the step's
+    dropout key, the same on every device."""
+    if check_time_sampling(time_sampling, curriculum) != "antithetic":
         return lambda batch, dropout_key: None
 
     def times(batch, dropout_key):
@@ -44,6 +46,42 @@ def time_override(time_sampling: str, global_batch: int, sampling_eps: float, cu
         return antithetic_times(key, batch["example_id"], global_batch, sampling_eps)
 
     return times
+
+
+def count_strata(time_sampling: str, loss_type: str, global_batch: int):
+    """fn(batch, dropout_key) -> u [b] for `time_sampling=mask_count`, else None: the
+    masked-count estimate's u (`diffusion/mask_count.py`), stratified over the global batch
+    like antithetic times (offset from the step's dropout key, one bin per example id)."""
+    if time_sampling != "mask_count":
+        return None
+    if loss_type != "masked_ce":
+        raise ValueError("training.time_sampling=mask_count needs loss.type=masked_ce")
+
+    def strata(batch, dropout_key):
+        key = jax.random.fold_in(dropout_key, 1)
+        return stratified_u(key, batch["example_id"], global_batch)
+
+    return strata
+
+
+def _count_loss(fn, graph, noise, x0, valid, key, sampling_eps, *, step, curriculum, t):
+    """`masked_ce_count_loss` called as a `LOSSES` entry, `t` carrying u (no curriculum)."""
+    del step, curriculum
+    return masked_ce_count_loss(fn, graph, noise, x0, valid, key, sampling_eps, u=t)
+
+
+def _training_apply(model, params, batch, dropout_key, **bound):
+    """`model.apply` bound to `params` in training mode, called as the network: dropout on,
+    each row's masks keyed by `dropout_key` and its `batch["example_id"]`; `bound` fixes
+    further keyword arguments (the single track's `valid`)."""
+    return functools.partial(
+        model.apply,
+        {"params": params},
+        deterministic=False,
+        rngs={"dropout": dropout_key},
+        example_ids=batch["example_id"],
+        **bound,
+    )
 
 
 def single_track_objective(
@@ -61,23 +99,15 @@ def single_track_objective(
     curriculum = check_curriculum(curriculum)
     loss_fn = LOSSES[check_loss_type(loss_type, graph)]
     override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
+    strata = count_strata(time_sampling, loss_type, global_batch)
+    if strata is not None:
+        loss_fn, override = _count_loss, strata
 
     def objective(params, batch, key, step, dropout_key):
         tokens, valid = batch["tokens"], batch["valid"]
 
-        def log_score_fn(x, sigma):
-            return model.apply(
-                {"params": params},
-                x,
-                sigma,
-                valid,
-                deterministic=False,
-                rngs={"dropout": dropout_key},
-                example_ids=batch["example_id"],
-            )
-
         out = loss_fn(
-            log_score_fn,
+            _training_apply(model, params, batch, dropout_key, valid=valid),
             graph,
             noise,
             tokens,
@@ -130,6 +160,7 @@ def pair_track_objective(
     for graph in graphs:
         check_loss_type(loss_type, graph)
     override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
+    strata = count_strata(time_sampling, loss_type, global_batch)
     trained = [
         track
         for task, (_, track) in CONDITIONAL_TRACKS.items()
@@ -137,15 +168,8 @@ def pair_track_objective(
     ]
 
     def objective(params, batch, key, step, dropout_key):
-        score_fn = functools.partial(
-            model.apply,
-            {"params": params},
-            deterministic=False,
-            rngs={"dropout": dropout_key},
-            example_ids=batch["example_id"],
-        )
         out = joint_score_entropy_loss(
-            score_fn,
+            _training_apply(model, params, batch, dropout_key),
             graphs,
             noise,
             batch,
@@ -157,6 +181,7 @@ def pair_track_objective(
             length_fn=length_fn_of(model, params),
             t=override(batch, dropout_key),
             loss_type=loss_type,
+            count_u=None if strata is None else strata(batch, dropout_key),
         )
         sums = out.sums()
         aux = {

@@ -14,7 +14,8 @@ from sedd_jax.common.curriculum import check_time_sampling
 from sedd_jax.common.tasks import CONDITIONAL_TRACKS, TASKS
 from sedd_torch.diffusion.curriculum import check_curriculum, progress
 from sedd_torch.diffusion.joint import joint_score_entropy_loss
-from sedd_torch.diffusion.losses import LOSSES, antithetic_times
+from sedd_torch.diffusion.losses import LOSSES, antithetic_times, stratified_u
+from sedd_torch.diffusion.mask_count import masked_ce_count_loss
 
 
 def time_override(time_sampling: str, global_batch: int, sampling_eps: float, curriculum):
@@ -23,16 +24,49 @@ def time_override(time_sampling: str, global_batch: int, sampling_eps: float, cu
     the loss's draws, and kept for the step's other micro-batches (sedd_jax takes it from
     the step's dropout key, shared by every micro-batch); the times are
     `losses.antithetic_times` of the rows' `example_id`."""
-    if check_time_sampling(time_sampling, curriculum) == "uniform":
+    if check_time_sampling(time_sampling, curriculum) != "antithetic":
         return lambda batch, rand, step: None
-    offset = {}
+    offset = step_offset()
 
     def times(batch, rand, step):
-        if offset.get("step") != int(step):
-            offset.update(step=int(step), u0=rand((1,))[0])
-        return antithetic_times(offset["u0"], batch["example_id"], global_batch, sampling_eps)
+        u0 = offset(rand, step)
+        return antithetic_times(u0, batch["example_id"], global_batch, sampling_eps)
 
     return times
+
+
+def step_offset():
+    """fn(rand, step) -> u0: drawn from `rand` at a step's first call, kept for its other
+    micro-batches."""
+    offset = {}
+
+    def u0(rand, step):
+        if offset.get("step") != int(step):
+            offset.update(step=int(step), u0=rand((1,))[0])
+        return offset["u0"]
+
+    return u0
+
+
+def count_strata(time_sampling: str, loss_type: str, global_batch: int):
+    """fn(batch, rand, step) -> u [b] for `time_sampling=mask_count` (sedd_jax's
+    `count_strata`: (u0 + id / B) mod 1, u0 as the antithetic offset), else None."""
+    if time_sampling != "mask_count":
+        return None
+    if loss_type != "masked_ce":
+        raise ValueError("training.time_sampling=mask_count needs loss.type=masked_ce")
+    offset = step_offset()
+
+    def strata(batch, rand, step):
+        return stratified_u(offset(rand, step), batch["example_id"], global_batch)
+
+    return strata
+
+
+def _count_loss(fn, graph, noise, x0, valid, rand, sampling_eps, *, step, curriculum, t):
+    """`masked_ce_count_loss` called as a `LOSSES` entry, `t` carrying u."""
+    del step, curriculum
+    return masked_ce_count_loss(fn, graph, noise, x0, valid, rand, sampling_eps, u=t)
 
 
 def single_track_objective(
@@ -51,6 +85,9 @@ def single_track_objective(
         raise ValueError("loss.type=masked_ce needs graph.type=absorbing; uniform: score_entropy")
     loss_fn = LOSSES[loss_type]
     override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
+    strata = count_strata(time_sampling, loss_type, global_batch)
+    if strata is not None:
+        loss_fn, override = _count_loss, strata
 
     def objective(model, batch, rand, step):
         tokens, valid = batch["tokens"], batch["valid"]
@@ -108,6 +145,7 @@ def pair_track_objective(
     `time_sampling` as in `single_track_objective`."""
     curriculum = check_curriculum(curriculum)
     override = time_override(time_sampling, global_batch, sampling_eps, curriculum)
+    strata = count_strata(time_sampling, loss_type, global_batch)
     trained = [
         track
         for task, (_, track) in CONDITIONAL_TRACKS.items()
@@ -129,6 +167,7 @@ def pair_track_objective(
             length_fn=length_fn_of(model),
             t=t,
             loss_type=loss_type,
+            count_u=None if strata is None else strata(batch, rand, step),
         )
         sums = out.sums()
         aux = {
