@@ -20,20 +20,19 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 
 import jax
 import jax.numpy as jnp
+from bench_utils import bench_train_step
 
 from sedd_jax.data.protein import ProteinTokenizer
 from sedd_jax.defaults import base_config
 from sedd_jax.models.sedd import count_parameters
 from sedd_jax.runs import Tokenizers, build_components
-from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+from sedd_jax.training.optim import make_optimizer
 from sedd_jax.training.state import create_train_state
-from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import single_track_objective
 
 SIZES = {
@@ -83,17 +82,7 @@ def measure(size: str, length: int, batch: int, remat: str, dtype: str, compile_
         "residual_mib": _nbytes(residuals) / MIB,
     }
     if compile_:
-        step = jax.jit(
-            functools.partial(
-                train_step,
-                objective=objective,
-                step_metrics=step_metrics,
-                tx=tx,
-                lr_schedule=learning_rate_schedule(config.optim, 1000),
-                ema=0.999,
-                axis_name=None,
-            )
-        )
+        step = jax.jit(bench_train_step(objective, step_metrics, tx, config.optim, axis_name=None))
         rstate = state
         rbatch = {  # [accum = 1, batch, length], as the step takes it
             "tokens": jax.ShapeDtypeStruct((1, batch, length), jnp.int32),

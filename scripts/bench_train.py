@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from bench_utils import bench_train_step
 
 from sedd_jax import allocator, conversion
 from sedd_jax.defaults import base_config, dual_base_config
@@ -49,10 +50,9 @@ from sedd_jax.diffusion.noise import LogLinearNoise
 from sedd_jax.models import layers
 from sedd_jax.models.dual import build_dual_model, init_dual_params
 from sedd_jax.models.sedd import build_model, count_parameters
-from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
+from sedd_jax.training.optim import make_optimizer
 from sedd_jax.training.parallel import make_parallel
 from sedd_jax.training.state import create_train_state
-from sedd_jax.training.step import train_step
 from sedd_jax.training.tasks import pair_track_objective, single_track_objective
 from sedd_jax.training.throughput import model_flops
 from sedd_torch.diffusion.graphs import Absorbing as TorchAbsorbing
@@ -191,14 +191,7 @@ def jax_step(kind, config, model, params, host, mode: str):
         graphs = joint.PairGraphs(Absorbing(PROTEIN_V - 1), Absorbing(LIGAND_V - 1))
         mixture = joint.TaskMixture.parse(dict(config.task))
         objective, metrics = pair_track_objective(model, graphs, LogLinearNoise(), mixture, EPS)
-    step_fn = functools.partial(
-        train_step,
-        objective=objective,
-        step_metrics=metrics,
-        tx=tx,
-        lr_schedule=learning_rate_schedule(config.optim, 1000),
-        ema=0.999,
-    )
+    step_fn = bench_train_step(objective, metrics, tx, config.optim)
     config.parallel.mode = mode
     wrapper = make_parallel(config.parallel, step_fn, 1, state)
     batch = wrapper.shard_batch(host)

@@ -1,5 +1,5 @@
-"""Helpers the benchmark scripts share: the CPU's name, a CLI run with a wall-time cap, and
-the `--set KEY=VALUE` config overrides."""
+"""Helpers the benchmark scripts share: the CPU's name, a CLI run with a wall-time cap, the
+`--set KEY=VALUE` config overrides and the training step the step benchmarks time."""
 
 from __future__ import annotations
 
@@ -58,3 +58,22 @@ def parse_sets(items: list[str], script: str) -> dict[str, str]:
             raise SystemExit(f"{script}: --set {item!r}: expected KEY=VALUE")
         out[key] = value
     return out
+
+
+def bench_train_step(objective, step_metrics, tx, optim_config, **kw):
+    """`training.step.train_step` bound as the benchmarks run it: the config's learning-rate
+    schedule over 1,000 steps and EMA 0.999 (`kw`: further arguments, e.g. axis_name)."""
+    import functools
+
+    from sedd_jax.training.optim import learning_rate_schedule
+    from sedd_jax.training.step import train_step
+
+    return functools.partial(
+        train_step,
+        objective=objective,
+        step_metrics=step_metrics,
+        tx=tx,
+        lr_schedule=learning_rate_schedule(optim_config, 1000),
+        ema=0.999,
+        **kw,
+    )

@@ -156,7 +156,11 @@ def load_config(name_or_path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def load_script(name: str):
-    """scripts/<name>.py as a module (its `main` not run)."""
+    """scripts/<name>.py as a module (its `main` not run), scripts/ on sys.path as when
+    the script runs (the benchmarks import `bench_utils` beside them)."""
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.append(scripts)
     return _load_module(REPO / "scripts" / f"{name}.py", name)
 
 
