@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sedd_jax import allocator
+from sedd_jax.common.preemption import SignalFlag
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file.", lock_config=True
@@ -42,6 +43,9 @@ def main(argv):
         summary = train_and_evaluate(config, workdir)
     except errors as error:
         sys.exit(f"error: {error}")
+    # everything is saved: a SIGTERM / SIGUSR1 while the process winds down (the runtime's
+    # teardown takes seconds) is recorded and ignored, so the run still exits 0
+    SignalFlag().install()
     print(f"finished: {summary}")
     print(f"outputs in {os.path.abspath(workdir)}")
 

@@ -4,6 +4,7 @@ log; a resumed run's metrics.jsonl holds one row per (step, kind of row)."""
 import collections
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -127,10 +128,10 @@ def test_signal_after_the_last_checkpoint_skips_the_samples_and_exits_0(tmp_path
     finishes that evaluation, records `samples_skipped`, writes no samples and exits 0
     (before, the handler was gone by then and the signal killed the process)."""
     workdir = str(tmp_path)
-    # a final evaluation of a few seconds: every validation batch at 256 times each
+    # a final evaluation of a few seconds: every validation batch at 64 times each
     proc = start_training(
         workdir, "--config.training.n_steps=3", "--config.eval.max_batches=0",
-        "--config.eval.time_samples=256",
+        "--config.eval.time_samples=64",
     )  # fmt: skip
     deadline = time.time() + 240
     while 3 not in checkpoint_steps(workdir) and proc.poll() is None and time.time() < deadline:
@@ -145,6 +146,24 @@ def test_signal_after_the_last_checkpoint_skips_the_samples_and_exits_0(tmp_path
     assert any(r["step"] == 3 and "val/loss_ema" in r for r in rows)  # the evaluation ran
     assert not os.path.exists(os.path.join(workdir, "samples.fasta"))
     assert checkpoint_steps(workdir) == [3]
+
+
+@pytest.mark.slow
+def test_signal_while_the_process_winds_down_still_exits_0(tmp_path):
+    """SIGUSR1 once the run has printed `finished:` (everything saved; the runtime's
+    teardown still takes a moment): the CLI records it and exits 0, not -10."""
+    proc = start_cli(
+        "sedd_jax.train",
+        *train_args(str(tmp_path), "--config.training.n_steps=2"),
+        env={"PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.DEVNULL,
+    )
+    for line in proc.stdout:
+        if line.startswith("finished:"):
+            proc.send_signal(signal.SIGUSR1)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         summary.update(evaluate(int(state.step), state))
         if jax.process_index() == 0 and preemption.no_late_signal(logger, int(state.step)):
             summary.update(task.write_samples(state.ema_params, workdir, int(state.step)))
-    preemption.uninstall()
     logger.close()
     manager.close()
+    preemption.uninstall()
     return summary

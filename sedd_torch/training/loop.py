@@ -131,6 +131,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         summary.update(evaluate(state.step))
         if preemption.no_late_signal(logger, state.step):
             summary.update(task.write_samples(state.ema_model, workdir, state.step))
-    preemption.uninstall()
     logger.close()
+    preemption.uninstall()
     return summary
