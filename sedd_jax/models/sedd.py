@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sedd_jax.common.model_options import check_time_conditioning
+from sedd_jax.common.model_options import shared_fields as common_fields
 from sedd_jax.diffusion.graphs import esigm1
 from sedd_jax.models.layers import (
     DDiTBlock,
@@ -162,23 +162,11 @@ def expected_parameter_count(
 
 
 def shared_fields(model_config, absorb: bool) -> dict:
-    """The fields SEDD and DualTrackSEDD both take from `config.model` (and the graph's
-    `absorb`), with the defaults of older checkpoints' meta for keys they lack."""
-    time_conditioning = model_config.get("time_conditioning", True)
-    check_time_conditioning(time_conditioning, absorb)
-    return {
-        "hidden": model_config.hidden,
-        "n_heads": model_config.n_heads,
-        "cond_dim": model_config.cond_dim,
-        "mlp_ratio": model_config.mlp_ratio,
-        "dropout": model_config.dropout,
-        "variant": model_config.variant,
-        "scale_by_sigma": model_config.scale_by_sigma,
-        "absorb": absorb,
-        "dtype": model_config.dtype,
+    """`common.model_options.shared_fields` and the JAX compute options (remat, attention)
+    that SEDD and DualTrackSEDD both take."""
+    return common_fields(model_config, absorb) | {
         "remat": model_config.get("remat", "none"),
         "attention": model_config.get("attention", "auto"),
-        "time_conditioning": time_conditioning,
     }
 
 

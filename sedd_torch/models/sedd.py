@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sedd_jax.common.model_options import check_time_conditioning
+from sedd_jax.common.model_options import shared_fields
 from sedd_torch.device import autocast_dtype
 from sedd_torch.diffusion.graphs import esigm1
 from sedd_torch.models.layers import (
@@ -153,25 +153,6 @@ class SEDD(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def shared_fields(model_config, absorb: bool) -> dict:
-    """The arguments SEDD and DualTrackSEDD both take from `config.model` (and the graph's
-    `absorb`), with the defaults of older checkpoints' meta for keys they lack."""
-    time_conditioning = model_config.get("time_conditioning", True)
-    check_time_conditioning(time_conditioning, absorb)
-    return {
-        "hidden": model_config.hidden,
-        "n_heads": model_config.n_heads,
-        "cond_dim": model_config.cond_dim,
-        "mlp_ratio": model_config.mlp_ratio,
-        "dropout": model_config.dropout,
-        "variant": model_config.variant,
-        "scale_by_sigma": model_config.scale_by_sigma,
-        "absorb": absorb,
-        "dtype": model_config.dtype,
-        "time_conditioning": time_conditioning,
-    }
 
 
 def build_model(model_config, vocab_size: int, absorb: bool) -> SEDD:
