@@ -41,9 +41,10 @@ def counted_masks(scores: jax.Array, valid: jax.Array, k: jax.Array):
     k-th smallest valid score, ~ Beta(k, n - k + 1) and independent of the subset (order
     statistics of uniforms)."""
     scores = jnp.where(valid, scores, 2.0)
-    rank = jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
-    kth = jnp.take_along_axis(jnp.sort(scores, axis=-1), (k - 1)[:, None], axis=-1)[:, 0]
-    return valid & (rank < k[:, None]), kth
+    order = jnp.argsort(scores, axis=-1)
+    rank = jnp.argsort(order, axis=-1)
+    kth_at = jnp.take_along_axis(order, (k - 1)[:, None], axis=-1)
+    return valid & (rank < k[:, None]), jnp.take_along_axis(scores, kth_at, axis=-1)[:, 0]
 
 
 def counted_corruption(key, x0, valid, u, noise, sampling_eps: float, mask_id: int):

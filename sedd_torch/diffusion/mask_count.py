@@ -26,7 +26,7 @@ def counted_masks(scores, valid, k):
     scores = torch.where(valid, scores, 2.0)
     order = torch.argsort(scores, dim=-1, stable=True)
     rank = torch.argsort(order, dim=-1, stable=True)
-    kth = torch.gather(torch.sort(scores, dim=-1, stable=True).values, -1, (k - 1)[:, None])
+    kth = torch.gather(scores, -1, torch.gather(order, -1, (k - 1)[:, None]))
     return valid & (rank < k[:, None]), kth[:, 0]
 
 
