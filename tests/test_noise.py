@@ -22,13 +22,25 @@ SCHEDULES = [LogLinearNoise(1e-3), GeometricNoise(1e-3, 20.0), CosineNoise(1e-4,
 
 
 def test_loglinear_total_noise_at_one_is_minus_log_eps():
-    for eps in (1e-3, 1e-4):
+    for eps in (1e-3, 1e-4, 1e-5):
         noise = LogLinearNoise(eps)
         sigma, dsigma = noise(jnp.float32(1.0))
-        assert float(sigma) == pytest.approx(-math.log(eps), rel=1e-4)
+        # float32 rounds 1 - (1 - eps) t by up to ~6e-8, i.e. sigma by 6e-8 / eps at t = 1
+        assert float(sigma) == pytest.approx(-math.log(eps), abs=6e-8 / eps + 1e-6)
         assert float(dsigma) == pytest.approx((1 - eps) / eps, rel=1e-4)
         assert noise.mask_probability_at_one() == pytest.approx(1 - eps)
         assert -math.expm1(-float(sigma)) == pytest.approx(1 - eps, abs=1e-7)
+
+
+@pytest.mark.parametrize("eps", (1e-3, 1e-5))
+def test_loglinear_masked_weight_is_one_over_t_whatever_eps(eps):
+    """The absorbing ELBO's weight dsigma / expm1(sigma) is 1/t for every eps: eps enters
+    the bound only through the masked fraction (1 - eps) t and the prior eps log n."""
+    sigma, dsigma = LogLinearNoise(eps)(jnp.asarray(TIMES))
+    weight = np.asarray(dsigma / jnp.expm1(sigma))
+    # float32: 1 - (1 - eps) t is rounded by up to ~6e-8, relative 6e-8 / (1 - t + eps t)
+    bound = 2e-5 + 6e-8 / (1.0 - TIMES + eps * TIMES)
+    assert np.all(np.abs(weight * TIMES - 1.0) <= bound), weight * TIMES
 
 
 def test_schedules_reproduce_the_reference_tables():
