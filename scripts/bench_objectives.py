@@ -5,9 +5,9 @@ matrix, Dirichlet(0.3) rows, first letter from the stationary law), sequences of
 `--sequences` of them are written as FASTA for training (`data.source=fasta`) and
 `--test` others, drawn with another seed, are scored. Each configuration trains
 `configs/demo.py` at the benchmark size (`BENCH_MODEL`: 64 wide, 4 blocks with MLP ratio
-2, batch 64; lr 1e-3, `--lr`; `--set` changes any key) for at most `--minutes` of wall time (the run
-checkpoints and stops; the learning-rate schedule is that of `--steps`), once per
-`--seeds` entry (the run's `seed`: initialisation, batch order and draws), then
+2, batch 64; lr 1e-3, `--lr`; `--set` changes any key) for at most `--minutes` of wall
+time (the run checkpoints and stops; the learning-rate schedule is that of `--steps`),
+once per `--seeds` entry (the run's `seed`: initialisation, batch order and draws), then
 `python -m sedd_jax.evaluate --fasta=<test> --per_sequence=<csv> --time_samples=256` gives
 its bound on each test sequence (256 times per sequence: at 64 the Monte Carlo error was
 most of the gap's standard error). The truth is the exact -log p of those same sequences
