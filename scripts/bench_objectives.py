@@ -22,6 +22,11 @@ Monte Carlo error and how unevenly the model misses). Every sequence has L = 64 
 Prints a table (bound and truth in nats per sequence, the gap relative to the truth), per
 configuration the mean, least and greatest gap over the seeds (runs of one configuration
 differ by more than one run's standard error), and writes JSON with the CPU model.
+
+`--breakdown N` (default 10; 0: off) also says where each run's gap lies: over N time
+bins, the bound's integrand with the run's network against the same integrand with the
+chain's exact conditionals on the same masked sequences (`gap_by_time`; ~20 s per run,
+after its training, outside the cap). The bins sum to the gap up to Monte Carlo error.
 """
 
 from __future__ import annotations
@@ -86,13 +91,117 @@ def chain_nll(x: np.ndarray, stat, trans) -> np.ndarray:
     return -log_p
 
 
+def chain_conditionals(x: np.ndarray, masked: np.ndarray, stat, trans) -> np.ndarray:
+    """[n, L, 20] log p(x_i = y | the unmasked symbols of x) at every position.
+
+    For a first-order chain only the nearest unmasked symbol on each side matters: l at
+    distance a to the left, r at distance b to the right give p(y) proportional to
+    (T^a)[l, y] (T^b)[y, r]; with none to the left the stationary law replaces the first
+    factor, with none to the right the second is 1. Computed at every position.
+    """
+    n, length = x.shape
+    powers = [np.eye(20)]
+    for _ in range(length):
+        powers.append(powers[-1] @ trans)
+    powers = np.stack(powers)  # [L + 1, 20, 20]
+    pos = np.arange(length)
+    visible = ~masked
+    # nearest visible index strictly left / right of each position (-1 / L: none)
+    left = np.maximum.accumulate(np.where(visible, pos, -1), axis=1)
+    left = np.concatenate([np.full((n, 1), -1), left[:, :-1]], axis=1)
+    right = np.minimum.accumulate(np.where(visible, pos, length)[:, ::-1], axis=1)[:, ::-1]
+    right = np.concatenate([right[:, 1:], np.full((n, 1), length)], axis=1)
+    rows = np.arange(n)[:, None]
+    has_left, has_right = left >= 0, right < length
+    l_sym = x[rows, np.clip(left, 0, length - 1)]
+    r_sym = x[rows, np.clip(right, 0, length - 1)]
+    from_left = np.where(
+        has_left[..., None], powers[np.where(has_left, pos - left, 0), l_sym], stat
+    )
+    columns = powers[np.where(has_right, right - pos, 0)]  # [n, L, 20, 20]
+    column = np.take_along_axis(columns, r_sym[..., None, None], axis=-1)[..., 0]
+    to_right = np.where(has_right[..., None], column, 1.0)
+    p = from_left * to_right
+    with np.errstate(divide="ignore"):
+        return np.log(p / p.sum(-1, keepdims=True))
+
+
+def gap_by_time(workdir: str, test_x: np.ndarray, stat, trans, bins: int, draws: int):
+    """Where a trained run's bound exceeds the truth, per time bin [k/bins, (k+1)/bins).
+
+    At times drawn uniformly in each bin, the test sequences are masked as the forward
+    process masks them and the bound's integrand (`per_token_loss`, the evaluator's term)
+    is computed twice on the same x_t: with the run's network (EMA weights, its own
+    parametrisation) and with the exact conditionals of the chain (`chain_conditionals`,
+    mapped to log-scores by RADD's relation). Their difference, integrated over the bin,
+    is the bin's share of the gap in nats per sequence (the bins sum to the diffusion
+    part of bound - truth, up to Monte Carlo error; the prior term is the same for both);
+    `kl_per_masked` is the mean excess -log p per masked letter (a KL estimate).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from sedd_jax.diffusion.losses import per_token_loss
+    from sedd_jax.diffusion.parametrisation import (
+        applied_log_score_fn,
+        mean_to_log_score,
+        parametrisation_of,
+    )
+    from sedd_jax.runs import open_run
+
+    run = open_run(workdir)
+    graph, noise, model = run.components.graph, run.components.noise, run.components.model
+    ids = np.asarray(run.tokenizers.track.encode(LETTERS))
+    x0 = jnp.asarray(ids[test_x], jnp.int32)
+    valid = jnp.ones(x0.shape, bool)
+    fn = applied_log_score_fn(
+        model, run.params("ema"), valid, parametrisation_of(run.config), graph.mask_id
+    )
+
+    @jax.jit
+    def terms(x_t, t, exact_log_p):
+        def oracle(x, sigma):
+            logits = jnp.full((*x.shape, graph.dim), -1e4).at[..., ids].set(exact_log_p)
+            return mean_to_log_score(logits, sigma, x, graph.mask_id)
+
+        model_t = per_token_loss(fn, graph, noise, x0, valid, t, x_t=x_t)
+        exact_t = per_token_loss(oracle, graph, noise, x0, valid, t, x_t=x_t)
+        return model_t.sum(-1), exact_t.sum(-1)
+
+    rng = np.random.default_rng(12345)
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        excess, masked_count, kl_sum = [], 0, 0.0
+        for _ in range(draws):
+            t = lo + (hi - lo) * rng.random(len(test_x))
+            sigma, dsigma = (np.asarray(v) for v in noise(jnp.asarray(t, jnp.float32)))
+            masked = rng.random(test_x.shape) < -np.expm1(-sigma)[:, None]
+            exact = chain_conditionals(test_x, masked, stat, trans)
+            x_t = jnp.where(jnp.asarray(masked), graph.mask_id, x0)
+            m, e = terms(x_t, jnp.asarray(t, jnp.float32), jnp.asarray(exact, jnp.float32))
+            diff = np.asarray(m) - np.asarray(e)  # [n] nats, weighted by dsigma / expm1(sigma)
+            excess.append(float(diff.mean()) * (hi - lo))
+            masked_count += int(masked.sum())
+            kl_sum += float((diff * np.expm1(sigma) / dsigma).sum())
+        rows.append(
+            {
+                "t_from": lo,
+                "t_to": hi,
+                "excess_nats_per_sequence": float(np.mean(excess)),
+                "kl_per_masked": kl_sum / max(masked_count, 1),
+            }
+        )
+    return rows
+
+
 def write_fasta(path: str, x: np.ndarray) -> None:
     with open(path, "w") as f:
         for i, row in enumerate(x):
             f.write(f">s{i}\n{''.join(LETTERS[k] for k in row)}\n")
 
 
-def run(args, fasta, test, truth: dict, loss_type: str, time_sampling: str, seed: int, workdir):
+def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed: int, workdir, chain):
     """Trains and scores one configuration; `truth`: test sequence -> exact -log p."""
     env = dict(os.environ)
     overrides = (
@@ -127,6 +236,10 @@ def run(args, fasta, test, truth: dict, loss_type: str, time_sampling: str, seed
     bound = np.array([float(r["nll_nats"]) for r in rows])
     exact = np.array([truth[r["sequence"]] for r in rows])
     diff = bound - exact
+    by_time = []
+    if args.breakdown:
+        test_x, stat, trans = chain
+        by_time = gap_by_time(workdir, test_x, stat, trans, args.breakdown, args.breakdown_draws)
     return {
         "loss": loss_type,
         "time_sampling": time_sampling,
@@ -138,7 +251,25 @@ def run(args, fasta, test, truth: dict, loss_type: str, time_sampling: str, seed
         "truth_nats_per_sequence": float(exact.mean()),
         "gap": float(diff.mean() / exact.mean()),
         "gap_se": float(diff.std(ddof=1) / np.sqrt(len(diff)) / exact.mean()),
+        "by_time": by_time,
     }
+
+
+def print_breakdown(results: list, truth: float) -> None:
+    """One row per time bin, one column per run: the bin's share of the gap (% of the
+    truth) and the excess -log p per masked letter (nats)."""
+    names = [f"{r['loss']}:{r['time_sampling']} seed {r['seed']}" for r in results]
+    print("\nWhere the gap lies (share of the truth; excess nats per masked letter):")
+    print("| t | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for k, row in enumerate(results[0]["by_time"]):
+        cells = [
+            f"{100 * b['excess_nats_per_sequence'] / truth:.3f} % ({b['kl_per_masked']:.4f})"
+            for b in (r["by_time"][k] for r in results)
+        ]
+        print(f"| {row['t_from']:.2f}-{row['t_to']:.2f} | " + " | ".join(cells) + " |")
+    totals = [sum(b["excess_nats_per_sequence"] for b in r["by_time"]) for r in results]
+    print("| all | " + " | ".join(f"{100 * x / truth:.3f} %" for x in totals) + " |")
 
 
 def main():
@@ -152,6 +283,8 @@ def main():
     ap.add_argument("--test", type=int, default=512)
     ap.add_argument("--time_samples", type=int, default=256)
     ap.add_argument("--keep", default="", help="keep the runs in this directory")
+    ap.add_argument("--breakdown", type=int, default=10, help="time bins of the gap (0: none)")
+    ap.add_argument("--breakdown_draws", type=int, default=4, help="masks per sequence and bin")
     ap.add_argument("--out", default="bench_objectives.json")
     add_set_flag(ap)
     args = ap.parse_args()
@@ -177,7 +310,8 @@ def main():
             loss_type, time_sampling = config.split(":")
             for seed in seeds:
                 workdir = os.path.join(root, f"{loss_type}_{time_sampling}_seed{seed}")
-                r = run(args, fasta, test, truth, loss_type, time_sampling, seed, workdir)
+                chain = (test_x, stat, trans)
+                r = run(args, fasta, test, truth, loss_type, time_sampling, seed, workdir, chain)
                 results.append(r)
                 print(
                     f"| {loss_type} | {time_sampling} | {seed} | {r['steps']} | "
@@ -198,6 +332,8 @@ def main():
             ]
             print(f"| {loss_type} | {time_sampling} | {len(gaps)} | {100 * np.mean(gaps):.2f} % | "
                   f"{100 * min(gaps):.2f} % | {100 * max(gaps):.2f} % |")  # fmt: skip
+    if args.breakdown:
+        print_breakdown(results, float(test_nll.mean()))
     summary = {
         "cpu": cpu_model(),
         "entropy_rate_nats": rate,

@@ -68,6 +68,13 @@ from sedd_torch.training.tasks import single_track_objective as torch_single_obj
 PROTEIN_V, LIGAND_V = 37, 40  # stable: vocab_size 36 + mask; a SMILES vocabulary + mask
 SIZES = {  # kind, model fields, batch, lengths
     "demo": ("single", dict(hidden=128, n_blocks=4, n_heads=4, cond_dim=64), 32, (64,)),
+    # bench_objectives.py's model (BENCH_MODEL)
+    "objectives": (
+        "single",
+        dict(hidden=64, n_blocks=4, n_heads=4, cond_dim=32, mlp_ratio=2),
+        64,
+        (64,),
+    ),
     "stable": ("single", dict(hidden=768, n_blocks=8, n_heads=12, cond_dim=256), 4, (512,)),
     "dual": (
         "dual",

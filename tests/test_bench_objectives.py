@@ -26,3 +26,30 @@ def test_chain_samples_have_the_entropy_the_benchmark_scores_against():
     expected = -(stat * np.log(stat)).sum() + (length - 1) * rate
     assert abs(nll.mean() - expected) < 4 * nll.std() / np.sqrt(n)
     assert 2.0 < rate < np.log(20)
+
+
+def test_chain_conditionals_equal_brute_force_marginals_of_the_joint():
+    """Every masking pattern of length-4 sequences: the nearest-visible formula gives the
+    conditional of each position that summing the chain's joint law over the other masked
+    positions gives."""
+    stat, trans, _ = bench.markov_chain(0)
+    length = 4
+    joint = np.einsum("a,ab,bc,cd->abcd", stat, trans, trans, trans)  # p(x_1..x_4)
+    rng = np.random.default_rng(3)
+    x = bench.sample_chain(6, length, stat, trans, rng)
+    patterns = np.array([[(p >> i) & 1 for i in range(length)] for p in range(16)], bool)
+    xs = np.repeat(x, len(patterns), axis=0)
+    masked = np.tile(patterns, (len(x), 1))
+    got = np.exp(bench.chain_conditionals(xs, masked, stat, trans))
+    for n in range(len(xs)):
+        for i in range(length):
+            # condition on the other visible symbols, sum out the other masked ones
+            index = tuple(
+                slice(None) if (j == i or masked[n, j]) else xs[n, j] for j in range(length)
+            )
+            law = joint[index]
+            kept = [j for j in range(length) if j == i or masked[n, j]]
+            law = law.sum(axis=tuple(a for a, j in enumerate(kept) if j != i))
+            np.testing.assert_allclose(got[n, i], law / law.sum(), rtol=1e-9, atol=1e-15)
+    # nothing visible: every position follows the stationary law
+    np.testing.assert_allclose(got[masked.all(axis=1)][0], np.tile(stat, (length, 1)), rtol=1e-9)
