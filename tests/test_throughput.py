@@ -100,17 +100,19 @@ def test_data_wait_is_the_time_spent_in_the_loader():
 
 
 def _formula(kind, fields, batch, lengths, vocabs):
-    """The formula of scripts/bench_train.py as it was written there, an independent oracle."""
-    d = fields["hidden"]
+    """The formula of scripts/bench_train.py as it was written there, an independent oracle
+    (the dense weights of a block: qkv and output 4 d^2, the MLP 2 r d^2; r = 4 there)."""
+    d, r = fields["hidden"], fields.get("mlp_ratio", 4)
     if kind == "single":
         (length,) = lengths
         n, tokens = fields["n_blocks"], batch * length
-        return 6 * (12 * d * d * n + vocabs[0] * d) * tokens + 12 * n * batch * length**2 * d
+        dense = (4 + 2 * r) * d * d * n + vocabs[0] * d
+        return 6 * dense * tokens + 12 * n * batch * length**2 * d
     (lp, ll) = lengths
     np_, nl = fields["n_blocks_protein"], fields["n_blocks_ligand"]
     tp, tl = batch * lp, batch * ll
     tracks = sum(
-        6 * (12 * d * d * n + v * d) * t + 12 * n * batch * length**2 * d
+        6 * ((4 + 2 * r) * d * d * n + v * d) * t + 12 * n * batch * length**2 * d
         for n, v, t, length in ((np_, vocabs[0], tp, lp), (nl, vocabs[1], tl, ll))
     )
     return tracks + min(np_, nl) * (6 * 4 * d * d * (tp + tl) + 24 * batch * lp * ll * d)
