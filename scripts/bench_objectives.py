@@ -127,36 +127,43 @@ def chain_conditionals(x: np.ndarray, masked: np.ndarray, stat, trans) -> np.nda
 
 
 def gap_by_time(workdir: str, test_x: np.ndarray, stat, trans, bins: int, draws: int):
-    """Where a trained run's bound exceeds the truth, per time bin [k/bins, (k+1)/bins).
+    """`excess_by_time` of the trained run in `workdir` (EMA weights, its own
+    parametrisation) on the test sequences test_x [n, L] (symbol ids)."""
+    import jax.numpy as jnp
 
-    At times drawn uniformly in each bin, the test sequences are masked as the forward
-    process masks them and the bound's integrand (`per_token_loss`, the evaluator's term)
-    is computed twice on the same x_t: with the run's network (EMA weights, its own
-    parametrisation) and with the exact conditionals of the chain (`chain_conditionals`,
-    mapped to log-scores by RADD's relation). Their difference, integrated over the bin,
-    is the bin's share of the gap in nats per sequence (the bins sum to the diffusion
-    part of bound - truth, up to Monte Carlo error; the prior term is the same for both);
-    `kl_per_masked` is the mean excess -log p per masked letter (a KL estimate).
+    from sedd_jax.diffusion.parametrisation import applied_log_score_fn, parametrisation_of
+    from sedd_jax.runs import open_run
+
+    run = open_run(workdir)
+    graph, noise, model = run.components.graph, run.components.noise, run.components.model
+    valid = jnp.ones(test_x.shape, bool)
+    fn = applied_log_score_fn(
+        model, run.params("ema"), valid, parametrisation_of(run.config), graph.mask_id
+    )
+    ids = np.asarray(run.tokenizers.track.encode(LETTERS))
+    return excess_by_time(fn, graph, noise, ids, test_x, stat, trans, bins, draws)
+
+
+def excess_by_time(log_score_fn, graph, noise, ids, test_x, stat, trans, bins, draws):
+    """Where a model's bound exceeds the truth, per time bin [k/bins, (k+1)/bins).
+
+    At times drawn uniformly in each bin, the test sequences test_x [n, L] (symbol ids;
+    `ids` maps them to token ids) are masked as the forward process masks them, and the
+    bound's integrand (`per_token_loss`, the evaluator's term) is computed twice on the
+    same x_t: with `log_score_fn(x_t, sigma)` and with the exact conditionals of the chain
+    (`chain_conditionals`, mapped to log-scores by RADD's relation). Their difference,
+    integrated over the bin, is the bin's share of the gap in nats per sequence (the bins
+    sum to the diffusion part of bound - truth, up to Monte Carlo error; the prior term is
+    the same for both); `kl_per_masked` is the mean excess -log p per masked letter.
     """
     import jax
     import jax.numpy as jnp
 
     from sedd_jax.diffusion.losses import per_token_loss
-    from sedd_jax.diffusion.parametrisation import (
-        applied_log_score_fn,
-        mean_to_log_score,
-        parametrisation_of,
-    )
-    from sedd_jax.runs import open_run
+    from sedd_jax.diffusion.parametrisation import mean_to_log_score
 
-    run = open_run(workdir)
-    graph, noise, model = run.components.graph, run.components.noise, run.components.model
-    ids = np.asarray(run.tokenizers.track.encode(LETTERS))
     x0 = jnp.asarray(ids[test_x], jnp.int32)
     valid = jnp.ones(x0.shape, bool)
-    fn = applied_log_score_fn(
-        model, run.params("ema"), valid, parametrisation_of(run.config), graph.mask_id
-    )
 
     @jax.jit
     def terms(x_t, t, exact_log_p):
@@ -164,7 +171,7 @@ def gap_by_time(workdir: str, test_x: np.ndarray, stat, trans, bins: int, draws:
             logits = jnp.full((*x.shape, graph.dim), -1e4).at[..., ids].set(exact_log_p)
             return mean_to_log_score(logits, sigma, x, graph.mask_id)
 
-        model_t = per_token_loss(fn, graph, noise, x0, valid, t, x_t=x_t)
+        model_t = per_token_loss(log_score_fn, graph, noise, x0, valid, t, x_t=x_t)
         exact_t = per_token_loss(oracle, graph, noise, x0, valid, t, x_t=x_t)
         return model_t.sum(-1), exact_t.sum(-1)
 

@@ -53,3 +53,33 @@ def test_chain_conditionals_equal_brute_force_marginals_of_the_joint():
             np.testing.assert_allclose(got[n, i], law / law.sum(), rtol=1e-9, atol=1e-15)
     # nothing visible: every position follows the stationary law
     np.testing.assert_allclose(got[masked.all(axis=1)][0], np.tile(stat, (length, 1)), rtol=1e-9)
+
+
+def test_the_gap_of_a_context_free_model_is_its_known_excess_and_lies_where_it_should():
+    """A model that predicts the stationary law at every masked position, whatever it sees,
+    has the bound sum_i -log pi(x_i) in every masking order, so its excess over the truth
+    is known exactly; the time bins of `excess_by_time` must add up to it. Its excess per
+    masked letter must fall towards t = 1, where the exact conditionals tend to pi."""
+    import jax.numpy as jnp
+
+    from sedd_jax.diffusion.graphs import Absorbing
+    from sedd_jax.diffusion.noise import LogLinearNoise
+    from sedd_jax.diffusion.parametrisation import mean_to_log_score
+
+    stat, trans, _ = bench.markov_chain(0)
+    x = bench.sample_chain(256, 64, stat, trans, np.random.default_rng(4))
+    ids = np.arange(5, 25)  # the letters' token ids; 25 is the mask
+    graph = Absorbing(25)
+    assert (graph.dim, graph.mask_id) == (26, 25)
+
+    def context_free(x_t, sigma):
+        logits = jnp.full((*x_t.shape, graph.dim), -1e4).at[..., ids].set(jnp.log(stat))
+        return mean_to_log_score(logits, sigma, x_t, graph.mask_id)
+
+    rows = bench.excess_by_time(context_free, graph, LogLinearNoise(), ids, x, stat, trans, 8, 4)
+    total = sum(r["excess_nats_per_sequence"] for r in rows)
+    known = (-np.log(stat[x]).sum(axis=1) - bench.chain_nll(x, stat, trans)).mean()
+    print(f"binned {total:.3f} against known {known:.3f} nats per sequence")
+    assert abs(total - known) < 0.01 * known
+    kl = [r["kl_per_masked"] for r in rows]
+    assert kl[0] > 2 * kl[-1] > 0
