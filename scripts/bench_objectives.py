@@ -57,6 +57,7 @@ BENCH_MODEL = {
     "sampling.num_samples": 1,
     "sampling.steps": 8,
 }
+PROBE_STEPS = 150  # `--steps auto`: the probe run that times a step
 CONFIGS = (
     "score_entropy:uniform,score_entropy:antithetic,masked_ce:uniform,masked_ce:antithetic,"
     "masked_ce:mask_count"
@@ -208,10 +209,8 @@ def write_fasta(path: str, x: np.ndarray) -> None:
             f.write(f">s{i}\n{''.join(LETTERS[k] for k in row)}\n")
 
 
-def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed: int, workdir, chain):
-    """Trains and scores one configuration; `truth`: test sequence -> exact -log p."""
-    env = dict(os.environ)
-    overrides = (
+def train_overrides(args, fasta, loss_type, time_sampling, seed: int, steps: int) -> dict:
+    return (
         BENCH_MODEL
         | {
             "seed": seed,
@@ -220,7 +219,7 @@ def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed: int, wor
             "data.max_len": 64,
             "loss.type": loss_type,
             "training.time_sampling": time_sampling,
-            "training.n_steps": args.steps,
+            "training.n_steps": steps,
             "training.eval_every": 10**9,  # the test set is scored after training
             "training.log_every": 100,
             "optim.lr": args.lr,
@@ -229,10 +228,38 @@ def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed: int, wor
         }
         | parse_sets(args.set, "bench_objectives")
     )
+
+
+def train(overrides: dict, workdir: str, deadline_s: float = 0) -> float:
+    """`python -m sedd_jax.train` on configs/demo.py with `overrides`; its wall seconds."""
     train_args = [f"--config={os.path.join(REPO, 'configs', 'demo.py')}", f"--workdir={workdir}"]
     train_args += [f"--config.{k}={v}" for k, v in overrides.items()]
-    log = workdir + ".train.log"
-    train_s = python_module("sedd_jax.train", train_args, env, log, args.minutes * 60)
+    return python_module("sedd_jax.train", train_args, dict(os.environ), workdir + ".train.log",
+                         deadline_s)  # fmt: skip
+
+
+def fit_steps(args, fasta, loss_type, time_sampling, seed: int, workdir: str) -> dict:
+    """The schedule length this machine finishes inside the cap (`--steps auto`): a probe
+    run of PROBE_STEPS steps gives the median step time s and the fixed cost c (start-up,
+    compile, final checkpoint: the probe's wall time minus its steps); the schedule is
+    0.94 (cap - c) / s steps, so that it anneals before the cap instead of being cut
+    early (a cut cosine ends at a higher learning rate). A long run steps 5-8 % slower
+    than the probe (0.080-0.085 against 0.076-0.079 s on an Intel Xeon), so the cap may
+    still cut the last ~1 % of the schedule, where the rate is at its floor."""
+    overrides = train_overrides(args, fasta, loss_type, time_sampling, seed, PROBE_STEPS)
+    wall = train(overrides | {"training.log_every": 25}, workdir)
+    step_s = float(np.median([r["train/step_time_s"] for r in read_metrics(workdir)
+                              if "train/step_time_s" in r]))  # fmt: skip
+    fixed_s = max(wall - PROBE_STEPS * step_s, 0.0)
+    steps = int(0.94 * (args.minutes * 60 - fixed_s) / step_s)
+    return {"schedule_steps": steps, "probe_step_s": step_s, "probe_fixed_s": fixed_s}
+
+
+def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed, steps, workdir, chain):
+    """Trains and scores one configuration; `truth`: test sequence -> exact -log p."""
+    env = dict(os.environ)
+    overrides = train_overrides(args, fasta, loss_type, time_sampling, seed, steps)
+    train_s = train(overrides, workdir, args.minutes * 60)
     steps = max((r["step"] for r in read_metrics(workdir) if "step" in r), default=0)
     scores = workdir + ".scores.csv"
     eval_args = [f"--workdir={workdir}", f"--fasta={test}", f"--per_sequence={scores}"]
@@ -252,6 +279,7 @@ def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed: int, wor
         "time_sampling": time_sampling,
         "seed": seed,
         "steps": steps,
+        "schedule_steps": overrides["training.n_steps"],
         "train_seconds": round(train_s, 1),
         "sequences": len(rows),
         "bound_nats_per_sequence": float(bound.mean()),
@@ -283,7 +311,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--configs", default=CONFIGS, help="loss.type:time_sampling,...")
     ap.add_argument("--minutes", type=float, default=5.0, help="training wall-time cap")
-    ap.add_argument("--steps", type=int, default=3500, help="the schedule's length")
+    ap.add_argument(
+        "--steps", default="3500", help="the schedule's length, or 'auto': fit it to the cap"
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--sequences", type=int, default=200000, help="training sequences")
     ap.add_argument("--seeds", default="0", help="comma-separated run seeds, each config")
@@ -303,7 +333,7 @@ def main():
     truth = dict(zip(names, test_nll.tolist(), strict=True))
     print(f"CPU: {cpu_model()}; entropy rate {rate:.4f} nats/symbol; test -log p "
           f"{test_nll.mean():.3f} nats/sequence")  # fmt: skip
-    print("| loss.type | time_sampling | seed | steps | train s | bound | truth | gap |")
+    print("| loss.type | time_sampling | seed | steps (schedule) | train s | bound | truth | gap |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     results = []
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -315,13 +345,24 @@ def main():
         write_fasta(test, test_x)
         for config in args.configs.split(","):
             loss_type, time_sampling = config.split(":")
+            fit = {}
+            if args.steps == "auto":  # one probe per configuration, on its first seed
+                probe = os.path.join(root, f"{loss_type}_{time_sampling}_probe")
+                fit = fit_steps(args, fasta, loss_type, time_sampling, seeds[0], probe)
+                step_s, fixed_s = fit["probe_step_s"], fit["probe_fixed_s"]
+                print(f"# {config}: {step_s:.4f} s/step, {fixed_s:.1f} s fixed: "
+                      f"a schedule of {fit['schedule_steps']} steps")  # fmt: skip
+            steps = fit.get("schedule_steps") or int(args.steps)
             for seed in seeds:
                 workdir = os.path.join(root, f"{loss_type}_{time_sampling}_seed{seed}")
                 chain = (test_x, stat, trans)
-                r = run(args, fasta, test, truth, loss_type, time_sampling, seed, workdir, chain)
+                r = run(args, fasta, test, truth, loss_type, time_sampling, seed, steps, workdir,
+                        chain)  # fmt: skip
+                r |= fit
                 results.append(r)
                 print(
-                    f"| {loss_type} | {time_sampling} | {seed} | {r['steps']} | "
+                    f"| {loss_type} | {time_sampling} | {seed} | "
+                    f"{r['steps']} ({r['schedule_steps']}) | "
                     f"{r['train_seconds']} | {r['bound_nats_per_sequence']:.3f} | "
                     f"{r['truth_nats_per_sequence']:.3f} | "
                     f"{100 * r['gap']:.2f} ± {100 * r['gap_se']:.2f} % |",

@@ -126,6 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.warmup_init_fraction = 0.0
     c.optim.final_lr_fraction = 0.01
     c.optim.grad_clip = 1.0
+    c.optim.muon_beta = 0.95  # optim.optimizer = muon: its momentum
+    c.optim.muon_rms = 0.2  # and the RMS of its update per unit lr (AdamW's, about)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 32

@@ -636,7 +636,7 @@ class ParitySteps:
     `PARITY_EMA`) and return its metrics; `rng` is the JAX state's key data (to replay
     its draws in the twin); `assert_weights_match` compares params and EMA at the end."""
 
-    def __init__(self, params, twin, jax_objective, torch_objective, seed: int):
+    def __init__(self, params, twin, jax_objective, torch_objective, seed: int, optimizer="adamw"):
         from sedd_jax.training.optim import learning_rate_schedule, make_optimizer
         from sedd_jax.training.state import TrainState
         from sedd_jax.training.step import micro_batches, train_step
@@ -644,6 +644,7 @@ class ParitySteps:
         from sedd_torch.training.state import create_train_state
 
         self.oc = oc = step_optim_config()
+        oc.optimizer = optimizer
         tx = make_optimizer(oc, PARITY_STEP_TOTAL)
         self.schedule = learning_rate_schedule(oc, PARITY_STEP_TOTAL)
         self.rng = jax.random.key_data(jax.random.key(seed))

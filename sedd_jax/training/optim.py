@@ -37,21 +37,54 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
+def muon_dimension_numbers(params):
+    """Which leaves Muon orthogonalises: the 2-D kernels of the transformer blocks and
+    cross-attention layers (top-level modules `blocks*`, `cross*`). Embeddings, output
+    layers, the sigma map, length heads, biases and norms stay with AdamW. A kernel is
+    (inputs, outputs), optax's default layout."""
+
+    def rule(path, leaf):
+        names = [str(getattr(k, "key", k)) for k in path]
+        top = next((n for n in names if n != "params"), "")
+        hidden = top.startswith(("blocks", "cross")) and names[-1] == "kernel"
+        return optax.contrib.MuonDimensionNumbers(0, 1) if hidden and leaf.ndim == 2 else None
+
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (if grad_clip > 0) then AdamW with the schedule above.
+    """Global-norm clipping (if grad_clip > 0) then AdamW with the schedule above, or
+    (`optim.optimizer = muon`) Muon on the blocks' kernels and AdamW on the rest, one
+    schedule for both; `optim.muon_rms` scales each Muon update to the RMS an AdamW update
+    has (sqrt(max(fan_in, fan_out)) x muon_rms), so the same `lr` serves both.
 
     Weight decay applies to every parameter, as in the reference (one parameter group).
     Pass the gradients' global norm as `grad_norm=` to `update` to avoid recomputing it.
     """
-    if optim_config.optimizer != "adamw":
-        raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; only 'adamw' exists")
-    adamw = optax.adamw(
-        learning_rate_schedule(optim_config, total_steps),
-        b1=optim_config.beta1,
-        b2=optim_config.beta2,
-        eps=optim_config.eps,
-        weight_decay=optim_config.weight_decay,
-    )
+    schedule = learning_rate_schedule(optim_config, total_steps)
+    if optim_config.optimizer == "adamw":
+        adamw = optax.adamw(
+            schedule,
+            b1=optim_config.beta1,
+            b2=optim_config.beta2,
+            eps=optim_config.eps,
+            weight_decay=optim_config.weight_decay,
+        )
+    elif optim_config.optimizer == "muon":
+        adamw = optax.contrib.muon(
+            schedule,
+            beta=optim_config.muon_beta,
+            weight_decay=optim_config.weight_decay,
+            adam_b1=optim_config.beta1,
+            adam_b2=optim_config.beta2,
+            eps=optim_config.eps,
+            adam_weight_decay=optim_config.weight_decay,
+            adam_learning_rate=schedule,
+            muon_weight_dimension_numbers=muon_dimension_numbers,
+            consistent_rms=optim_config.muon_rms,
+        )
+    else:
+        raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; expected adamw or muon")
     if optim_config.grad_clip > 0:
         return optax.chain(clip_by_global_norm(optim_config.grad_clip), adamw)
     return optax.with_extra_args_support(adamw)

@@ -26,7 +26,7 @@ class TrainState:
 
 def create_train_state(model: nn.Module, make_optimizer) -> TrainState:
     ema_model = copy.deepcopy(model).requires_grad_(False)
-    return TrainState(0, model, ema_model, make_optimizer(model.parameters()))
+    return TrainState(0, model, ema_model, make_optimizer(model.named_parameters()))
 
 
 def ema_decay(decay: float, num_updates: int) -> torch.Tensor:
