@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from sedd_jax import allocator
-from sedd_jax.common.preemption import SignalFlag
+from sedd_jax.common.preemption import SIGNALS
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file.", lock_config=True
@@ -44,8 +45,11 @@ def main(argv):
     except errors as error:
         sys.exit(f"error: {error}")
     # everything is saved: a SIGTERM / SIGUSR1 while the process winds down (the runtime's
-    # teardown takes seconds) is recorded and ignored, so the run still exits 0
-    SignalFlag().install()
+    # teardown takes seconds) is ignored, so the run still exits 0. SIG_IGN, not a Python
+    # handler: interpreter finalisation resets Python handlers to the default action, and
+    # a SIGUSR1 in the last moments then killed a finished run (exit -10)
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     print(f"finished: {summary}")
     print(f"outputs in {os.path.abspath(workdir)}")
 
