@@ -54,10 +54,15 @@ def main(argv):
     print(f"outputs in {os.path.abspath(workdir)}")
 
 
+OPTIMIZERS = ("adamw", "muon")  # optim.optimizer: training/optim.py, and the twin's
+
+
 def _backend(config):
     """The training function of `config.backend`, and the errors it reports to the user."""
     from sedd_jax.data.prepare import USER_ERRORS  # bad data: one line, no traceback
 
+    if config.optim.optimizer not in OPTIMIZERS:  # before any import or data preparation
+        sys.exit(f"config.optim.optimizer={config.optim.optimizer!r}; choose one of {OPTIMIZERS}")
     if config.backend == "torch":
         from sedd_jax.common.errors import CheckpointMismatchError, NonFiniteLossError
         from sedd_torch.training.loop import train_and_evaluate

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sedd_jax.training.checkpoint import make_manager
-from tests.helpers import SMALL_RUN, cli_overrides, run_cli
+from tests.helpers import SMALL_RUN, cli_overrides, run_cli, tail
 
 N_STEPS, EVERY = 8, 4
 FLAGS = [
@@ -60,3 +60,17 @@ def test_a_muon_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
     # the resumed steps moved Muon's momentum
     middle = saved_state(whole, EVERY)
     assert all(np.abs(np.asarray(a[n]) - np.asarray(middle[n])).max() > 0 for n in muon)
+
+
+def test_an_unknown_optimizer_is_a_one_line_error_before_training(tmp_path):
+    result = run_cli(
+        "sedd_jax.train",
+        f"--workdir={tmp_path}",
+        "--config=configs/demo.py",
+        "--config.optim.optimizer=lion",
+        check=False,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, tail(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "config.optim.optimizer='lion'; choose one of ('adamw', 'muon')", last
+    assert not os.listdir(tmp_path)  # nothing prepared or written

@@ -63,7 +63,7 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     """
     schedule = learning_rate_schedule(optim_config, total_steps)
     if optim_config.optimizer == "adamw":
-        adamw = optax.adamw(
+        base = optax.adamw(
             schedule,
             b1=optim_config.beta1,
             b2=optim_config.beta2,
@@ -71,7 +71,7 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
             weight_decay=optim_config.weight_decay,
         )
     elif optim_config.optimizer == "muon":
-        adamw = optax.contrib.muon(
+        base = optax.contrib.muon(
             schedule,
             beta=optim_config.muon_beta,
             weight_decay=optim_config.weight_decay,
@@ -86,8 +86,8 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     else:
         raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; expected adamw or muon")
     if optim_config.grad_clip > 0:
-        return optax.chain(clip_by_global_norm(optim_config.grad_clip), adamw)
-    return optax.with_extra_args_support(adamw)
+        return optax.chain(clip_by_global_norm(optim_config.grad_clip), base)
+    return optax.with_extra_args_support(base)
 
 
 def schedule_count(opt_state, default: jax.Array) -> jax.Array:
