@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 
 from sedd_jax.diffusion import keys
 from sedd_jax.diffusion.catsample import uniform
@@ -68,13 +69,7 @@ def test_muon_twin_matches_optax_muon(record):
         ("vocab_embed",): (9, 6),
     }
     flat = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
-    tree = {}
-    for k, v in flat.items():
-        node = tree
-        for name in k[:-1]:
-            node = node.setdefault(name, {})
-        node[k[-1]] = v
-    params = {"params": tree}
+    params = {"params": traverse_util.unflatten_dict(flat)}
     is_dims = lambda x: isinstance(x, optax.contrib.MuonDimensionNumbers)  # noqa: E731
     muon = jax.tree_util.tree_leaves(muon_dimension_numbers(params), is_leaf=is_dims)
     assert len(muon) == 3 and all(map(is_dims, muon))  # the block and cross kernels
@@ -92,12 +87,7 @@ def test_muon_twin_matches_optax_muon(record):
     assert [len(g["params"]) for g in opt.param_groups] == [3, 3]
     for step in range(6):
         grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in flat.items()}
-        gtree = jax.tree_util.tree_map(lambda x: x, params)
-        for k, g in grads.items():
-            node = gtree["params"]
-            for name in k[:-1]:
-                node = node[name]
-            node[k[-1]] = g
+        gtree = {"params": traverse_util.unflatten_dict(grads)}
         updates, state = tx.update(gtree, state, params)
         params = optax.apply_updates(params, updates)
         for k, g in grads.items():
@@ -106,10 +96,9 @@ def test_muon_twin_matches_optax_muon(record):
             group["lr"] = float(schedule(step))
         opt.step()
     worst = 0.0
+    final = traverse_util.flatten_dict(params["params"])
     for k in flat:
-        node = params["params"]
-        for name in k:
-            node = node[name]
+        node = final[k]
         got = tparams[k].detach().numpy()
         got = got.T if k[-1] == "kernel" else got
         moved = np.abs(np.asarray(node) - flat[k]).max()

@@ -268,7 +268,7 @@ def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed, steps, w
     env = dict(os.environ)
     overrides = train_overrides(args, fasta, loss_type, time_sampling, seed, steps)
     train_s = train(overrides, workdir, args.minutes * 60)
-    steps = max((r["step"] for r in read_metrics(workdir) if "step" in r), default=0)
+    done = max((r["step"] for r in read_metrics(workdir) if "step" in r), default=0)
     scores = workdir + ".scores.csv"
     eval_args = [f"--workdir={workdir}", f"--fasta={test}", f"--per_sequence={scores}"]
     eval_args += [f"--time_samples={args.time_samples}"]
@@ -286,8 +286,8 @@ def run(args, fasta, test, truth: dict, loss_type, time_sampling, seed, steps, w
         "loss": loss_type,
         "time_sampling": time_sampling,
         "seed": seed,
-        "steps": steps,
-        "schedule_steps": overrides["training.n_steps"],
+        "steps": done,
+        "schedule_steps": steps,
         "train_seconds": round(train_s, 1),
         "sequences": len(rows),
         "bound_nats_per_sequence": float(bound.mean()),

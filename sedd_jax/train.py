@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sedd_jax import allocator
+from sedd_jax.common.optim_options import check_optimizer
 from sedd_jax.common.preemption import SIGNALS
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -54,15 +55,14 @@ def main(argv):
     print(f"outputs in {os.path.abspath(workdir)}")
 
 
-OPTIMIZERS = ("adamw", "muon")  # optim.optimizer: training/optim.py, and the twin's
-
-
 def _backend(config):
     """The training function of `config.backend`, and the errors it reports to the user."""
     from sedd_jax.data.prepare import USER_ERRORS  # bad data: one line, no traceback
 
-    if config.optim.optimizer not in OPTIMIZERS:  # before any import or data preparation
-        sys.exit(f"config.optim.optimizer={config.optim.optimizer!r}; choose one of {OPTIMIZERS}")
+    try:  # before any import or data preparation
+        check_optimizer(config.optim.optimizer)
+    except ValueError as error:
+        sys.exit(str(error))
     if config.backend == "torch":
         from sedd_jax.common.errors import CheckpointMismatchError, NonFiniteLossError
         from sedd_torch.training.loop import train_and_evaluate

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from sedd_jax.common.optim_options import check_optimizer, is_muon_module
+
 
 def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
     lr = optim_config.lr
@@ -46,7 +48,7 @@ def muon_dimension_numbers(params):
     def rule(path, leaf):
         names = [str(getattr(k, "key", k)) for k in path]
         top = next((n for n in names if n != "params"), "")
-        hidden = top.startswith(("blocks", "cross")) and names[-1] == "kernel"
+        hidden = is_muon_module(top) and names[-1] == "kernel"
         return optax.contrib.MuonDimensionNumbers(0, 1) if hidden and leaf.ndim == 2 else None
 
     return jax.tree_util.tree_map_with_path(rule, params)
@@ -61,6 +63,7 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     Weight decay applies to every parameter, as in the reference (one parameter group).
     Pass the gradients' global norm as `grad_norm=` to `update` to avoid recomputing it.
     """
+    check_optimizer(optim_config.optimizer)
     schedule = learning_rate_schedule(optim_config, total_steps)
     if optim_config.optimizer == "adamw":
         base = optax.adamw(
@@ -70,7 +73,7 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
             eps=optim_config.eps,
             weight_decay=optim_config.weight_decay,
         )
-    elif optim_config.optimizer == "muon":
+    else:
         base = optax.contrib.muon(
             schedule,
             beta=optim_config.muon_beta,
@@ -83,8 +86,6 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
             muon_weight_dimension_numbers=muon_dimension_numbers,
             consistent_rms=optim_config.muon_rms,
         )
-    else:
-        raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; expected adamw or muon")
     if optim_config.grad_clip > 0:
         return optax.chain(clip_by_global_norm(optim_config.grad_clip), base)
     return optax.with_extra_args_support(base)

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from sedd_jax.common.optim_options import check_optimizer, is_muon_module
+
 
 def learning_rate_schedule(optim_config, total_steps: int):
     """k -> lr(k) as a Python float."""
@@ -41,7 +43,7 @@ def is_muon_matrix(name: str, param: torch.Tensor) -> bool:
     """sedd_jax's `muon_dimension_numbers` in torch names: the 2-D weights of the blocks
     and cross-attention layers (top-level modules `blocks*`, `cross*`)."""
     top = name.split(".")[0]
-    return top.startswith(("blocks", "cross")) and name.endswith(".weight") and param.ndim == 2
+    return is_muon_module(top) and name.endswith(".weight") and param.ndim == 2
 
 
 def orthogonalize(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -108,22 +110,18 @@ class MuonAdamW(torch.optim.Optimizer):
         return None
 
 
-def make_optimizer(params, optim_config) -> torch.optim.Optimizer:
+def make_optimizer(named_params, optim_config) -> torch.optim.Optimizer:
     """`optim.optimizer = adamw`: AdamW over every parameter (one group: weight decay
-    everywhere, as the reference); `muon`: `MuonAdamW`. `params`: (name, parameter)
-    pairs (`model.named_parameters()`) or, for AdamW, bare parameters.
+    everywhere, as the reference); `muon`: `MuonAdamW`. `named_params`: (name,
+    parameter) pairs, `model.named_parameters()`.
 
     The learning rate is set before each step from `learning_rate_schedule`.
     """
-    params = list(params)
+    check_optimizer(optim_config.optimizer)
     if optim_config.optimizer == "muon":
-        if params and not isinstance(params[0], tuple):
-            raise ValueError("optim.optimizer=muon: pass model.named_parameters()")
-        return MuonAdamW(params, optim_config)
-    if optim_config.optimizer != "adamw":
-        raise ValueError(f"optim.optimizer={optim_config.optimizer!r}; expected adamw or muon")
+        return MuonAdamW(named_params, optim_config)
     return torch.optim.AdamW(
-        [p[1] if isinstance(p, tuple) else p for p in params],
+        [param for _, param in named_params],
         lr=optim_config.lr,
         betas=(optim_config.beta1, optim_config.beta2),
         eps=optim_config.eps,
